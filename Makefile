@@ -1,0 +1,31 @@
+# `make demo`: set up and run the main job on a built-in example. `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT := out
+
+.PHONY: setup graphviz demo test bench
+
+setup: $(VENV)/.installed graphviz
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools>=68" wheel
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Pictures need graphviz's `dot`; without it fxrewrite writes the DOT text and says so.
+graphviz:
+	@command -v dot >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q graphviz >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q graphviz >/dev/null; } \
+	      || echo "could not install graphviz; pictures will be written as .dot text"; \
+	  else echo "graphviz's dot is missing: run 'sudo apt-get install -y graphviz' (pictures fall back to .dot text)"; fi; }
+
+demo: setup
+	$(BIN)/fxrewrite check torchvision.models:convnext_tiny --target archnet; test $$? -le 1
+	$(BIN)/fxrewrite viz torchvision.models:convnext_tiny --target archnet -o $(OUT)/convnext_tiny-archnet.svg
+
+test: setup
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,5 @@
+import sys
+
+from fxrewrite.cli import main
+
+sys.exit(main())

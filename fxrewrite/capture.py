@@ -1,0 +1,101 @@
+"""Capturing an `nn.Module` as a torch.fx GraphModule with shape and dtype metadata on every node.
+
+`auto` tries `torch.fx.symbolic_trace` first (it keeps module calls, so the graph reads like the
+model) and falls back to `torch.export` (ATen ops), which handles data-dependent Python such as
+the control flow of `transformers` models.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from fxrewrite.errors import CaptureError
+from fxrewrite.io import quiet_torch
+
+Frontend = Literal["auto", "symbolic", "export"]
+FRONTENDS: tuple[str, ...] = ("auto", "symbolic", "export")
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+REMEDIES = (
+    "remedies: pass fixed values for the inputs that decide control flow (concrete_args), "
+    "hide the construct in a function marked with torch.fx.wrap, keep its module whole as a leaf module "
+    "(a Tracer whose is_leaf_module returns True for it), or use --frontend export with inputs of the right shape"
+)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost traceback frame outside torch, i.e. the model's own line that failed."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    code = f" `{frame.line.strip()}`" if frame.line else ""
+    return f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}{code}"
+
+
+def _describe(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    return f"{_user_frame(exc)}: {message[:240]}"
+
+
+def symbolic_capture(module: nn.Module) -> fx.GraphModule:
+    return fx.symbolic_trace(module)
+
+
+def export_capture(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    with quiet_torch():
+        program = torch.export.export(module, example_inputs, strict=False)
+    return program.module()
+
+
+def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp."""
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
+    return gm
+
+
+def capture(
+    module: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    frontend: Frontend = "auto",
+) -> fx.GraphModule:
+    """Capture `module` as a GraphModule whose nodes carry shape metadata.
+
+    A GraphModule (e.g. from a .pt2 file) is taken as it is. Raises CaptureError naming the
+    construct that failed in each frontend tried, and the remedies.
+    """
+    if frontend not in FRONTENDS:
+        raise CaptureError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
+    name = type(module).__name__
+    failures = []
+    if isinstance(module, fx.GraphModule) and frontend != "export":
+        gm = module
+        gm.meta.setdefault("fxrewrite_frontend", "graph")
+    else:
+        gm = None
+        if frontend in ("auto", "symbolic"):
+            try:
+                gm = symbolic_capture(module)
+                gm.meta["fxrewrite_frontend"] = "symbolic"
+            except Exception as exc:
+                failures.append(f"symbolic tracing failed{_describe(exc)}")
+        if gm is None and frontend in ("auto", "export"):
+            try:
+                gm = export_capture(module, example_inputs)
+                gm.meta["fxrewrite_frontend"] = "export"
+            except Exception as exc:
+                failures.append(f"torch.export failed{_describe(exc)}")
+        if gm is None:
+            raise CaptureError(f"cannot capture {name}: {'; '.join(failures)}; {REMEDIES}")
+    try:
+        return annotate_shapes(gm, example_inputs)
+    except Exception as exc:
+        raise CaptureError(f"captured {name} but running its graph on the example inputs failed{_describe(exc)}") from exc

@@ -1,0 +1,27 @@
+"""Errors a user can act on. The CLI prints their message on one line and exits with `exit_code`."""
+
+
+class FxrewriteError(Exception):
+    """Base class: a failure caused by the user's input, not by fxrewrite."""
+
+    exit_code = 2
+
+
+class LoadError(FxrewriteError):
+    """A MODEL spec, weights file or input shape could not be turned into a runnable module."""
+
+
+class InputShapeError(FxrewriteError):
+    """The model rejected the example inputs built from --input-shape."""
+
+
+class CaptureError(FxrewriteError):
+    """Neither frontend could turn the module into a torch.fx graph."""
+
+
+class TargetError(FxrewriteError):
+    """A target description is missing or invalid."""
+
+
+class UsageError(FxrewriteError):
+    """A command-line value that cannot work, such as an output file with an unknown suffix."""

@@ -1,0 +1,149 @@
+"""Target descriptions: the built-ins, verdict reasons, formats, and errors for invalid files."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from fxrewrite.errors import TargetError
+from fxrewrite.target import QuantFormat, Target, builtin_targets
+
+from conftest import compute_views, symbolic
+
+BUILTINS = ["archnet", "cpu-reference", "ethos-u55", "npu-generic"]
+
+
+def only_view(module: nn.Module, *shape: int):
+    return compute_views(symbolic(nn.Sequential(module), torch.randn(*shape)))[0]
+
+
+def test_builtin_targets_are_listed_and_load():
+    assert builtin_targets() == BUILTINS
+    for name in BUILTINS:
+        target = Target.load(name)
+        assert target.name == name
+        assert name in target.report()
+
+
+def test_archnet_rejects_a_7x7_conv_with_an_actionable_reason():
+    verdict = Target.load("archnet").check(only_view(nn.Conv2d(8, 8, 7, padding=3), 1, 8, 9, 9))
+    assert not verdict.legal
+    assert verdict.reason == "conv2d kernel 7x7 not in allowed kernels {3x3}"
+
+
+def test_archnet_limits_input_channels_and_grouping():
+    archnet = Target.load("archnet")
+    assert archnet.check(only_view(nn.Conv2d(512, 8, 3), 1, 512, 5, 5)).legal
+    wide = archnet.check(only_view(nn.Conv2d(513, 8, 3), 1, 513, 5, 5))
+    assert wide.reason == "conv2d input channels 513 exceeds the limit 512"
+    depthwise = archnet.check(only_view(nn.Conv2d(8, 8, 3, groups=8), 1, 8, 5, 5))
+    assert depthwise.reason == "conv2d grouping depthwise not in allowed groupings {dense}"
+
+
+def test_op_missing_from_target_names_what_the_target_runs():
+    verdict = Target.load("npu-generic").check(only_view(nn.LayerNorm(5), 1, 3, 5))
+    assert not verdict.legal
+    assert verdict.reason.startswith("layer_norm is not supported by target npu-generic (it runs add, avg_pool2d")
+
+
+def test_npu_generic_pools_and_strides():
+    npu = Target.load("npu-generic")
+    assert npu.check(only_view(nn.MaxPool2d(3, 2, 1), 1, 4, 9, 9)).legal
+    assert npu.check(only_view(nn.Conv2d(4, 4, 3, stride=3), 1, 4, 9, 9)).reason == \
+        "conv2d stride 3x3 not in allowed strides {1, 2}"
+    assert not npu.check(only_view(nn.AvgPool2d(5), 1, 4, 9, 9)).legal
+
+
+def test_ethos_u55_shape_limits_from_vela():
+    u55 = Target.load("ethos-u55")
+    assert u55.check(only_view(nn.Conv2d(4, 4, 3), 1, 4, 9, 9)).legal
+    batched = u55.check(only_view(nn.Conv2d(4, 4, 3), 2, 4, 9, 9))
+    assert batched.reason == "conv2d batch size 2 exceeds the limit 1"
+    assert u55.check(only_view(nn.Linear(4, 4), 2, 4)).legal, "FULLY_CONNECTED is exempt from the batch rule"
+    stride4 = u55.check(only_view(nn.Conv2d(4, 4, 4, stride=4), 1, 4, 8, 8))
+    assert stride4.reason == "conv2d stride 4x4 outside [1, 3]"
+    dilated = u55.check(only_view(nn.Conv2d(4, 4, 3, dilation=40), 1, 4, 90, 90))
+    assert dilated.reason.startswith("conv2d dilated kernel 81x81 outside [1, 64]")
+
+
+def test_cpu_reference_allows_everything_in_the_vocabulary():
+    cpu = Target.load("cpu-reference")
+    assert cpu.check(only_view(nn.GELU(), 1, 4)).legal
+    assert cpu.check(only_view(nn.Conv2d(4, 4, 11), 1, 4, 12, 12)).legal
+
+
+def test_quantization_formats():
+    archnet = Target.load("archnet")
+    assert archnet.weights.accepts(QuantFormat.parse("int4"), "per-channel").legal
+    assert archnet.activations.accepts(QuantFormat.parse("uint4")).legal
+    verdict = archnet.activations.accepts(QuantFormat.parse("int8"))
+    assert verdict.reason == "format int8 not in {uint4, uint8}"
+    assert not Target.load("npu-generic").weights.accepts(QuantFormat.parse("int8"), "per-tensor").legal
+    assert QuantFormat.parse("uint4") == QuantFormat("uint4", 4, signed=False)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "chip.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+VALID = """
+    [target]
+    name = "chip"
+    [quantization.weights]
+    formats = ["int8"]
+    [quantization.activations]
+    formats = ["int8"]
+    [ops.conv2d]
+    kernels = ["3x3"]
+    [ops.relu]
+"""
+
+
+def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
+    target = Target.load(write(tmp_path, VALID))
+    assert set(target.ops) == {"conv2d", "relu"}
+    code, out, _ = run_cli("targets", str(tmp_path / "chip.toml"))
+    assert code == 0 and "conv2d  kernel in {3x3}" in out
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (('kernels = ["3x3"]', 'kernels = ["3x3"]\nkernal_size = 3'), "unknown key ops.conv2d.kernal_size"),
+        (('kernels = ["3x3"]', "kernels = 3"), 'ops.conv2d.kernels: expected a non-empty list of sizes such as "3x3"'),
+        (('kernels = ["3x3"]', 'kernels = ["3by3"]'), "ops.conv2d.kernels: expected sizes written \"HxW\""),
+        (("[ops.relu]", "[ops.swishy]"), "ops.swishy: unknown op kind; the vocabulary has"),
+        (('kernels = ["3x3"]', "stride_range = [4, 1]"), "ops.conv2d.stride_range: expected [low, high] with 0 <= low <= high"),
+        (('kernels = ["3x3"]', "in_channels_max = -1"), "ops.conv2d.in_channels_max: expected a positive integer"),
+        (("[ops.relu]", "[ops.relu]\nkernels = [\"3x3\"]"), "ops.relu.kernels: relu has no kernel attribute"),
+        (('formats = ["int8"]\n    [quantization.activations]', 'formats = ["int9"]\n    [quantization.activations]'),
+         "quantization.weights.formats: expected formats such as"),
+        (('name = "chip"', 'name = 7'), "target.name: expected a string"),
+        (("[quantization.weights]", "[quantisation.weights]"), "unknown key quantisation"),
+        (("[ops.relu]", "[ops.relu"), "not valid TOML"),
+    ],
+)
+def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edit, message):
+    old, new = edit
+    text = textwrap.dedent(VALID).replace(textwrap.dedent(old) if "\n" not in old else old.replace("    ", ""), new.replace("    ", ""), 1)
+    assert text != textwrap.dedent(VALID), "the edit must change the file"
+    path = write(tmp_path, text)
+    with pytest.raises(TargetError) as error:
+        Target.load(path)
+    assert str(error.value).startswith(str(path))
+    assert message in str(error.value)
+
+
+def test_unknown_target_name_lists_the_builtins():
+    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, cpu-reference, ethos-u55, npu-generic"):
+        Target.load("tpu")
+
+
+def test_missing_target_file():
+    with pytest.raises(TargetError, match="no such file"):
+        Target.load("does/not/exist.toml")
