@@ -6,14 +6,21 @@ Exit codes: 0 done; 1 the model has nodes the target cannot run; 2 bad input; 3 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from fxrewrite import api
 from fxrewrite.capture import FRONTENDS
-from fxrewrite.errors import FxrewriteError
+from fxrewrite.errors import FxrewriteError, UsageError
+from fxrewrite.export import save_pt2
+from fxrewrite.io import atomic_write_text
 from fxrewrite.load import DEFAULT_INPUT_SHAPE
+from fxrewrite.lower import lower
+from fxrewrite.pipeline import Instruments, canonical_order, parse_pipeline, registered_passes
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -59,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--target", "-t", help="colour nodes by their verdict on this target")
     viz.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.svg, .png, .pdf or .dot")
 
+    lower = commands.add_parser("lower", parents=[common, model], help="rewrite a model with exact passes",
+                                description="Rewrite the illegal nodes exactly, verify against the teacher, "
+                                            "save a .pt2 and a report; exit 1 when nodes remain for distillation.")
+    lower.add_argument("--target", "-t", required=True, help="built-in target name or path of a .toml file")
+    lower.add_argument("-o", "--output", metavar="OUT.pt2", help="lowered program (default: MODEL-TARGET.pt2)")
+    lower.add_argument("--report", metavar="OUT.json", help="write the lowering report as JSON")
+    lower.add_argument("--passes", metavar="SPEC", help="comma-separated passes to run once, in this order "
+                                                        "(default: every exact pass, repeated to a fixpoint)")
+    lower.add_argument("--timing", action="store_true", help="print time and rewrite count per pass")
+    lower.add_argument("--dump-ir", metavar="DIR", help="write the graph before and after each pass that changed it")
+    lower.add_argument("--verify-each", action="store_true",
+                       help="after each pass, compare with the teacher on fresh inputs and stop at the first "
+                            "pass whose relative error exceeds --tolerance")
+    lower.add_argument("--tolerance", type=float, default=1e-5, help="relative error allowed (default 1e-5)")
+
+    commands.add_parser("passes", parents=[common], help="list the rewrite passes",
+                        description="Every registered pass with whether it is exact.")
+
     targets = commands.add_parser("targets", parents=[common], help="list targets, or describe one",
                                   description="List the built-in targets, or print what one supports.")
     targets.add_argument("name", nargs="?", metavar="NAME", help="target name or .toml path")
@@ -98,7 +123,61 @@ def _run_targets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"check": _run_check, "viz": _run_viz, "targets": _run_targets}
+def _default_output(spec: str, target: str) -> Path:
+    stem = Path(spec.rpartition(":")[2] if ":" in spec and not Path(spec).exists() else spec).stem
+    return Path(f"{stem}-{target}.pt2")
+
+
+def _run_lower(args: argparse.Namespace) -> int:
+    target = Target.load(args.target)
+    passes = parse_pipeline(args.passes) if args.passes else None
+    output = Path(args.output) if args.output else _default_output(args.model, target.name)
+    if output.suffix != ".pt2":
+        raise UsageError(f"-o {output}: the lowered program is written as a .pt2 file")
+    if output.resolve() == Path(args.model).resolve():
+        raise UsageError(f"-o {output} would overwrite the input model; choose another file")
+    gm = _load(args)
+    inputs = gm.meta["example_inputs"]
+    instruments = Instruments(
+        dump_ir=Path(args.dump_ir) if args.dump_ir else None,
+        verify_each=copy.deepcopy(gm) if args.verify_each else None,
+        tolerance=args.tolerance,
+    )
+    lowered = lower(gm, target, inputs, passes=passes, instruments=instruments, model=args.model, debug=args.debug)
+    report = lowered.report
+    save_pt2(lowered.gm, inputs, output)
+    if args.report:
+        atomic_write_text(args.report, json.dumps(report, indent=2))
+    if args.timing:
+        print(f"{'pass':28} {'rewrites':>8} {'seconds':>8}")
+        for row in report["passes"]:
+            print(f"{row['name']:28} {row['rewrites']:>8} {row['seconds']:>8.4f}")
+    print(f"rewrites: {', '.join(f'{k} {v}' for k, v in report['rewrites'].items() if v) or 'none'}")
+    print(f"max relative error vs teacher: {report['max_relative_error']:.3g}")
+    print(f"MACs {report['before']['macs']:,} -> {report['after']['macs']:,}; "
+          f"params {report['before']['params']:,} -> {report['after']['params']:,}")
+    print(f"wrote {output}" + (f" and {args.report}" if args.report else ""))
+    if report["max_relative_error"] > args.tolerance:
+        print(f"fxrewrite: error: the lowered graph differs from the teacher by {report['max_relative_error']:.3g}, "
+              f"above --tolerance {args.tolerance:g}", file=sys.stderr)
+        return EXIT_INTERNAL
+    if lowered.check.illegal:
+        print(f"{len(lowered.check.illegal)} nodes are still illegal on {target.name} and need distillation:")
+        for row in lowered.check.illegal:
+            print(f"  {row.name} ({row.kind}): {row.reason}")
+        return EXIT_ILLEGAL
+    print(f"every node is legal on {target.name}")
+    return EXIT_OK
+
+
+def _run_passes(args: argparse.Namespace) -> int:
+    for p in canonical_order(registered_passes().values()):
+        print(f"{p.name:26} {'exact' if p.exact else 'approximate':11} {p.summary}")
+    return EXIT_OK
+
+
+_COMMANDS = {"check": _run_check, "viz": _run_viz, "targets": _run_targets, "lower": _run_lower,
+             "passes": _run_passes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

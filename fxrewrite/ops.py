@@ -36,6 +36,8 @@ class OpView:
     inputs: tuple[fx.Node, ...]
     node: fx.Node
     source: str
+    #: the node's arguments bound to the canonical signature (module forms: the module's parameters)
+    args: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def structural(self) -> bool:
@@ -338,7 +340,10 @@ def _conv_transpose_module(m: nn.Module) -> dict[str, Any]:
 
 
 def _norm_module(m: nn.Module) -> dict[str, Any]:
-    fields = {"weight": m.weight, "eps": m.eps}
+    fields = {"weight": m.weight, "bias": m.bias, "eps": m.eps}
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        fields.update(running_mean=m.running_mean, running_var=m.running_var,
+                      training=m.training or m.running_mean is None)
     if isinstance(m, nn.LayerNorm):
         fields["normalized_shape"] = m.normalized_shape
     if isinstance(m, nn.GroupNorm):
@@ -624,4 +629,14 @@ def _finish(op: OpDef, bound: dict[str, Any], node: fx.Node, source: str) -> OpV
     if op.kind == "hardtanh" and (attrs["min_val"], attrs["max_val"]) == (0.0, 6.0):
         op, attrs = _BY_KIND["relu6"], {}
     inputs = _operand_nodes(op, bound) if op.kind != "multihead_attention" else tuple(node.all_input_nodes)
-    return OpView(op.kind, attrs, inputs, node, source)
+    return OpView(op.kind, attrs, inputs, node, source, bound)
+
+
+def constant_value(value: Any) -> torch.Tensor | None:
+    """The tensor behind a parameter argument: a module's tensor, or a get_attr node's; None if computed."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, fx.Node) and value.op == "get_attr":
+        tensor = _fetch_attr(value.graph.owning_module, str(value.target))
+        return tensor.detach() if isinstance(tensor, torch.Tensor) else None
+    return None

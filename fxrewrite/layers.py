@@ -1,0 +1,38 @@
+"""Building blocks that passes share: reading a conv's weights in any form, making new conv modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fxrewrite.ops import OpView, constant_value
+from fxrewrite.pattern import Decline
+
+
+def conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
+    """The constant weight and bias of a conv or linear view, whatever form it came in."""
+    weight = constant_value(view.args.get("weight"))
+    if weight is None:
+        return Decline(f"{view.node.name}: its weight is computed at run time, not a constant")
+    bias_arg = view.args.get("bias")
+    bias = constant_value(bias_arg) if bias_arg is not None else None
+    if bias_arg is not None and bias is None:
+        return Decline(f"{view.node.name}: its bias is computed at run time, not a constant")
+    return weight, bias
+
+
+def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int, int] = (1, 1),
+           padding: tuple[int, int] = (0, 0), groups: int = 1) -> nn.Conv2d:
+    """An nn.Conv2d holding exactly these weights (float32, zero padding, dilation 1)."""
+    out_ch, in_per_group, kh, kw = weight.shape
+    conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride=stride, padding=padding, groups=groups,
+                     bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    return conv.eval()
+
+
+def is_plain_conv2d(view: OpView) -> bool:
+    return view.attrs.get("padding_mode") == "zeros" and isinstance(view.attrs.get("padding"), tuple)

@@ -1,0 +1,65 @@
+"""fold-batch-norm (exact): batch norm after a conv or linear layer folds into its weights.
+
+With s = gamma / sqrt(var + eps), bn(W x + b) = gamma (W x + b - mean) / sqrt(var + eps) + beta
+= (s * W) x + (s (b - mean) + beta), scaling each output channel's weights by s. The conv or linear
+must feed only the batch norm; inference statistics only.
+"""
+
+import torch
+from torch import nn
+
+from fxrewrite.layers import conv2d, conv_weights, is_plain_conv2d
+from fxrewrite.ops import constant_value
+from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
+from fxrewrite.pipeline import PatternPass, register
+
+
+def _scale_shift(match: Match) -> tuple[torch.Tensor, torch.Tensor] | Decline:
+    bn = match["bn"]
+    if bn.args.get("training"):
+        return Decline("batch norm in training mode uses batch statistics; export the model in eval mode")
+    mean, var = constant_value(bn.args.get("running_mean")), constant_value(bn.args.get("running_var"))
+    if mean is None or var is None:
+        return Decline("batch norm has no running statistics to fold")
+    gamma = constant_value(bn.args.get("weight"))
+    beta = constant_value(bn.args.get("bias"))
+    gamma = torch.ones_like(mean) if gamma is None else gamma
+    beta = torch.zeros_like(mean) if beta is None else beta
+    scale = gamma.double() / torch.sqrt(var.double() + bn.attrs["eps"])
+    return scale, beta.double() - mean.double() * scale
+
+
+def _fold(match: Match, rewriter: Rewriter):
+    layer = match["layer"]
+    if layer.kind == "conv2d" and not is_plain_conv2d(layer):
+        return Decline("only zero-padded convs with explicit padding fold")
+    weights, scale_shift = conv_weights(layer), _scale_shift(match)
+    for result in (weights, scale_shift):
+        if isinstance(result, Decline):
+            return result
+    (weight, bias), (scale, shift) = weights, scale_shift
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    new_weight = (weight.double() * scale.reshape(shape)).float()
+    new_bias = (shift + scale * (bias.double() if bias is not None else 0.0)).float()
+    anchor = match["bn"].node
+    if layer.kind == "linear":
+        linear = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(new_weight)
+            linear.bias.copy_(new_bias)
+        return rewriter.module(anchor, "folded_linear", linear.eval(), layer.inputs[0])
+    attrs = layer.attrs
+    folded = conv2d(new_weight, new_bias, stride=attrs["stride"], padding=attrs["padding"], groups=attrs["groups"])
+    if attrs["dilation"] != (1, 1):
+        folded.dilation = attrs["dilation"]
+    return rewriter.module(anchor, "folded_conv", folded, layer.inputs[0])
+
+
+register(PatternPass(
+    name="fold-batch-norm",
+    summary="fold inference batch norm into the preceding conv or linear layer",
+    rules=RuleSet((Rule("bn-after-layer", op("batch_norm", op(("conv2d", "linear"), name="layer", single_user=True),
+                                              name="bn"), _fold),)),
+    produces_ops=frozenset({"conv2d", "linear"}),
+    must_precede=("conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
+))
