@@ -479,7 +479,7 @@ VOCABULARY: tuple[OpDef, ...] = (
           _sig_unary, {nn.MultiheadAttention: _mha_module}, attr_names=("embed_dim", "num_heads")),
     OpDef("dropout", "dropout or stochastic depth: identity at inference", _dropout_attrs, _sig_dropout,
           {nn.Dropout: lambda m: {"p": m.p}, nn.Dropout1d: lambda m: {"p": m.p}, nn.Dropout2d: lambda m: {"p": m.p}},
-          (F.dropout, F.dropout1d, F.dropout2d, aten.dropout),
+          (F.dropout, F.dropout1d, F.dropout2d, aten.dropout, aten.feature_dropout),
           special_forms={torchvision.ops.stochastic_depth: _sig_stochastic_depth}),
     OpDef("identity", "returns its input", modules={nn.Identity: _none},
           functions=(aten.clone, aten.contiguous, aten.alias, aten.detach, torch.clone),

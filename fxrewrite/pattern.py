@@ -42,7 +42,7 @@ class Pattern:
         if not isinstance(node, fx.Node):
             return f"operand {node!r} is not a node"
         view = op_view(node)
-        label = self.name or "/".join(sorted(self.kinds or {"any"}))
+        label = "/".join(sorted(self.kinds or {"any op"}))
         if self.kinds is not None and view.kind not in self.kinds:
             return f"{node.name} is {view.kind}, not {label}"
         for words, predicate in self.where:

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import collections
+
+import torch
+from torch import fx, nn
+
+from fxrewrite.capture import capture
+from fxrewrite.ops import op_view
+from fxrewrite.pipeline import PassContext, registered_passes
+
+FORMS = ("module", "functional", "aten")
+
+
+def kinds(gm: fx.GraphModule) -> collections.Counter:
+    return collections.Counter(v.kind for v in map(op_view, gm.graph.nodes) if not v.structural)
+
+
+def conv_kernels(gm: fx.GraphModule) -> list[tuple[int, int]]:
+    return [v.attrs["kernel"] for v in map(op_view, gm.graph.nodes) if v.kind == "conv2d"]
+
+
+class FunctionalConv(nn.Module):
+    """The same conv called as F.conv2d on parameters, so tracing records a function and get_attr nodes."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        c = self.conv
+        return torch.nn.functional.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+
+
+def captured(module: nn.Module, x: torch.Tensor, form: str) -> fx.GraphModule:
+    module = module.eval()
+    return capture(module, (x,), "export" if form == "aten" else "symbolic")
+
+
+def run_pass(name: str, gm: fx.GraphModule, x: torch.Tensor) -> tuple[fx.GraphModule, int]:
+    """Apply one registered pass to every candidate (no target) and check the graph still lints."""
+    result = registered_passes()[name].run(gm, PassContext((x,)))
+    gm.graph.lint()
+    return gm, result.rewrites
+
+
+def assert_same(gm: fx.GraphModule, reference: nn.Module, x: torch.Tensor, rtol: float = 1e-5) -> None:
+    """Every output pixel, borders included, within float32 rounding of the reference."""
+    with torch.no_grad():
+        got, want = gm(x), reference(x)
+    scale = want.abs().max().clamp_min(1e-12)
+    error = ((got - want).abs().max() / scale).item()
+    assert got.shape == want.shape
+    assert error <= rtol, f"relative error {error:.3g}"

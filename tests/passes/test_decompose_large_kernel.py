@@ -1,0 +1,45 @@
+import pytest
+import torch
+from torch import nn
+
+from pass_helpers import FORMS, FunctionalConv, assert_same, captured, conv_kernels, run_pass
+
+
+@pytest.mark.parametrize("k", [5, 7, 9, 11])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid", "small"])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_large_kernel_as_exact_3x3_stack(k, stride, padding, depthwise):
+    torch.manual_seed(k + stride)
+    channels = 4
+    pad = {"same": k // 2, "valid": 0, "small": 1}[padding]
+    conv = nn.Conv2d(channels, channels if depthwise else 5, k, stride=stride, padding=pad,
+                     groups=channels if depthwise else 1, bias=True)
+    model = nn.Sequential(conv)
+    x = torch.randn(1, channels, 29, 31)
+    gm, rewrites = run_pass("decompose-large-kernel", captured(model, x, "module"), x)
+    assert rewrites == 1
+    assert conv_kernels(gm) == [(3, 3)] * (k // 2)
+    assert_same(gm, model, x)
+
+
+@pytest.mark.parametrize("form", ["functional", "aten"])
+def test_other_forms_and_rectangular_kernels(form):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, (7, 5), stride=2, padding=(3, 1), bias=True)
+    model = FunctionalConv(conv) if form == "functional" else nn.Sequential(conv)
+    x = torch.randn(1, 3, 29, 31)
+    gm, rewrites = run_pass("decompose-large-kernel", captured(model, x, form), x)
+    assert rewrites == 1 and set(conv_kernels(gm)) == {(3, 3)}
+    assert_same(gm, model, x)
+
+
+def test_even_kernels_are_declined_with_a_reason():
+    x = torch.randn(1, 3, 16, 16)
+    model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4))
+    gm = captured(model, x, "module")
+    from fxrewrite.pipeline import PassContext, registered_passes
+
+    result = registered_passes()["decompose-large-kernel"].run(gm, PassContext((x,)))
+    assert result.rewrites == 0
+    assert result.stats.declined["large-kernel"] == ["_0: even kernel 4x4: only odd kernels decompose into 3x3 stacks"]

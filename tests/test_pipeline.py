@@ -1,0 +1,78 @@
+"""Pipelines: spec strings, ordering contracts, and the instruments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fxrewrite.errors import FxrewriteError, UsageError
+from fxrewrite.pattern import Rule, RuleSet, op
+from fxrewrite.pipeline import (Instruments, PassContext, PassManager, PatternPass, VerificationError,
+                                canonical_order, parse_pipeline, registered_passes)
+
+from conftest import symbolic
+
+
+def test_spec_strings_and_unknown_names():
+    assert [p.name for p in parse_pipeline("fold-batch-norm, conv1x1-as-3x3")] == ["fold-batch-norm", "conv1x1-as-3x3"]
+    with pytest.raises(UsageError, match="unknown pass 'fold-bn'.*passes are add-as-concat-conv"):
+        parse_pipeline("fold-bn")
+
+
+def test_a_wrong_order_is_refused_with_a_sentence():
+    with pytest.raises(UsageError, match="pass add-as-concat-conv must run before conv1x1-as-3x3"):
+        parse_pipeline("conv1x1-as-3x3,add-as-concat-conv")
+
+
+def test_canonical_order_honours_every_contract():
+    order = [p.name for p in canonical_order(registered_passes().values())]
+    for p in registered_passes().values():
+        for later in p.must_precede:
+            assert order.index(p.name) < order.index(later)
+
+
+def model_and_input():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Dropout(0.2)).eval(), torch.randn(1, 3, 9, 9)
+
+
+def test_dump_ir_writes_numbered_before_and_after_only_for_passes_that_changed(tmp_path):
+    model, x = model_and_input()
+    gm = symbolic(model, x)
+    PassManager(parse_pipeline("conv1x1-as-3x3,grouped-conv-as-dense,remove-noops"),
+                Instruments(dump_ir=tmp_path)).run(gm, PassContext((x,)))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["00-00-conv1x1-as-3x3.after.py", "00-00-conv1x1-as-3x3.before.py",
+                     "00-02-remove-noops.after.py", "00-02-remove-noops.before.py"]
+    before = (tmp_path / "00-02-remove-noops.before.py").read_text()
+    after = (tmp_path / "00-02-remove-noops.after.py").read_text()
+    assert 'getattr(self, "2")' in before and 'getattr(self, "2")' not in after
+
+
+def broken_pass(replace) -> PatternPass:
+    return PatternPass("break-relu", "a deliberately wrong rewrite", RuleSet((Rule("relu", op("relu", name="r"), replace),)),
+                       frozenset({"tanh"}))
+
+
+def test_verify_each_stops_at_the_pass_that_broke_the_maths():
+    model, x = model_and_input()
+    gm = symbolic(model, x)
+    wrong = broken_pass(lambda m, rw: rw.module(m["r"].node, "tanh", nn.Tanh(), m["r"].inputs[0]))
+    manager = PassManager([registered_passes()["conv1x1-as-3x3"], wrong], Instruments(verify_each=model))
+    with pytest.raises(VerificationError, match="after pass break-relu the graph differs from the teacher"):
+        manager.run(gm, PassContext((x,)))
+
+
+def test_a_pass_that_raises_leaves_a_reproducer(tmp_path):
+    model, x = model_and_input()
+    gm = symbolic(model, x)
+
+    def explode(match, rewriter):
+        raise ValueError("boom")
+
+    manager = PassManager([broken_pass(explode)], Instruments(reproducer_dir=tmp_path))
+    with pytest.raises(FxrewriteError, match="pass break-relu failed: ValueError: boom; reproducer written to"):
+        manager.run(gm, PassContext((x,)))
+    text = (tmp_path / "break-relu-reproducer.py").read_text()
+    assert "# pipeline: --passes break-relu" in text and "def forward" in text
