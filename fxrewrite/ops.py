@@ -9,6 +9,7 @@ same normalized attributes. `VOCABULARY` is the only table: to teach fxrewrite a
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -549,8 +550,13 @@ def _module_def(module: nn.Module) -> OpDef | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
+
+
 def _bind(signature: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound = inspect.signature(signature).bind(*args, **kwargs)
+    bound = _signature(signature).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 

@@ -10,6 +10,7 @@ matches (a fixpoint), highest priority first, dispatching on the root's op kind.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,12 +88,12 @@ class Decline:
 class Rewriter:
     """Builds replacement nodes before an anchor node and gives each its shape metadata."""
 
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, fake_mode: FakeTensorMode | None = None):
         self.gm = gm
         self.created: list[fx.Node] = []
         #: what the rewrite wants reported (e.g. the cost of what it produced)
         self.notes: list[str] = []
-        self._fake = FakeTensorMode(allow_non_fake_inputs=True)
+        self._fake = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
 
     def module(self, anchor: fx.Node, prefix: str, module: nn.Module, *args: Any) -> fx.Node:
         name = self._unique(prefix)
@@ -107,11 +108,13 @@ class Rewriter:
         return self._annotate(node, lambda *xs, **kw: fn(*xs, **kw))
 
     def _unique(self, prefix: str) -> str:
+        # the next free index per prefix lives on the graph module, so naming stays O(1) per rewrite
+        counters = self.gm.meta.setdefault("fxrewrite_next_name", collections.Counter())
         base = prefix.replace(".", "_")
-        index = 0
-        while hasattr(self.gm, f"{base}_{index}"):
-            index += 1
-        return f"{base}_{index}"
+        while hasattr(self.gm, f"{base}_{counters[base]}"):
+            counters[base] += 1
+        counters[base] += 1
+        return f"{base}_{counters[base] - 1}"
 
     def _annotate(self, node: fx.Node, run: Callable[..., Any]) -> fx.Node:
         def fake(arg: fx.Node) -> torch.Tensor:
@@ -147,8 +150,12 @@ class RuleSet:
         return RuleSet(self.rules + other.rules)
 
     def for_kind(self, kind: str) -> list[Rule]:
-        return sorted((r for r in self.rules if r.root_kinds is None or kind in r.root_kinds),
-                      key=lambda r: -r.priority)
+        return _rules_for(self.rules, kind)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rules_for(rules: tuple[Rule, ...], kind: str) -> list[Rule]:
+    return sorted((r for r in rules if r.root_kinds is None or kind in r.root_kinds), key=lambda r: -r.priority)
 
 
 @dataclass
@@ -176,6 +183,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
     worklist = collections.deque(gm.graph.nodes)
     queued = set(worklist)
     erased: set[fx.Node] = set()
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     while worklist:
         node = worklist.popleft()
         queued.discard(node)
@@ -189,7 +197,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
                 if debug:
                     stats.misses[rule.name].append(found)
                 continue
-            rewriter = Rewriter(gm)
+            rewriter = Rewriter(gm, fake_mode)
             result = rule.replace(found, rewriter)
             if isinstance(result, Decline):
                 stats.declined[rule.name].append(f"{node.name}: {result.reason}")
@@ -197,7 +205,8 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
                     gm.graph.erase_node(created)
                 continue
             node.replace_all_uses_with(result)
-            for dead in sorted(found.nodes, key=_position(gm), reverse=True):
+            # captures are recorded operands first, so reversed order erases users before producers
+            for dead in reversed(found.nodes):
                 if not dead.users and dead.op != "placeholder":
                     gm.graph.erase_node(dead)
                     erased.add(dead)
@@ -215,11 +224,6 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
     gm.graph.lint()
     gm.recompile()
     return stats
-
-
-def _position(gm: fx.GraphModule) -> Callable[[fx.Node], int]:
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    return lambda n: order.get(n, -1)
 
 
 def _drop_unused_attributes(gm: fx.GraphModule) -> None:
