@@ -36,3 +36,10 @@ def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int
 
 def is_plain_conv2d(view: OpView) -> bool:
     return view.attrs.get("padding_mode") == "zeros" and isinstance(view.attrs.get("padding"), tuple)
+
+
+def plain_conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
+    """Weights of a zero-padded, undilated conv with explicit padding: the convs rewrites rebuild."""
+    if not is_plain_conv2d(view) or view.attrs["dilation"] != (1, 1):
+        return Decline("only zero-padded, undilated convs with explicit padding are rebuilt")
+    return conv_weights(view)

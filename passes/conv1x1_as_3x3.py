@@ -7,16 +7,14 @@ size (H + 2(p + 1) - 3) / s + 1 = (H + 2p - 1) / s + 1 is unchanged.
 
 import torch
 
-from fxrewrite.layers import conv2d, conv_weights, is_plain_conv2d
+from fxrewrite.layers import conv2d, plain_conv_weights
 from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
 from fxrewrite.pipeline import PatternPass, register
 
 
 def _widen(match: Match, rewriter: Rewriter):
     conv = match["conv"]
-    if not is_plain_conv2d(conv):
-        return Decline("only zero-padded convs with explicit padding widen")
-    weights = conv_weights(conv)
+    weights = plain_conv_weights(conv)
     if isinstance(weights, Decline):
         return weights
     weight, bias = weights

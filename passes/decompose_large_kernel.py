@@ -17,7 +17,7 @@ taps (padding grows by the same amount). Cost: the shift layers carry (2j + 1)^2
 import torch
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.layers import conv2d, conv_weights, is_plain_conv2d
+from fxrewrite.layers import conv2d, plain_conv_weights
 from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
 from fxrewrite.pipeline import PatternPass, register
 
@@ -60,9 +60,7 @@ def _decompose(match: Match, rewriter: Rewriter):
     kh, kw = conv.attrs["kernel"]
     if kh % 2 == 0 or kw % 2 == 0:
         return Decline(f"even kernel {kh}x{kw}: only odd kernels decompose into 3x3 stacks")
-    if not is_plain_conv2d(conv) or conv.attrs["dilation"] != (1, 1):
-        return Decline("only zero-padded, undilated convs decompose")
-    weights = conv_weights(conv)
+    weights = plain_conv_weights(conv)
     if isinstance(weights, Decline):
         return weights
     weight, bias = weights

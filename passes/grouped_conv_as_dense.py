@@ -7,16 +7,14 @@ W_dense[j*O/g:(j+1)*O/g, j*I/g:(j+1)*I/g] = W[j*O/g:(j+1)*O/g] and zero elsewher
 import torch
 
 from fxrewrite.cost import node_macs
-from fxrewrite.layers import conv2d, conv_weights, is_plain_conv2d
+from fxrewrite.layers import conv2d, plain_conv_weights
 from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
 from fxrewrite.pipeline import PatternPass, register
 
 
 def _densify(match: Match, rewriter: Rewriter):
     conv = match["conv"]
-    if not is_plain_conv2d(conv) or conv.attrs["dilation"] != (1, 1):
-        return Decline("only zero-padded, undilated convs densify")
-    weights = conv_weights(conv)
+    weights = plain_conv_weights(conv)
     if isinstance(weights, Decline):
         return weights
     weight, bias = weights
