@@ -1,6 +1,6 @@
 """grouped-conv-as-dense (exact): a grouped or depthwise conv is a dense conv with a block-diagonal weight.
 
-For groups g, output channels of group j read only input channels of group j:
+Declines when the dense weight would exceed MAX_DENSE_WEIGHT_ELEMENTS. For groups g, output channels of group j read only input channels of group j:
 W_dense[j*O/g:(j+1)*O/g, j*I/g:(j+1)*I/g] = W[j*O/g:(j+1)*O/g] and zero elsewhere. The MACs grow by g.
 """
 
@@ -12,8 +12,17 @@ from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
 from fxrewrite.pipeline import PatternPass, register
 
 
+#: largest dense weight this pass builds (64 MB of float32); beyond it distillation is the better answer
+MAX_DENSE_WEIGHT_ELEMENTS = 1 << 24
+
+
 def _densify(match: Match, rewriter: Rewriter):
     conv = match["conv"]
+    attrs = conv.attrs
+    elements = attrs["out_ch"] * attrs["in_ch"] * attrs["kernel"][0] * attrs["kernel"][1]
+    if elements > MAX_DENSE_WEIGHT_ELEMENTS:
+        return Decline(f"the dense weight would hold {elements:,} elements (limit {MAX_DENSE_WEIGHT_ELEMENTS:,}); "
+                       "leave this conv to distillation")
     weights = plain_conv_weights(conv)
     if isinstance(weights, Decline):
         return weights
