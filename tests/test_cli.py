@@ -149,3 +149,14 @@ def test_installed_command_runs_as_a_program(tmp_path):
     assert "every node is legal" in result.stdout
     usage = subprocess.run([str(command), "check"], capture_output=True, text=True)
     assert usage.returncode == 2 and "required" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from fxrewrite.io import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.json", "{}")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
