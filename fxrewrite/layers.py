@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fxrewrite.ops import OpView, constant_value
-from fxrewrite.pattern import Decline
+from fxrewrite.pattern import Decline, op
 
 
 def conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
@@ -43,3 +43,13 @@ def plain_conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None]
     if not is_plain_conv2d(view) or view.attrs["dilation"] != (1, 1):
         return Decline("only zero-padded, undilated convs with explicit padding are rebuilt")
     return conv_weights(view)
+
+
+def nchw_shape(view: OpView) -> tuple[int, ...] | Decline:
+    """The 4-D shape of a node's first input, or why the rewrite cannot use it."""
+    shape = view.input_shapes[0] if view.input_shapes else None
+    return shape if shape is not None and len(shape) == 4 else Decline("only NCHW (4-D) inputs")
+
+
+#: a conv with a kernel side over 3, the root of the large-kernel rewrites
+LARGE_KERNEL_CONV = op("conv2d", name="conv", where={"a kernel larger than 3x3": lambda v: max(v.attrs["kernel"]) > 3})

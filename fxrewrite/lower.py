@@ -32,14 +32,36 @@ def default_pipeline() -> list[Pass]:
     return canonical_order(p for p in registered_passes().values() if p.exact)
 
 
+def _run_rounds(manager: PassManager, gm: fx.GraphModule, context: PassContext, rounds: int) -> list[PassResult]:
+    results: list[PassResult] = []
+    for round_index in range(rounds):
+        round_results = manager.run(gm, context, round_index)
+        results.extend(round_results)
+        if not any(r.rewrites for r in round_results):
+            break
+    return results
+
+
+def _trial_legalizer(pipeline: list[Pass], rounds: int):
+    """Legalizes a rewrite's products with the same pipeline, so a rewrite is kept only when what
+    it leads to is legal (a 7x7 depthwise conv whose shift layers the chip cannot run stays whole)."""
+    def legalize(products: fx.GraphModule, inputs: tuple[torch.Tensor, ...], context: PassContext) -> None:
+        _run_rounds(PassManager(pipeline), products, context, rounds)
+
+    return legalize
+
+
 def lower(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...], *,
           passes: list[Pass] | None = None, instruments: Instruments | None = None, model: str = "",
           debug: bool = False) -> Lowered:
     """Rewrite `gm` (in place) until its illegal nodes are legal or no exact pass applies.
 
-    Each pass only rewrites nodes the target rejects. The default pipeline repeats the exact passes
-    in contract order until a round changes nothing, since one rewrite can expose another (an add
-    becomes a 1x1 conv that the target may need as a 3x3).
+    Each pass only rewrites nodes the target rejects (or, for passes that fire on cost, nodes it can
+    make cheaper). A replacement is kept only when its products end legal after a trial run of the
+    pipeline on them; where several rules match one node, the cheapest by the target's cost
+    estimate wins. The default pipeline repeats the exact passes in contract order until a round
+    changes nothing, since one rewrite can expose another (an add becomes a 1x1 conv that the
+    target may need as a 3x3).
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -48,14 +70,10 @@ def lower(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor
     times["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    manager = PassManager(passes if passes is not None else default_pipeline(), instruments)
-    context = PassContext(example_inputs, target, debug)
-    results: list[PassResult] = []
-    for round_index in range(1 if passes is not None else MAX_ROUNDS):
-        round_results = manager.run(gm, context, round_index)
-        results.extend(round_results)
-        if not any(r.rewrites for r in round_results):
-            break
+    pipeline = passes if passes is not None else default_pipeline()
+    rounds = 1 if passes is not None else MAX_ROUNDS
+    context = PassContext(example_inputs, target, debug, legalize=_trial_legalizer(pipeline, rounds))
+    results = _run_rounds(PassManager(pipeline, instruments), gm, context, rounds)
     times["rewrite"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -358,6 +358,7 @@ def _pool_module(m: nn.Module) -> dict[str, Any]:
         fields["dilation"] = m.dilation
     else:
         fields["count_include_pad"] = m.count_include_pad
+        fields["divisor_override"] = m.divisor_override
     return fields
 
 
@@ -470,7 +471,7 @@ VOCABULARY: tuple[OpDef, ...] = (
           ("expand", "expand_as")),
     OpDef("pad", "constant or reflective padding", _pad_attrs, _sig_pad, {}, (F.pad, aten.pad, aten.constant_pad_nd),
           attr_names=("pad", "mode")),
-    OpDef("embedding", "table lookup", _embedding_attrs, _sig_embedding_f, {nn.Embedding: lambda m: {"weight": m.weight}},
+    OpDef("embedding", "table lookup", _embedding_attrs, _sig_embedding_f, {nn.Embedding: lambda m: {"weight": m.weight, "max_norm": m.max_norm}},
           (F.embedding,), special_forms={aten.embedding: _sig_embedding_aten},
           attr_names=("num_embeddings", "embedding_dim")),
     OpDef("scaled_dot_product_attention", "softmax(q k^T / sqrt(d)) v", _sdpa_attrs, _sig_sdpa, {},
@@ -485,7 +486,8 @@ VOCABULARY: tuple[OpDef, ...] = (
     OpDef("identity", "returns its input", modules={nn.Identity: _none},
           functions=(aten.clone, aten.contiguous, aten.alias, aten.detach, torch.clone),
           methods=("contiguous", "clone", "detach")),
-    OpDef("cast", "dtype or device conversion", functions=(aten._to_copy, aten.to),
+    OpDef("one_hot", "integer ids as one-hot vectors", functions=(F.one_hot, aten.one_hot)),
+    OpDef("cast", "dtype or device conversion", functions=(aten._to_copy, aten.to, torch.Tensor.float),
           methods=("to", "float", "half", "type_as")),
     OpDef("constant", "a parameter, buffer or shape-only tensor, known at compile time",
           functions=(aten.arange, aten.zeros, aten.ones, aten.full, aten.zeros_like, aten.ones_like, torch.arange)),

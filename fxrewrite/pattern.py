@@ -88,8 +88,10 @@ class Decline:
 class Rewriter:
     """Builds replacement nodes before an anchor node and gives each its shape metadata."""
 
-    def __init__(self, gm: fx.GraphModule, fake_mode: FakeTensorMode | None = None):
+    def __init__(self, gm: fx.GraphModule, fake_mode: FakeTensorMode | None = None, target: Any = None):
         self.gm = gm
+        #: the Target being lowered to, when there is one (for limits such as in_channels_max)
+        self.target = target
         self.created: list[fx.Node] = []
         #: what the rewrite wants reported (e.g. the cost of what it produced)
         self.notes: list[str] = []
@@ -174,10 +176,31 @@ class RewriteLoopError(RuntimeError):
     """The rules kept rewriting past the loop guard: two of them undo each other."""
 
 
+#: judges a built replacement: its cost (lower wins among rules for one root), or a Decline
+Evaluate = Callable[[fx.Node, Match, list[fx.Node]], "float | Decline"]
+
+
+@dataclass
+class _Candidate:
+    rule: Rule
+    match: Match
+    rewriter: Rewriter
+    result: fx.Node
+    cost: float = 0.0
+
+
+def _discard(gm: fx.GraphModule, created: list[fx.Node]) -> None:
+    for node in reversed(created):
+        gm.graph.erase_node(node)
+
+
 def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_rewrites: int | None = None,
-                root_filter: Callable[[fx.Node], bool] | None = None) -> RewriteStats:
+                root_filter: Callable[[fx.Node], bool] | None = None, evaluate: Evaluate | None = None,
+                target: Any = None) -> RewriteStats:
     """Rewrite `gm` in place until no rule applies. `root_filter` limits which nodes may be roots;
-    with `debug`, record why candidates did not match."""
+    with `debug`, record why candidates did not match. Without `evaluate` the first rule (by
+    priority) that builds a replacement wins; with it, every matching rule builds one and the
+    cheapest accepted one wins. `target` is handed to replacement functions through the Rewriter."""
     stats = RewriteStats()
     limit = max_rewrites if max_rewrites is not None else 4 * len(gm.graph.nodes) + 100
     worklist = collections.deque(gm.graph.nodes)
@@ -191,35 +214,49 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
             continue
         if root_filter is not None and not root_filter(node):
             continue
+        candidates: list[_Candidate] = []
         for rule in rules.for_kind(op_view(node).kind):
             found = rule.pattern.match(node)
             if isinstance(found, str):
                 if debug:
                     stats.misses[rule.name].append(found)
                 continue
-            rewriter = Rewriter(gm, fake_mode)
+            rewriter = Rewriter(gm, fake_mode, target)
             result = rule.replace(found, rewriter)
+            if not isinstance(result, Decline) and evaluate is not None:
+                verdict = evaluate(node, found, rewriter.created)
+                result = verdict if isinstance(verdict, Decline) else result
             if isinstance(result, Decline):
                 stats.declined[rule.name].append(f"{node.name}: {result.reason}")
-                for created in reversed(rewriter.created):
-                    gm.graph.erase_node(created)
+                _discard(gm, rewriter.created)
                 continue
-            node.replace_all_uses_with(result)
-            # captures are recorded operands first, so reversed order erases users before producers
-            for dead in reversed(found.nodes):
-                if not dead.users and dead.op != "placeholder":
-                    gm.graph.erase_node(dead)
-                    erased.add(dead)
-            stats.applied[rule.name] += 1
-            stats.notes.extend(rewriter.notes)
-            if stats.total > limit:
-                raise RewriteLoopError(f"no fixpoint after {limit} rewrites; last rule {rule.name} on {node.name} "
-                                       f"(applied: {dict(stats.applied)})")
-            for fresh in [*rewriter.created, *result.users]:
-                if fresh not in queued:
-                    worklist.append(fresh)
-                    queued.add(fresh)
-            break
+            candidates.append(_Candidate(rule, found, rewriter, result, 0.0 if evaluate is None else verdict))
+            if evaluate is None:
+                break
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda c: c.cost)
+        for other in candidates:
+            if other is not best:
+                _discard(gm, other.rewriter.created)
+        if len(candidates) > 1:
+            stats.notes.append(f"{node.name}: chose {best.rule.name} (cost {best.cost:.3g}) over " + ", ".join(
+                f"{c.rule.name} ({c.cost:.3g})" for c in candidates if c is not best))
+        node.replace_all_uses_with(best.result)
+        # captures are recorded operands first, so reversed order erases users before producers
+        for dead in reversed(best.match.nodes):
+            if not dead.users and dead.op != "placeholder":
+                gm.graph.erase_node(dead)
+                erased.add(dead)
+        stats.applied[best.rule.name] += 1
+        stats.notes.extend(best.rewriter.notes)
+        if stats.total > limit:
+            raise RewriteLoopError(f"no fixpoint after {limit} rewrites; last rule {best.rule.name} on {node.name} "
+                                   f"(applied: {dict(stats.applied)})")
+        for fresh in [*best.rewriter.created, *best.result.users]:
+            if fresh not in queued:
+                worklist.append(fresh)
+                queued.add(fresh)
     _drop_unused_attributes(gm)
     gm.graph.lint()
     gm.recompile()

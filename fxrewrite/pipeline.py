@@ -9,6 +9,7 @@ when a pass raises.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,15 @@ from fxrewrite.capture import annotate_shapes
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.io import atomic_write_text
 from fxrewrite.ops import op_view
-from fxrewrite.pattern import RewriteStats, RuleSet, apply_rules
+from fxrewrite.pattern import Decline, Match, RewriteStats, RuleSet, apply_rules
 from fxrewrite.target import Target
+
+
+#: runs the exact pipeline on a small graph built from a rewrite's products (set by `lower`)
+Legalize = Callable[[fx.GraphModule, tuple[torch.Tensor, ...], "PassContext"], None]
+
+#: how deep trials of trials may go before products are judged as they are
+MAX_TRIAL_DEPTH = 3
 
 
 @dataclass
@@ -32,10 +40,63 @@ class PassContext:
     example_inputs: tuple[torch.Tensor, ...]
     target: Target | None = None
     debug: bool = False
+    legalize: Legalize | None = None
+    trial_depth: int = 0
 
     def is_illegal(self, node: fx.Node) -> bool:
         """Without a target every node is a candidate; with one, only nodes the target rejects."""
         return self.target is None or not self.target.check(op_view(node)).legal
+
+    def evaluate(self, pass_: PatternPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
+        """Judge a replacement by what it ends as on the target: its products, legalized in a trial by
+        the rest of the pipeline, must all be legal, and a pass that fires on cost must save some.
+        Returns the change in estimated cost (products minus the nodes they replace)."""
+        assert self.target is not None
+        target = self.target
+        if not created:
+            return 0.0
+        products, inputs = extract_subgraph(root.graph.owning_module, created)
+        illegal = [n for n in products.graph.nodes if not target.check(op_view(n)).legal]
+        if illegal and self.legalize is not None and self.trial_depth < MAX_TRIAL_DEPTH:
+            self.legalize(products, inputs, PassContext(inputs, target, self.debug, self.legalize, self.trial_depth + 1))
+            illegal = [n for n in products.graph.nodes if not target.check(op_view(n)).legal]
+        if illegal:
+            return Decline(f"what it produces stays illegal on {target.name} "
+                           f"({target.check(op_view(illegal[0])).reason}); left for distillation")
+        replaced = [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
+        before, after = target.cost.nodes(replaced), target.cost.nodes(products.graph.nodes)
+        if pass_.trigger == "cheaper" and after >= before:
+            return Decline(f"not cheaper on {target.name}: estimated cost {after:.3g} against {before:.3g} now")
+        growth_max = target.cost.growth_max
+        if growth_max is not None and after > growth_max * before:
+            return Decline(f"its legal form costs {after / max(before, 1e-12):.3g}x the nodes it replaces, over "
+                           f"cost.growth_max = {growth_max:g} of {target.name}; left for distillation")
+        return after - before
+
+
+def extract_subgraph(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[fx.GraphModule, tuple[torch.Tensor, ...]]:
+    """A graph module computing `nodes` (in order; the last is the output) from placeholders for
+    whatever they read, with random example inputs of the recorded shapes."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    inputs: list[torch.Tensor] = []
+
+    def outside(node: fx.Node) -> fx.Node:
+        if node not in env:
+            if node.op == "get_attr":
+                env[node] = graph.get_attr(node.target)
+            else:
+                env[node] = graph.placeholder(node.name)
+                meta = node.meta["tensor_meta"]
+                inputs.append(torch.randn(meta.shape, dtype=meta.dtype) if meta.dtype.is_floating_point
+                              else torch.zeros(meta.shape, dtype=meta.dtype))
+            env[node].meta = dict(node.meta)
+        return env[node]
+
+    for node in nodes:
+        env[node] = graph.node_copy(node, outside)
+    graph.output(env[nodes[-1]])
+    return fx.GraphModule(gm, graph), tuple(inputs)
 
 
 @dataclass
@@ -68,6 +129,8 @@ class PatternPass:
     produces_ops: frozenset[str]
     exact: bool = True
     must_precede: tuple[str, ...] = ()
+    #: "illegal": rewrite nodes the target rejects; "cheaper": rewrite any node when the target's cost drops
+    trigger: str = "illegal"
 
     @property
     def root_ops(self) -> frozenset[str]:
@@ -75,7 +138,10 @@ class PatternPass:
 
     def run(self, gm: fx.GraphModule, ctx: PassContext) -> PassResult:
         start = time.perf_counter()
-        stats = apply_rules(gm, self.rules, debug=ctx.debug, root_filter=ctx.is_illegal)
+        evaluate = None if ctx.target is None else functools.partial(ctx.evaluate, self)
+        root_filter = ctx.is_illegal if self.trigger == "illegal" else None
+        stats = apply_rules(gm, self.rules, debug=ctx.debug, root_filter=root_filter, evaluate=evaluate,
+                            target=ctx.target)
         return PassResult(self.name, stats.total, time.perf_counter() - start, stats)
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fxrewrite.cost import CostWeights
 from fxrewrite.errors import TargetError
 from fxrewrite.ops import KINDS, STRUCTURAL_KINDS, UNKNOWN, OpView, format_value, op_def
 
@@ -293,6 +294,7 @@ class Target:
     source: str = ""
     #: shape limits applied to every op, including those allowed by allow_all_ops
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    cost: CostWeights = CostWeights()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Target:
@@ -320,6 +322,11 @@ class Target:
                                   f"(it runs {', '.join(sorted(self.ops))})")
         reasons = [r for r in (CONSTRAINTS[k].check(v, view) for k, v in rule.constraints.items()) if r]
         return Verdict(not reasons, "; ".join(f"{view.kind} {r}" for r in reasons))
+
+    def limit(self, kind: str, key: str) -> Any:
+        """The value of one constraint on `kind` (e.g. in_channels_max on conv2d), or None."""
+        rule = self.ops.get(kind) or (OpRule(kind, self.defaults) if self.allow_all_ops else None)
+        return rule.constraints.get(key) if rule is not None else None
 
     def report(self) -> str:
         """The supported-ops report: each op with its constraints in words."""
@@ -398,7 +405,7 @@ def parse_target(data: bytes, origin: str) -> Target:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TargetError(f"{origin}: not valid TOML ({exc})") from None
-    _check_keys(doc, ("target", "quantization", "defaults", "ops"), "", origin)
+    _check_keys(doc, ("target", "quantization", "defaults", "cost", "ops"), "", origin)
     meta = _expect_table(doc.get("target", {}), "target", origin)
     _check_keys(meta, ("name", "description", "source", "allow_all_ops"), "target.", origin)
     for key in ("name", "description", "source"):
@@ -426,13 +433,27 @@ def parse_target(data: bytes, origin: str) -> Target:
         rules[kind] = OpRule(kind, {**defaults, **_parse_constraints(table, f"ops.{kind}", origin, kind)})
     if not rules and not allow_all:
         raise TargetError(f"{origin}: ops: a target must allow at least one op (or set target.allow_all_ops = true)")
+    weights = _parse_quant(quant["weights"], "quantization.weights", origin)
+    activations = _parse_quant(quant["activations"], "quantization.activations", origin)
     return Target(
         name=meta["name"],
         description=meta.get("description", ""),
         ops=rules,
-        weights=_parse_quant(quant["weights"], "quantization.weights", origin),
-        activations=_parse_quant(quant["activations"], "quantization.activations", origin),
+        weights=weights,
+        activations=activations,
         allow_all_ops=allow_all,
         source=meta.get("source", ""),
         defaults=defaults,
+        cost=_parse_cost(doc.get("cost", {}), weights, activations, origin),
     )
+
+
+def _parse_cost(table: Any, weights: QuantSpec, activations: QuantSpec, origin: str) -> CostWeights:
+    table = _expect_table(table, "cost", origin)
+    _check_keys(table, ("mac", "byte", "grouped_mac", "growth_max"), "cost.", origin)
+    for key, value in table.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise TargetError(f"{origin}: cost.{key}: expected a non-negative number, got {value!r}")
+    return CostWeights(**{k: float(v) for k, v in table.items()},
+                       activation_bytes=max(f.bits for f in activations.formats) / 8,
+                       weight_bytes=max(f.bits for f in weights.formats) / 8)

@@ -2,10 +2,17 @@
 
 from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
+    approx_large_kernel,
+    avg_pool_as_conv,
+    collapse_linear_convs,
     conv1x1_as_3x3,
     decompose_large_kernel,
+    embedding_as_one_hot,
     fold_batch_norm,
     global_avg_pool_as_convs,
     grouped_conv_as_dense,
+    max_pool_as_relu_max,
+    relu6_as_relus,
     remove_noops,
+    split_input_channels,
 )

@@ -17,8 +17,8 @@ taps (padding grows by the same amount). Cost: the shift layers carry (2j + 1)^2
 import torch
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.layers import conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
+from fxrewrite.layers import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
+from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet
 from fxrewrite.pipeline import PatternPass, register
 
 
@@ -88,7 +88,7 @@ def _decompose(match: Match, rewriter: Rewriter):
 register(PatternPass(
     name="decompose-large-kernel",
     summary="k x k conv (odd k >= 5) as an exact stack of 3x3 convs",
-    rules=RuleSet((Rule("large-kernel", op("conv2d", name="conv", where={"a kernel larger than 3x3": lambda v: max(v.attrs["kernel"]) > 3}),
+    rules=RuleSet((Rule("large-kernel", LARGE_KERNEL_CONV,
                         _decompose),)),
     produces_ops=frozenset({"conv2d"}),
     must_precede=("grouped-conv-as-dense",),

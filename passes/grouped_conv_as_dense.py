@@ -45,4 +45,5 @@ register(PatternPass(
     rules=RuleSet((Rule("grouped", op("conv2d", name="conv", where={"grouped": lambda v: v.attrs["groups"] > 1}),
                         _densify),)),
     produces_ops=frozenset({"conv2d"}),
+    must_precede=("split-input-channels",),
 ))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 import torch
 from torch import fx, nn
@@ -7,11 +9,27 @@ from torch import fx, nn
 from fxrewrite import cli
 from fxrewrite.capture import capture
 from fxrewrite.ops import OpView, op_view
+from fxrewrite.target import Target, parse_target
 
 
 def compute_views(gm: fx.GraphModule) -> list[OpView]:
     """Views of the nodes that compute something (no inputs, outputs, constants or asserts)."""
     return [v for v in (op_view(n) for n in gm.graph.nodes) if not v.structural]
+
+
+CHIP_HEADER = """
+[target]
+name = "test-chip"
+[quantization.weights]
+formats = ["int8"]
+[quantization.activations]
+formats = ["int8"]
+"""
+
+
+def chip(body: str, name: str = "test-chip.toml") -> Target:
+    """A target from the TOML tables in `body` (ops, cost), int8 weights and activations."""
+    return parse_target((CHIP_HEADER + textwrap.dedent(body)).encode(), name)
 
 
 def symbolic(module: nn.Module, *inputs: torch.Tensor) -> fx.GraphModule:

@@ -8,6 +8,9 @@ from pathlib import Path
 import torch
 
 import zoo
+from fxrewrite.capture import capture
+from fxrewrite.lower import lower
+from conftest import chip
 
 ZOO = str(Path(zoo.__file__))
 
@@ -55,3 +58,19 @@ def test_passes_lists_every_pass(run_cli):
     names = [line.split()[0] for line in out.splitlines()]
     assert "fold-batch-norm" in names and "decompose-large-kernel" in names
     assert all(line.split()[1] in ("exact", "approximate") for line in out.splitlines())
+
+
+def test_growth_max_leaves_an_expensive_exact_rewrite_for_distillation():
+    body = """
+        [cost]
+        growth_max = 2.0
+        [ops.conv2d]
+        kernels = ["3x3"]
+        """
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 7, padding=3)).eval()
+    x = torch.randn(1, 3, 15, 15)
+    thrifty = lower(capture(model, (x,)), chip(body, "thrifty.toml"), (x,))
+    assert not thrifty.check.all_legal
+    assert "cost.growth_max = 2 of test-chip; left for distillation" in " ".join(
+        thrifty.report["declined"]["decompose-large-kernel"])
+    assert lower(capture(model, (x,)), chip(body.replace("growth_max = 2.0", "")), (x,)).check.all_legal

@@ -23,7 +23,7 @@ block = st.one_of(
     st.tuples(st.just("conv"), conv_spec),
     st.tuples(st.just("bn"), st.none()),
     st.tuples(st.sampled_from(["relu", "relu6"]), st.none()),
-    st.tuples(st.just("pool"), st.sampled_from([(2, 2, 0), (3, 2, 1), (3, 1, 1)])),
+    st.tuples(st.sampled_from(["pool", "avg_pool"]), st.sampled_from([(2, 2, 0), (3, 2, 1), (3, 1, 1), (3, 2, 0)])),
     st.tuples(st.just("residual"), conv_spec),
     st.tuples(st.just("concat"), conv_spec),
     st.tuples(st.just("dropout"), st.none()),
@@ -72,6 +72,8 @@ def build(blocks) -> nn.Module:
             layers.append(nn.ReLU6())
         elif name == "pool":
             layers.append(nn.MaxPool2d(spec[0], spec[1], spec[2]))
+        elif name == "avg_pool":
+            layers.append(nn.AvgPool2d(spec[0], spec[1], spec[2]))
         elif name == "residual":
             layers.append(Residual(spec))
         elif name == "concat":

@@ -126,6 +126,8 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
         (('name = "chip"', 'name = 7'), "target.name: expected a string"),
         (("[quantization.weights]", "[quantisation.weights]"), "unknown key quantisation"),
         (("[ops.relu]", "[ops.relu"), "not valid TOML"),
+        (("[ops.relu]", "[cost]\nmacs = 1\n[ops.relu]"), "unknown key cost.macs"),
+        (("[ops.relu]", "[cost]\nbyte = -1\n[ops.relu]"), "cost.byte: expected a non-negative number"),
     ],
 )
 def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edit, message):
@@ -137,6 +139,15 @@ def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edi
         Target.load(path)
     assert str(error.value).startswith(str(path))
     assert message in str(error.value)
+
+
+def test_cost_weights_come_from_the_file_and_the_formats():
+    npu = Target.load("npu-generic").cost
+    assert (npu.mac, npu.byte, npu.grouped_mac, npu.activation_bytes, npu.growth_max) == (1.0, 1.0, 4.0, 1.0, None)
+    archnet = Target.load("archnet").cost
+    assert (archnet.grouped_mac, archnet.weight_bytes, archnet.activation_bytes) == (1.0, 1.0, 1.0)
+    view = only_view(nn.Conv2d(8, 8, 3, groups=8, bias=False), 1, 8, 5, 5)
+    assert npu.node(view) == 4.0 * 9 * 8 * 9 + (8 * 25 + 8 * 9) + 8 * 9
 
 
 def test_unknown_target_name_lists_the_builtins():

@@ -8,6 +8,7 @@ from torch import fx, nn
 from fxrewrite.capture import capture
 from fxrewrite.ops import op_view
 from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite.target import Target
 
 FORMS = ("module", "functional", "aten")
 
@@ -37,9 +38,10 @@ def captured(module: nn.Module, x: torch.Tensor, form: str) -> fx.GraphModule:
     return capture(module, (x,), "export" if form == "aten" else "symbolic")
 
 
-def run_pass(name: str, gm: fx.GraphModule, x: torch.Tensor) -> tuple[fx.GraphModule, int]:
-    """Apply one registered pass to every candidate (no target) and check the graph still lints."""
-    result = registered_passes()[name].run(gm, PassContext((x,)))
+def run_pass(name: str, gm: fx.GraphModule, x: torch.Tensor, target: Target | None = None) -> tuple[fx.GraphModule, int]:
+    """Apply one registered pass (to every candidate without a target; with one, as lowering does
+    but without trial legalization) and check the graph still lints."""
+    result = registered_passes()[name].run(gm, PassContext((x,), target))
     gm.graph.lint()
     return gm, result.rewrites
 

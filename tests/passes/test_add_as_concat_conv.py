@@ -2,27 +2,65 @@ import pytest
 import torch
 from torch import nn
 
-from pass_helpers import FORMS, assert_same, captured, kinds, run_pass
+from conftest import chip
+from pass_helpers import assert_same, captured, kinds, run_pass
+from fxrewrite.lower import lower
+from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite.target import Target
 
 
 class Residual(nn.Module):
-    def __init__(self):
+    """x + conv(x) in several spellings; `activated` puts a ReLU between, so the add cannot fold."""
+
+    def __init__(self, kernel=3, alpha=1.0, conv_left=False, activated=False):
         super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv = nn.Conv2d(4, 4, kernel, padding=kernel // 2)
+        self.alpha, self.conv_left, self.activated = alpha, conv_left, activated
 
     def forward(self, x):
-        return self.conv(x) + x
+        y = self.conv(x)
+        y = torch.relu(y) if self.activated else y
+        return torch.add(y, x, alpha=self.alpha) if self.conv_left else torch.add(x, y, alpha=self.alpha)
 
 
 @pytest.mark.parametrize("form", ["module", "aten"])
-def test_residual_add_becomes_concat_and_conv(form):
+def test_add_after_activation_becomes_concat_and_1x1_conv(form):
     torch.manual_seed(0)
     x = torch.randn(2, 4, 29, 31)
-    model = Residual().eval()
+    model = Residual(activated=True, alpha=0.5).eval()
     gm, rewrites = run_pass("add-as-concat-conv", captured(model, x, form), x)
     assert rewrites == 1
-    assert kinds(gm) == {"conv2d": 2, "cat": 1}
+    assert kinds(gm) == {"conv2d": 2, "cat": 1, "relu": 1}
     assert_same(gm, model, x)
+
+
+@pytest.mark.parametrize("form", ["module", "aten"])
+@pytest.mark.parametrize("kernel, alpha, conv_left", [(3, 1.0, False), (5, 0.5, False), (1, -2.0, True), (3, 0.25, True)])
+def test_add_folds_into_the_conv_it_adds_to(form, kernel, alpha, conv_left):
+    torch.manual_seed(kernel)
+    x = torch.randn(2, 4, 29, 31)
+    model = Residual(kernel, alpha, conv_left).eval()
+    gm, rewrites = run_pass("add-as-concat-conv", captured(model, x, form), x)
+    assert rewrites == 1
+    assert kinds(gm) == {"conv2d": 1, "cat": 1}
+    assert_same(gm, model, x)
+
+
+def test_the_target_cost_chooses_between_the_forms_and_says_so():
+    x = torch.randn(1, 4, 9, 9)
+    gm = captured(Residual().eval(), x, "module")
+    with_1x1 = chip("[ops.conv2d]\n[ops.cat]\n")
+    result = registered_passes()["add-as-concat-conv"].run(gm, PassContext((x,), with_1x1))
+    # a 1x1 summing conv costs less than widening the 3x3 conv by four identity inputs
+    assert any(note.startswith("add: chose add (") and "over add-into-right-conv" in note for note in result.stats.notes)
+
+
+def test_without_1x1_kernels_folding_into_the_conv_wins():
+    x = torch.randn(1, 4, 9, 9)
+    model = Residual().eval()
+    lowered = lower(captured(model, x, "module"), Target.load("archnet"), (x,))
+    assert lowered.check.all_legal and lowered.report["max_relative_error"] < 1e-5
+    assert any("chose add-into-right-conv" in note for note in lowered.report["notes"])
 
 
 def test_broadcast_add_is_declined():

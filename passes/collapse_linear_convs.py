@@ -1,0 +1,84 @@
+"""collapse-linear-convs (exact, fires on cost): two convs with nothing between them are one conv.
+
+With y1(p) = sum_t W1(t) x(p + t - p1) + b1 (stride 1) and y2(q) = sum_u W2(u) y1(s2 q + u - p2) + b2,
+y2(q) = sum_v M(v) x(s2 q + v - p1 - p2) + b, where M[o, i](v) = sum_m sum_(u + t = v) W2[o, m](u)
+W1[m, i](t) is a (k1 + k2 - 1)-wide kernel and b = b2 + sum_(m, u) W2[o, m](u) b1[m]. This holds
+at every output pixel when the second conv reads no padding (p2 = 0), or when the first is a
+bias-free 1x1 conv (its output is 0 where the second conv pads, as the merged conv's input is).
+Grouped convs are taken as block-diagonal dense ones, and two depthwise convs stay depthwise.
+This is the collapse of Restructurable Activation Networks (1x1 -> depthwise k x k -> 1x1 without
+activations becomes one dense k x k conv). It fires only where the target's cost estimate says
+the merged conv is cheaper, and its product must be legal (or legalizable) on the target.
+"""
+
+import torch
+
+from fxrewrite.layers import conv2d, plain_conv_weights
+from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
+from fxrewrite.pipeline import PatternPass, register
+
+
+def _dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    out_per, in_per = weight.shape[0] // groups, weight.shape[1]
+    dense = torch.zeros(weight.shape[0], in_per * groups, *weight.shape[2:], dtype=torch.float64)
+    for g in range(groups):
+        dense[g * out_per:(g + 1) * out_per, g * in_per:(g + 1) * in_per] = weight[g * out_per:(g + 1) * out_per]
+    return dense
+
+
+def _compose(second: torch.Tensor, first: torch.Tensor, pairing: str) -> torch.Tensor:
+    """M[o, i](u + t) = sum_m second[o, m](u) first[m, i](t); `pairing` is the einsum over channels."""
+    kh2, kw2 = second.shape[2:]
+    kh1, kw1 = first.shape[2:]
+    out_ch = second.shape[0]
+    merged = torch.zeros(out_ch, first.shape[1], kh1 + kh2 - 1, kw1 + kw2 - 1, dtype=torch.float64)
+    for uy in range(kh2):
+        for ux in range(kw2):
+            merged[:, :, uy:uy + kh1, ux:ux + kw1] += torch.einsum(pairing, second[:, :, uy, ux], first)
+    return merged
+
+
+def _collapse(match: Match, rewriter: Rewriter):
+    first, second = match["first"], match["second"]
+    weights_1, weights_2 = plain_conv_weights(first), plain_conv_weights(second)
+    for weights in (weights_1, weights_2):
+        if isinstance(weights, Decline):
+            return weights
+    (w1, b1), (w2, b2) = weights_1, weights_2
+    if first.attrs["stride"] != (1, 1):
+        return Decline("the first conv has a stride; only stride-1 first convs compose into one kernel")
+    bias_free_pointwise = first.attrs["kernel"] == (1, 1) and first.attrs["padding"] == (0, 0) and (
+        b1 is None or not b1.any())
+    if second.attrs["padding"] != (0, 0) and not bias_free_pointwise:
+        return Decline("the second conv pads its input, which the merged conv cannot reproduce at the border "
+                       "(exact only when the second conv has no padding or the first is a bias-free 1x1)")
+    w1, w2 = w1.double(), w2.double()
+    both_depthwise = first.attrs["grouping"] == second.attrs["grouping"] == "depthwise" and \
+        first.attrs["out_ch"] == first.attrs["in_ch"] == second.attrs["out_ch"]
+    if both_depthwise:
+        merged, groups = _compose(w2, w1, "oi,oikl->oikl"), first.attrs["in_ch"]
+        channel_sums = w2.sum(dim=(1, 2, 3))
+    else:
+        w1, w2 = _dense(w1, first.attrs["groups"]), _dense(w2, second.attrs["groups"])
+        merged, groups = _compose(w2, w1, "om,mikl->oikl"), 1
+        channel_sums = w2.sum(dim=(2, 3))
+    bias = None if b1 is None and b2 is None else torch.zeros(second.attrs["out_ch"], dtype=torch.float64)
+    if b2 is not None:
+        bias += b2.double()
+    if b1 is not None:
+        bias += channel_sums * b1.double() if both_depthwise else channel_sums @ b1.double()
+    padding = tuple(a + b for a, b in zip(first.attrs["padding"], second.attrs["padding"]))
+    module = conv2d(merged.float(), None if bias is None else bias.float(), stride=second.attrs["stride"],
+                    padding=padding, groups=groups)
+    return rewriter.module(second.node, "collapsed_conv", module, first.inputs[0])
+
+
+register(PatternPass(
+    name="collapse-linear-convs",
+    summary="conv followed directly by conv (no activation) as one conv, where the target's cost says it is cheaper",
+    rules=RuleSet((Rule("conv-conv", op("conv2d", op("conv2d", name="first", single_user=True), name="second"),
+                        _collapse),)),
+    produces_ops=frozenset({"conv2d"}),
+    trigger="cheaper",
+    must_precede=("conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense", "split-input-channels"),
+))

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from conftest import chip
+from pass_helpers import FORMS, FunctionalConv, assert_same, captured, kinds, run_pass
+from fxrewrite.ops import op_view
+
+
+def only_conv(gm):
+    (conv,) = [op_view(n) for n in gm.graph.nodes if op_view(n).kind == "conv2d"]
+    return conv
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_conv_then_unpadded_conv_is_one_conv_with_biases(form):
+    torch.manual_seed(0)
+    first, second = nn.Conv2d(3, 5, 3, padding=1), nn.Conv2d(5, 4, 3, stride=2)
+    model = nn.Sequential(FunctionalConv(first) if form == "functional" else first, second).eval()
+    x = torch.randn(2, 3, 29, 31)
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model, x, "aten" if form == "aten" else "module"), x)
+    assert rewrites == 1
+    assert only_conv(gm).attrs["kernel"] == (5, 5)
+    assert_same(gm, model, x)
+
+
+def test_restructurable_activation_chain_becomes_one_dense_conv():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 8, 1, bias=False), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.Conv2d(8, 6, 1)).eval()
+    x = torch.randn(2, 4, 29, 31)
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model, x, "module"), x)
+    assert rewrites == 2
+    conv = only_conv(gm)
+    assert (conv.attrs["kernel"], conv.attrs["grouping"], conv.attrs["padding"]) == ((3, 3), "dense", (1, 1))
+    assert_same(gm, model, x)
+
+
+def test_two_depthwise_convs_stay_depthwise():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 6, 3, stride=2, groups=6)).eval()
+    x = torch.randn(1, 6, 29, 31)
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model, x, "module"), x)
+    assert rewrites == 1 and only_conv(gm).attrs["grouping"] == "depthwise"
+    assert_same(gm, model, x)
+
+
+@pytest.mark.parametrize("model", [
+    nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)),  # second pads a biased map
+    nn.Sequential(nn.Conv2d(3, 3, 3, stride=2), nn.Conv2d(3, 3, 1)),  # strided first conv
+    nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 1)),  # an activation between
+])
+def test_what_would_not_be_exact_is_left_alone(model):
+    x = torch.randn(1, 3, 11, 11)
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model.eval(), x, "module"), x)
+    assert rewrites == 0 and kinds(gm)["conv2d"] == 2
+
+
+def test_fires_only_where_the_target_cost_says_it_is_cheaper():
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1)).eval()
+    x = torch.randn(1, 8, 16, 16)
+    ops = "[ops.conv2d]\n"
+    _, plain = run_pass("collapse-linear-convs", captured(model, x, "module"), x, chip(ops))
+    slow_depthwise = chip(ops + "[cost]\ngrouped_mac = 16.0\n")
+    gm, collapsed = run_pass("collapse-linear-convs", captured(model, x, "module"), x, slow_depthwise)
+    assert (plain, collapsed) == (0, 1)
+    assert_same(gm, model, x)
