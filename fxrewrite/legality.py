@@ -10,6 +10,7 @@ from typing import Any
 from torch import fx
 
 from fxrewrite.ops import format_value, op_view
+from fxrewrite.regions import find_regions
 from fxrewrite.target import Target
 
 JSON_VERSION = 1
@@ -31,6 +32,8 @@ class CheckReport:
     target: str
     model: str
     rows: tuple[NodeVerdict, ...]
+    #: the illegal nodes grouped for distillation (see fxrewrite.regions), as Region.describe() rows
+    regions: tuple[dict[str, Any], ...] = ()
 
     @property
     def illegal(self) -> tuple[NodeVerdict, ...]:
@@ -56,6 +59,7 @@ class CheckReport:
                         "illegal": len(self.illegal)},
             "nodes": [asdict(r) for r in self.rows],
             "counts": self.counts(),
+            "regions": list(self.regions),
         }
         return json.dumps(document, indent=2)
 
@@ -71,10 +75,21 @@ class CheckReport:
         lines.append(f"{'op kind':24} {'legal':>6} {'illegal':>8}")
         for kind, c in self.counts().items():
             lines.append(f"{kind:24} {c['legal']:>6} {c['illegal']:>8}")
+        if self.regions:
+            lines.append("")
+            lines.append(f"{len(self.regions)} regions to distil (connected illegal nodes, cut at legal tensors):")
+            lines.extend(f"  {describe_region(r)}" for r in self.regions)
         lines.append("")
         lines.append(f"{self.model} on {self.target}: {len(self.rows)} nodes, {len(self.illegal)} illegal"
                      + ("" if self.illegal else " -- every node is legal"))
         return "\n".join(lines)
+
+
+def describe_region(region: dict[str, Any]) -> str:
+    shapes = lambda ends: ", ".join("x".join(map(str, e["shape"])) or "?" for e in ends)  # noqa: E731
+    kinds = ", ".join(f"{k} {n}" for k, n in region["kinds"].items())
+    return (f"region {region['region']}: {len(region['nodes'])} nodes ({kinds}); "
+            f"{shapes(region['inputs'])} -> {shapes(region['outputs'])}; teacher MACs {region['teacher_macs']:,}")
 
 
 def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
@@ -93,4 +108,5 @@ def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
             reason=verdict.reason,
             source=view.source,
         ))
-    return CheckReport(target.name, model or type(gm).__name__, tuple(rows))
+    regions = tuple(r.describe() for r in find_regions(gm, target)) if any(r.verdict == "illegal" for r in rows) else ()
+    return CheckReport(target.name, model or type(gm).__name__, tuple(rows), regions)

@@ -100,6 +100,7 @@ def lower(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor
         "notes": notes,
         "still_illegal": [{"name": r.name, "kind": r.kind, "reason": r.reason} for r in verdicts.illegal],
         "needs_distillation": not verdicts.all_legal,
+        "regions": list(verdicts.regions),
         "max_relative_error": error,
         "before": before,
         "after": {"macs": graph_macs(gm), "params": parameter_count(gm), "nodes": len(gm.graph.nodes)},

@@ -1,0 +1,66 @@
+"""Regions: illegal nodes grouped into connected, cycle-free groups, listed by check and lower."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from conftest import chip, symbolic
+from fxrewrite.legality import check
+from fxrewrite.regions import carve, find_regions
+
+CONV_ONLY = chip("[ops.conv2d]\n[ops.relu]\n")
+
+
+class TwoIslands(nn.Module):
+    """gelu -> sigmoid (one region), a legal conv, then tanh (another region)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.tanh(self.conv(torch.sigmoid(nn.functional.gelu(x))))
+
+
+class WouldBeCycle(nn.Module):
+    """gelu feeds a legal conv and an illegal add that also reads the conv: one region holding gelu
+    and add would both feed and read the conv, a cycle once fused."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        g = nn.functional.gelu(x)
+        return g + self.conv(g)
+
+
+def test_connected_illegal_nodes_form_one_region_cut_at_legal_tensors():
+    gm = symbolic(TwoIslands(), torch.randn(1, 3, 8, 8))
+    regions = find_regions(gm, CONV_ONLY)
+    assert [sorted(r.kinds) for r in regions] == [["gelu", "sigmoid"], ["tanh"]]
+    assert [n.name for n in regions[0].inputs] == ["x"] and [n.name for n in regions[0].outputs] == ["sigmoid"]
+
+
+def test_regions_never_create_a_cycle():
+    gm = symbolic(WouldBeCycle(), torch.randn(1, 3, 8, 8))
+    assert [sorted(r.kinds) for r in find_regions(gm, CONV_ONLY)] == [["gelu"], ["add"]]
+
+
+def test_carving_fuses_each_region_into_a_submodule_that_computes_the_same():
+    x = torch.randn(2, 3, 8, 8)
+    model = TwoIslands().eval()
+    carved = carve(symbolic(model, x), CONV_ONLY)
+    assert [name for name, _ in carved.named_children() if name.startswith("region_")] == ["region_0", "region_1"]
+    torch.testing.assert_close(carved(x), model(x))
+
+
+def test_check_lists_regions_in_text_and_json():
+    report = check(symbolic(TwoIslands(), torch.randn(1, 3, 8, 8)), CONV_ONLY, "islands")
+    assert "2 regions to distil" in report.to_text()
+    assert "region 0: 2 nodes (gelu 1, sigmoid 1); 1x3x8x8 -> 1x3x8x8" in report.to_text()
+    document = json.loads(report.to_json())
+    assert [r["kinds"] for r in document["regions"]] == [{"gelu": 1, "sigmoid": 1}, {"tanh": 1}]
