@@ -13,13 +13,19 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from fxrewrite import api
+from fxrewrite.calib import SOURCES_HELP, load_calibration
 from fxrewrite.capture import FRONTENDS
+from fxrewrite.distill import SCHEDULES, DistillConfig
+from fxrewrite.distill.training import ProgressBars
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.io import atomic_write_text
 from fxrewrite.load import DEFAULT_INPUT_SHAPE
-from fxrewrite.lower import lower
+from fxrewrite.lower import distill_and_quantize, lower
+from fxrewrite.quant import METHODS, scheme_for
 from fxrewrite.pipeline import Instruments, canonical_order, parse_pipeline, registered_passes
 from fxrewrite.target import Target, builtin_targets
 
@@ -80,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after each pass, compare with the teacher on fresh inputs and stop at the first "
                             "pass whose relative error exceeds --tolerance")
     lower.add_argument("--tolerance", type=float, default=1e-5, help="relative error allowed (default 1e-5)")
+    data = lower.add_argument_group("distillation and quantization (need --calib)")
+    data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
+                                                      "labels are never read")
+    data.add_argument("--calib-size", type=int, default=1024, metavar="N",
+                      help="use the first N inputs, the last fifth of them held out for the report (default 1024)")
+    data.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
+    data.add_argument("--wbits", type=int, metavar="B", help="weight bits: one of the target's weight formats")
+    data.add_argument("--abits", type=int, metavar="B", help="activation bits: one of the target's activation formats")
+    data.add_argument("--quant", choices=METHODS, default="lsq", help="fake quantization method (default lsq)")
+    data.add_argument("--schedule", choices=SCHEDULES, default="parallel",
+                      help="blockwise schedule: all students at once, or Arch-Net's progressive one (default parallel)")
+    data.add_argument("--epochs", type=int, default=20, metavar="N", help="blockwise epochs (default 20)")
+    data.add_argument("--finetune-epochs", type=int, default=10, metavar="N",
+                      help="end-to-end fine-tuning epochs (default 10)")
+    data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
+    data.add_argument("--resume", action="store_true",
+                      help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
 
     commands.add_parser("passes", parents=[common], help="list the rewrite passes",
                         description="Every registered pass with whether it is exact.")
@@ -136,6 +160,8 @@ def _run_lower(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2 file")
     if output.resolve() == Path(args.model).resolve():
         raise UsageError(f"-o {output} would overwrite the input model; choose another file")
+    if (args.wbits is not None or args.abits is not None) and args.calib is None:
+        raise UsageError(f"--wbits/--abits need calibration data: pass --calib with {SOURCES_HELP}")
     gm = _load(args)
     inputs = gm.meta["example_inputs"]
     instruments = Instruments(
@@ -144,6 +170,8 @@ def _run_lower(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
     )
     lowered = lower(gm, target, inputs, passes=passes, instruments=instruments, model=args.model, debug=args.debug)
+    if lowered.report["max_relative_error"] <= args.tolerance:
+        lowered = _train(args, lowered, target, inputs, output)
     report = lowered.report
     save_pt2(lowered.gm, inputs, output)
     if args.report:
@@ -153,7 +181,10 @@ def _run_lower(args: argparse.Namespace) -> int:
         for row in report["passes"]:
             print(f"{row['name']:28} {row['rewrites']:>8} {row['seconds']:>8.4f}")
     print(f"rewrites: {', '.join(f'{k} {v}' for k, v in report['rewrites'].items() if v) or 'none'}")
-    print(f"max relative error vs teacher: {report['max_relative_error']:.3g}")
+    print(f"max relative error vs teacher: {report['max_relative_error']:.3g}"
+          + (" (exact rewrites)" if "distillation" in report else ""))
+    if "distillation" in report:
+        _print_distillation(report["distillation"])
     print(f"MACs {report['before']['macs']:,} -> {report['after']['macs']:,}; "
           f"params {report['before']['params']:,} -> {report['after']['params']:,}")
     print(f"wrote {output}" + (f" and {args.report}" if args.report else ""))
@@ -165,9 +196,50 @@ def _run_lower(args: argparse.Namespace) -> int:
         print(f"{len(lowered.check.illegal)} nodes are still illegal on {target.name} and need distillation:")
         for row in lowered.check.illegal:
             print(f"  {row.name} ({row.kind}): {row.reason}")
+        if "distillation" not in report:
+            print(f"fxrewrite: error: to distil these {len(lowered.check.regions)} regions into students of legal "
+                  f"ops, pass --calib with {SOURCES_HELP}", file=sys.stderr)
         return EXIT_ILLEGAL
     print(f"every node is legal on {target.name}")
     return EXIT_OK
+
+
+def _train(args: argparse.Namespace, lowered, target: Target, inputs: tuple[torch.Tensor, ...], output: Path):
+    wants_quant = args.wbits is not None or args.abits is not None
+    if not lowered.check.illegal and not wants_quant:
+        return lowered
+    if args.calib is None:
+        return lowered
+    if len(inputs) != 1:
+        raise UsageError(f"--calib feeds single-input models; this one takes {len(inputs)} inputs")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
+    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    scheme = scheme_for(target, args.wbits, args.abits, args.quant) if wants_quant else None
+    data = load_calibration(args.calib, inputs[0], args.calib_size, args.batch_size, args.seed)
+    bars = ProgressBars()
+    config = DistillConfig(epochs=args.epochs, finetune_epochs=args.finetune_epochs, lr=args.lr, seed=args.seed,
+                           schedule=args.schedule, device=args.device, checkpoint_dir=output.with_suffix(".ckpt"),
+                           resume=args.resume, progress=bars)
+    try:
+        return distill_and_quantize(lowered, target, data, scheme, config)
+    finally:
+        bars.close()
+
+
+def _print_distillation(report: dict) -> None:
+    train, held = report["samples"]["train"], report["samples"]["held_out"]
+    print(f"{report['schedule']}, {report['quantization']}; {train} inputs from {report['calibration']}, "
+          f"{held} held out")
+    for row in report["regions"]:
+        print(f"  {row['region']}: {row['student']} ({row['student_params']:,} params), "
+              f"held-out MSE {row['mse']:.3g}, cosine {row['cosine']:.4f}")
+    agreement = f", top-1 agreement {report['top1_agreement']:.2%}" if "top1_agreement" in report else ""
+    print(f"vs teacher on the held-out split: cosine {report['held_out_cosine']:.4f}, "
+          f"MSE {report['held_out_mse']:.3g}{agreement}")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
 
 
 def _run_passes(args: argparse.Namespace) -> int:

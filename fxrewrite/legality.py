@@ -9,9 +9,10 @@ from typing import Any
 
 from torch import fx
 
-from fxrewrite.ops import format_value, op_view
+from fxrewrite.ops import OpView, format_value, op_view
+from fxrewrite.quant import is_fake_quant
 from fxrewrite.regions import find_regions
-from fxrewrite.target import Target
+from fxrewrite.target import Target, Verdict
 
 JSON_VERSION = 1
 
@@ -92,12 +93,26 @@ def describe_region(region: dict[str, Any]) -> str:
             f"{shapes(region['inputs'])} -> {shapes(region['outputs'])}; teacher MACs {region['teacher_macs']:,}")
 
 
+def _quantized_operands(view: OpView, target: Target) -> Verdict:
+    """In a quantized graph, the MAC array reads only quantized operands."""
+    weight, data = view.args.get("weight"), view.inputs[0] if view.inputs else None
+    float_operands = [what for what, node in (("weights", weight), ("input", data)) if not is_fake_quant(node)]
+    if not float_operands:
+        return Verdict(True)
+    return Verdict(False, f"{view.kind} reads float32 {' and '.join(float_operands)} in a quantized graph; "
+                          f"{target.name} runs weights {target.weights.words()}, activations "
+                          f"{target.activations.words()} (quantize with fxrewrite.quant)")
+
+
 def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
     """Judge every node of `gm` against `target`."""
     rows = []
+    quantized = any(is_fake_quant(n) for n in gm.graph.nodes)
     for node in gm.graph.nodes:
         view = op_view(node)
         verdict = target.check(view)
+        if verdict.legal and quantized and view.kind in ("conv2d", "linear"):
+            verdict = _quantized_operands(view, target)
         shape = view.output_shape
         rows.append(NodeVerdict(
             name=node.name,

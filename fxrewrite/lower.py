@@ -5,16 +5,19 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import fx
 
+from fxrewrite.calib import CalibrationData
 from fxrewrite.cost import graph_macs, parameter_count
+from fxrewrite.distill import DistillConfig, distill, post_training_quantize
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.pipeline import (Instruments, Pass, PassContext, PassManager, PassResult, canonical_order,
                                 fresh_inputs, registered_passes, relative_error)
+from fxrewrite.quant import QuantScheme
 from fxrewrite.target import Target
 
 MAX_ROUNDS = 4
@@ -106,4 +109,31 @@ def lower(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor
         "after": {"macs": graph_macs(gm), "params": parameter_count(gm), "nodes": len(gm.graph.nodes)},
         "seconds": {k: round(v, 4) for k, v in times.items()},
     }
+    return Lowered(gm, verdicts, report)
+
+
+def distill_and_quantize(lowered: Lowered, target: Target, data: CalibrationData, scheme: QuantScheme | None,
+                         config: DistillConfig) -> Lowered:
+    """Finish an exact lowering with data: distil what stayed illegal (quantization-aware with
+    `scheme`), or only calibrate `scheme` when every node is already legal; verify the result."""
+    example = (data.train[0],)
+    if lowered.check.illegal:
+        result = distill(lowered.gm, target, data.train, data.held_out, replace(config, quant=scheme))
+        gm = result.gm if scheme is not None else lower(result.gm, target, example).gm
+    elif scheme is not None:
+        result = post_training_quantize(lowered.gm, scheme, data.train, data.held_out)
+        gm = result.gm
+    else:
+        return lowered
+    verdicts = check(gm, target, lowered.report.get("model", ""))
+    report = dict(lowered.report)
+    report["exact_after"] = report.pop("after")
+    report.update({
+        "distillation": result.report | {"calibration": data.source, "samples": dict(zip(("train", "held_out"),
+                                                                                       data.samples))},
+        "still_illegal": [{"name": r.name, "kind": r.kind, "reason": r.reason} for r in verdicts.illegal],
+        "needs_distillation": not verdicts.all_legal,
+        "after": {"macs": graph_macs(gm), "params": parameter_count(gm), "nodes": len(gm.graph.nodes)},
+    })
+    report["seconds"] = report["seconds"] | {f"distill_{k}": v for k, v in result.report["seconds"].items()}
     return Lowered(gm, verdicts, report)

@@ -291,6 +291,16 @@ def _mha_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {key: b[key] for key in ("embed_dim", "num_heads", "batch_first")}
 
 
+def _fake_quant_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    source = b["input"]
+    return {
+        "qmin": int(b["quant_min"]),
+        "qmax": int(b["quant_max"]),
+        "granularity": "per-channel" if "axis" in b else "per-tensor",
+        "role": "weights" if isinstance(source, fx.Node) and source.op == "get_attr" else "activations",
+    }
+
+
 def _no_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -325,6 +335,8 @@ def _sig_pad(input, pad, mode="constant", value=None): ...
 def _sig_gelu(input, approximate="none"): ...
 def _sig_hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False): ...
 def _sig_matmul(input, other): ...
+def _sig_fake_quant_tensor(input, scale, zero_point, quant_min, quant_max): ...
+def _sig_fake_quant_channel(input, scale, zero_point, axis, quant_min, quant_max): ...
 
 
 # --- module forms: a module's attributes as bound arguments -------------------------------------
@@ -495,6 +507,12 @@ VOCABULARY: tuple[OpDef, ...] = (
           functions=(builtins.getattr, aten.sym_size), methods=("size", "dim")),
     OpDef("assert", "runtime check, removed at compile time",
           functions=(torch._assert, aten._assert_async, aten._assert_tensor_metadata, aten._assert_scalar)),
+    OpDef("fake_quant", "quantize-dequantize: the number format a tensor is kept in (see fxrewrite/quant.py)",
+          _fake_quant_attrs, _sig_fake_quant_tensor,
+          functions=(torch.fake_quantize_per_tensor_affine, aten.fake_quantize_per_tensor_affine),
+          special_forms={torch.fake_quantize_per_channel_affine: _sig_fake_quant_channel,
+                         aten.fake_quantize_per_channel_affine: _sig_fake_quant_channel},
+          attr_names=("qmin", "qmax", "granularity", "role")),
     OpDef("getitem", "picks one result of an op that returns several", functions=(operator.getitem,)),
 )
 

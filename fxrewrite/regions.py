@@ -1,7 +1,7 @@
 """Regions: the nodes a target still rejects, grouped for distillation.
 
-torch.fx's capability-based partitioner groups the rejected nodes into connected partitions whose
-fusion never creates a cycle; each region is cut at legal tensors and has its input and output
+torch.fx's capability-based partitioner groups the rejected nodes (and the legal nodes they enclose,
+see `region_members`) into connected partitions whose fusion never creates a cycle; each region is cut at legal tensors and has its input and output
 tensors. `carve` fuses each region into a submodule (`region_0`, ...) so a student block with the
 same call signature can take its place.
 """
@@ -23,12 +23,31 @@ from fxrewrite.target import Target
 REGION_PREFIX = "region_"
 
 
-class _Illegal(OperatorSupportBase):
-    def __init__(self, target: Target):
-        self.target = target
+class _InRegion(OperatorSupportBase):
+    def __init__(self, members: set[fx.Node]):
+        self.members = members
 
     def is_node_supported(self, submodules: Mapping[str, nn.Module], node: fx.Node) -> bool:
-        return not self.target.check(op_view(node)).legal
+        return node in self.members
+
+
+def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
+    """The illegal nodes, plus every legal node enclosed by them: one whose data inputs all come from
+    region nodes and whose users are all region nodes. Absorbing it merges the regions around it
+    (a ConvNeXt block's linear layers between LayerNorm, GELU and the layer scale), so one student
+    replaces the block instead of two students having to reproduce the exact tensors around a
+    single legal op."""
+    members = {n for n in gm.graph.nodes if not target.check(op_view(n)).legal}
+    grown = True
+    while grown:
+        grown = False
+        for node in gm.graph.nodes:
+            producers = [a for a in node.all_input_nodes if a.op != "get_attr"]
+            if (node not in members and node.op not in ("placeholder", "get_attr", "output") and producers
+                    and node.users and all(p in members for p in producers) and all(u in members for u in node.users)):
+                members.add(node)
+                grown = True
+    return members
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class Region:
 
 
 def _partitioner(gm: fx.GraphModule, target: Target) -> CapabilityBasedPartitioner:
-    return CapabilityBasedPartitioner(gm, _Illegal(target), allows_single_node_partition=True,
+    return CapabilityBasedPartitioner(gm, _InRegion(region_members(gm, target)), allows_single_node_partition=True,
                                       skip_horizontal_fusion=True)
 
 

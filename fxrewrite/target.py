@@ -249,6 +249,15 @@ class QuantFormat:
             raise _Invalid('formats such as "int8", "uint4", "int2" or "float32"')
         return cls(text, int(match[2]), match[1] != "uint", match[1] == "float")
 
+    @classmethod
+    def of_range(cls, qmin: int, qmax: int) -> QuantFormat | None:
+        """The integer format whose grid [qmin, qmax] is: (0, 15) uint4; (-8, 7) or narrow (-7, 7) int4."""
+        if qmin == 0 and qmax > 0 and (qmax + 1) & qmax == 0:
+            return cls(f"uint{qmax.bit_length()}", qmax.bit_length(), False)
+        if qmax > 0 and (qmax + 1) & qmax == 0 and qmin in (-qmax, -qmax - 1):
+            return cls(f"int{qmax.bit_length() + 1}", qmax.bit_length() + 1, True)
+        return None
+
 
 @dataclass(frozen=True)
 class QuantSpec:
@@ -316,12 +325,24 @@ class Target:
         if view.kind == UNKNOWN:
             return Verdict(False, f"unknown op {view.attrs['target']}: {view.attrs['why']}, so no target can run it; "
                                   "keep it inside a leaf module that the vocabulary knows, or add it to fxrewrite/ops.py")
+        if view.kind == "fake_quant":
+            return self.check_format(view)
         rule = self.ops.get(view.kind) or (OpRule(view.kind, self.defaults) if self.allow_all_ops else None)
         if rule is None:
             return Verdict(False, f"{view.kind} is not supported by target {self.name} "
                                   f"(it runs {', '.join(sorted(self.ops))})")
         reasons = [r for r in (CONSTRAINTS[k].check(v, view) for k, v in rule.constraints.items()) if r]
         return Verdict(not reasons, "; ".join(f"{view.kind} {r}" for r in reasons))
+
+    def check_format(self, view: OpView) -> Verdict:
+        """A fake-quantization node against the declared weight or activation formats."""
+        role, (qmin, qmax) = view.attrs["role"], (view.attrs["qmin"], view.attrs["qmax"])
+        fmt = QuantFormat.of_range(qmin, qmax)
+        if fmt is None:
+            return Verdict(False, f"{role} quantized to [{qmin}, {qmax}], which is no integer format")
+        spec = self.weights if role == "weights" else self.activations
+        verdict = spec.accepts(fmt, view.attrs["granularity"])
+        return verdict if verdict.legal else Verdict(False, f"{role} {verdict.reason} (declared by {self.name})")
 
     def limit(self, kind: str, key: str) -> Any:
         """The value of one constraint on `kind` (e.g. in_channels_max on conv2d), or None."""

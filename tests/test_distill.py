@@ -8,7 +8,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from fxrewrite.capture import capture
-from fxrewrite.distill import DistillError, distill, synthesize
+from fxrewrite.distill import DistillConfig, DistillError, distill
+from fxrewrite.distill.students import synthesize
 from fxrewrite.lower import lower
 from fxrewrite.target import Target
 
@@ -20,11 +21,12 @@ class DigitsTeacher(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
         self.norm = nn.GroupNorm(1, 16)
-        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
         self.fc = nn.Linear(32 * 16, 10)
 
     def forward(self, x):
-        x = nn.functional.gelu(self.norm(self.conv1(x)))
+        x = self.pool(nn.functional.gelu(self.norm(self.conv1(x))))
         return self.fc(nn.functional.silu(self.conv2(x)).flatten(1))
 
 
@@ -53,7 +55,7 @@ def digits_teacher():
 def test_students_make_the_graph_legal_and_agree_with_the_teacher(digits_teacher):
     gm, images, archnet = digits_teacher
     batches = [images[i:i + 64] for i in range(0, 1280, 64)]
-    result = distill(gm, archnet, batches, [images[1400:]], epochs=20, finetune_epochs=10, seed=0)
+    result = distill(gm, archnet, batches, [images[1400:]], DistillConfig(epochs=20, finetune_epochs=10, seed=0))
     final = lower(result.gm, archnet, (images[:64],))
     assert final.check.all_legal, [r.reason for r in final.check.illegal]
     assert {"conv2d", "batch_norm", "relu", "cat"} >= {r.kind for r in final.check.rows if r.kind in
@@ -65,10 +67,11 @@ def test_students_make_the_graph_legal_and_agree_with_the_teacher(digits_teacher
 def test_the_same_seed_gives_the_same_student(digits_teacher):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
-    first, second = (distill(gm, archnet, batches, held_out, epochs=2, finetune_epochs=1, seed=3) for _ in range(2))
+    first, second = (distill(gm, archnet, batches, held_out, DistillConfig(epochs=2, finetune_epochs=1, seed=3))
+                     for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(first.gm.state_dict().values(), second.gm.state_dict().values()))
 
 
 def test_a_region_no_student_covers_is_an_error_that_says_why():
     with pytest.raises(DistillError, match="no conv student maps"):
-        synthesize("region_0", [torch.randn(1, 3, 8, 8)], torch.randn(1, 3, 16, 16), 0, Target.load("archnet"))
+        synthesize("region_0", [torch.randn(1, 3, 8, 8)], [torch.randn(1, 3, 16, 16)], 0, Target.load("archnet"))

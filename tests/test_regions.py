@@ -15,19 +15,19 @@ CONV_ONLY = chip("[ops.conv2d]\n[ops.relu]\n")
 
 
 class TwoIslands(nn.Module):
-    """gelu -> sigmoid (one region), a legal conv, then tanh (another region)."""
+    """gelu -> sigmoid (one region), a legal conv and relu, then tanh (another region)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
 
     def forward(self, x):
-        return torch.tanh(self.conv(torch.sigmoid(nn.functional.gelu(x))))
+        return torch.tanh(torch.relu(self.conv(torch.sigmoid(nn.functional.gelu(x)))))
 
 
 class WouldBeCycle(nn.Module):
-    """gelu feeds a legal conv and an illegal add that also reads the conv: one region holding gelu
-    and add would both feed and read the conv, a cycle once fused."""
+    """gelu feeds a legal conv (which a legal relu also reads) and an illegal add that also reads the
+    conv: one region holding gelu and add would both feed and read the conv, a cycle once fused."""
 
     def __init__(self):
         super().__init__()
@@ -35,7 +35,8 @@ class WouldBeCycle(nn.Module):
 
     def forward(self, x):
         g = nn.functional.gelu(x)
-        return g + self.conv(g)
+        c = self.conv(g)
+        return g + c, torch.relu(c)
 
 
 def test_connected_illegal_nodes_form_one_region_cut_at_legal_tensors():
@@ -43,6 +44,25 @@ def test_connected_illegal_nodes_form_one_region_cut_at_legal_tensors():
     regions = find_regions(gm, CONV_ONLY)
     assert [sorted(r.kinds) for r in regions] == [["gelu", "sigmoid"], ["tanh"]]
     assert [n.name for n in regions[0].inputs] == ["x"] and [n.name for n in regions[0].outputs] == ["sigmoid"]
+
+
+class MlpBlock(nn.Module):
+    """A transformer MLP: layer norm, linear, GELU, linear, then a legal conv reads it."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.up, self.down = nn.LayerNorm(8), nn.Linear(8, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        return torch.relu(self.down(nn.functional.gelu(self.up(self.norm(x)))))
+
+
+def test_a_legal_node_enclosed_by_illegal_ones_joins_their_region():
+    gm = symbolic(MlpBlock(), torch.randn(2, 5, 8))
+    regions = find_regions(gm, chip("[ops.linear]\n[ops.relu]\n"))
+    # up sits between layer norm and GELU, so the three are one region; down feeds the legal relu
+    assert [sorted(r.kinds.elements()) for r in regions] == [["gelu", "layer_norm", "linear"]]
+    assert [n.name for n in regions[0].outputs] == ["gelu"]
 
 
 def test_regions_never_create_a_cycle():

@@ -1,0 +1,174 @@
+"""Student blocks: legal ops only, the region's input and output shapes, started from the teacher.
+
+Policy (per region output):
+- NCHW -> NCHW (same or halved map): `depth` layers of 3x3 conv + batch norm + ReLU of `width`
+  channels and a last 3x3 conv + batch norm; one stride-2 conv per halving of the map.
+  width = max(input, output channels), capped by the target's in_channels_max.
+  depth = the halvings, plus one more layer when the region's teacher MACs exceed one such layer's,
+  at most MAX_DEPTH. Where an input has the output's shape (a skip path), the student ends with a
+  concat-and-conv merge of that input and the body, initialised to input + body.
+- 2-D and 3-D tensors (vectors, tokens) with the input's leading dims: Linear-ReLU-Linear on the
+  last dim, hidden width max(in, out).
+- A region with several outputs gets one such student per output, all reading every input.
+
+Teacher weights: a student layer starts from a teacher layer of the region where that layer has a
+legal counterpart of the same shape and stride: a 1x1 conv or linear goes in the centre of a 3x3,
+a depthwise conv becomes the diagonal of a dense one, a 3x3 conv is copied. Larger kernels have
+no counterpart (a crop is not the same maths) and start from random weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import fx, nn
+
+from fxrewrite.errors import FxrewriteError
+from fxrewrite.layers import conv_weights
+from fxrewrite.ops import op_view
+from fxrewrite.pattern import Decline
+from fxrewrite.target import Target
+
+MAX_DEPTH = 3
+
+
+class DistillError(FxrewriteError):
+    """A region no student can stand in for, or data that does not fit the model."""
+
+
+def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.BatchNorm2d(out_ch)]
+    return layers + [nn.ReLU()] if relu else layers
+
+
+class ConvStudent(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, width: int, depth: int, halvings: int, skip_input: int | None):
+        super().__init__()
+        layers, channels = [], in_ch
+        for index in range(depth):
+            layers += _conv_bn(channels, width, 2 if index < halvings else 1, relu=True)
+            channels = width
+        self.body = nn.Sequential(*layers, *_conv_bn(channels, out_ch, 1, relu=False))
+        self.skip_input = skip_input
+        if skip_input is not None:
+            self.merge = nn.Conv2d(2 * out_ch, out_ch, 3, padding=1)
+            with torch.no_grad():
+                self.merge.weight.zero_()
+                self.merge.bias.zero_()
+                eye = torch.eye(out_ch)
+                self.merge.weight[:, :out_ch, 1, 1] = eye
+                self.merge.weight[:, out_ch:, 1, 1] = eye
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        body = self.body(torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0])
+        if self.skip_input is None:
+            return body
+        return self.merge(torch.cat([inputs[self.skip_input], body], 1))
+
+
+class MlpStudent(nn.Module):
+    def __init__(self, in_features: int, out_features: int, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.body(inputs[0])
+
+
+class MultiOutputStudent(nn.Module):
+    """One student per output of a region with several, each reading every input."""
+
+    def __init__(self, students: Sequence[nn.Module]):
+        super().__init__()
+        self.heads = nn.ModuleList(students)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(head(*inputs) for head in self.heads)
+
+
+def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, teacher_macs: int,
+                 target: Target) -> nn.Module:
+    shapes = [tuple(t.shape) for t in inputs]
+    out_shape = tuple(output.shape)
+    limit = target.limit("conv2d", "in_channels_max") or math.inf
+    if len(out_shape) == 4 and all(len(s) == 4 and s[2:] == shapes[0][2:] for s in shapes):
+        halvings = next((j for j in range(4) if tuple(math.ceil(d / 2 ** j) for d in shapes[0][2:]) == out_shape[2:]),
+                        None)
+        if halvings is None:
+            raise DistillError(f"{name}: no conv student maps {shapes[0][2:]} to {out_shape[2:]} (only halvings)")
+        in_ch = sum(s[1] for s in shapes)
+        width = int(min(max(in_ch, out_shape[1]), limit))
+        one_layer = 9 * width * width * math.prod(out_shape[2:])
+        depth = min(MAX_DEPTH, max(halvings, 1) + (1 if teacher_macs > one_layer else 0))
+        skip = next((i for i, s in enumerate(shapes) if s == out_shape), None)
+        return ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip)
+    if len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
+        return MlpStudent(shapes[0][-1], out_shape[-1], max(shapes[0][-1], out_shape[-1]))
+    raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}; students cover NCHW maps "
+                       "(same or halved size) and vectors or tokens with the same leading dims")
+
+
+def synthesize(name: str, inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], teacher_macs: int,
+               target: Target) -> nn.Module:
+    """A student for one region from its recorded input and output tensors (see the module policy)."""
+    students = [_one_student(name, inputs, out, teacher_macs, target) for out in outputs]
+    return students[0] if len(students) == 1 else MultiOutputStudent(students)
+
+
+def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:
+    """The dense 3x3 kernel a 1x1 / 3x3, dense or depthwise kernel equals, or None."""
+    out_ch, per_group, kh, kw = weight.shape
+    if (kh, kw) not in ((1, 1), (3, 3)) or groups not in (1, out_ch) or (groups > 1 and per_group != 1):
+        return None
+    dense = torch.zeros(out_ch, per_group * groups, 3, 3)
+    offset = (3 - kh) // 2
+    if groups == 1:
+        dense[:, :, offset:offset + kh, offset:offset + kw] = weight
+    else:
+        channels = torch.arange(out_ch)
+        dense[channels, channels, offset:offset + kh, offset:offset + kw] = weight[:, 0]
+    return dense
+
+
+def _teacher_kernels(region: fx.GraphModule) -> list[tuple[str, tuple[int, ...], torch.Tensor, torch.Tensor | None]]:
+    """(role, stride, weight, bias) of each region layer that has a legal counterpart."""
+    found = []
+    for node in region.graph.nodes:
+        view = op_view(node)
+        if view.kind not in ("conv2d", "linear"):
+            continue
+        weights = conv_weights(view)
+        if isinstance(weights, Decline):
+            continue
+        weight, bias = weights
+        if view.kind == "linear":
+            found.append(("linear", (1, 1), weight, bias))
+            found.append(("conv", (1, 1), _dense_3x3(weight[:, :, None, None], 1), bias))
+        elif view.attrs["padding"] == tuple((k - 1) // 2 for k in view.attrs["kernel"]):
+            kernel = _dense_3x3(weight, view.attrs["groups"])
+            if kernel is not None:
+                found.append(("conv", view.attrs["stride"], kernel, bias))
+    return found
+
+
+@torch.no_grad()
+def seed_from_teacher(student: nn.Module, region: fx.GraphModule) -> int:
+    """Start student layers from teacher layers with a legal counterpart (module policy); returns how many."""
+    available = _teacher_kernels(region)
+    seeded = 0
+    for layer in student.modules():
+        role = "conv" if isinstance(layer, nn.Conv2d) else "linear" if isinstance(layer, nn.Linear) else None
+        if role is None or (role == "conv" and tuple(layer.padding) != (1, 1)):
+            continue
+        stride = tuple(layer.stride) if role == "conv" else (1, 1)
+        for index, (kind, teacher_stride, weight, bias) in enumerate(available):
+            if kind == role and teacher_stride == stride and weight.shape == layer.weight.shape:
+                layer.weight.copy_(weight)
+                if layer.bias is not None:
+                    layer.bias.copy_(bias if bias is not None else torch.zeros_like(layer.bias))
+                del available[index]
+                seeded += 1
+                break
+    return seeded

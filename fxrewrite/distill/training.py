@@ -1,0 +1,117 @@
+"""What long runs need: epoch-level checkpoints that a killed run resumes from, and progress events.
+
+A checkpoint holds the phase, the epochs done in it, the trained state and the optimizer's state,
+written atomically after every epoch to DIR/distill-checkpoint.pt, and read back with
+weights_only=True. Training uses no randomness after the seeded initialisation (fixed batch order,
+no dropout), so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from fxrewrite.distill.students import DistillError
+from fxrewrite.io import atomic_write_bytes
+
+CHECKPOINT_NAME = "distill-checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str
+    epoch: int
+    epochs: int
+    loss: float
+    seconds: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Checkpoints:
+    """Epoch checkpoints of one run, identified by a fingerprint of its inputs and options."""
+
+    def __init__(self, directory: Path | None, fingerprint: str, resume: bool):
+        self.path = directory / CHECKPOINT_NAME if directory is not None else None
+        self.fingerprint = fingerprint
+        self.saved: dict[str, Any] | None = self._read() if resume else None
+
+    def _read(self) -> dict[str, Any] | None:
+        if self.path is None:
+            raise DistillError("--resume needs a checkpoint directory")
+        if not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise DistillError(f"checkpoint {self.path} cannot be read ({type(exc).__name__}); delete it to "
+                               "start over") from None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+            raise DistillError(f"checkpoint {self.path} was written by a run with another model, target, data or "
+                               "options; delete it or run without --resume")
+        return saved
+
+    def resume_point(self, phase: str) -> tuple[int, dict[str, Any] | None]:
+        """(epochs already done in `phase`, its saved state) — (0, None) for a phase not reached."""
+        if self.saved is None or self.saved["phase"] != phase:
+            return 0, None
+        return self.saved["epoch"], self.saved
+
+    def reached(self, phase: str) -> bool:
+        return self.saved is not None and self.saved["phase"] == phase
+
+    def save(self, phase: str, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        if self.path is None:
+            return
+        buffer = io.BytesIO()
+        torch.save({"fingerprint": self.fingerprint, "phase": phase, "epoch": epoch,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+
+def run_epochs(phase: str, epochs: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               epoch_loss: Callable[[int], float], checkpoints: Checkpoints,
+               progress: ProgressCallback | None) -> None:
+    """Train `epochs` epochs of `phase` (or what is left of them after a resume), checkpointing each."""
+    done, saved = checkpoints.resume_point(phase)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    start = time.perf_counter()
+    for epoch in range(done, epochs):
+        loss = epoch_loss(epoch)
+        checkpoints.save(phase, epoch + 1, model, optimizer)
+        if progress is not None:
+            progress(Progress(phase, epoch + 1, epochs, loss, time.perf_counter() - start))
+
+
+class ProgressBars:
+    """A tqdm bar per phase with the current loss and the time left; on stderr."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.phase = ""
+
+    def __call__(self, event: Progress) -> None:
+        if event.phase != self.phase:
+            self.close()
+            self.phase = event.phase
+            self.bar = tqdm(total=event.epochs, initial=event.epoch - 1, desc=event.phase, unit="epoch",
+                            file=sys.stderr, dynamic_ncols=True)
+        assert self.bar is not None
+        self.bar.set_postfix(loss=f"{event.loss:.4g}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
