@@ -4,7 +4,7 @@
 (read with weights_only=True), `pkg.module:callable` returning an iterable of inputs (of batches
 or of single samples; from (input, label) pairs only the input is kept), or `synthetic` for
 standard-normal inputs, which must be asked for by name. Images are decoded by torchvision, resized
-to the model's input size, given its channel count and scaled to [0, 1]; any other preprocessing
+(with Pillow) to the model's input size, given its channel count and scaled to [0, 1]; any other preprocessing
 belongs in a callable.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from fxrewrite.errors import InputShapeError, LoadError
 
@@ -38,25 +38,25 @@ class CalibrationData:
 
 
 def _images(folder: Path, shape: tuple[int, ...]) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise LoadError(f"--calib {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
     if len(shape) != 4 or shape[1] not in (1, 3):
         raise InputShapeError(f"--calib {folder}: images feed a 1- or 3-channel NCHW input; the model takes {shape}")
-    mode = ImageReadMode.GRAY if shape[1] == 1 else ImageReadMode.RGB
     images = []
     for file in files:
         try:
-            image = decode_image(str(file), mode=mode)
-        except (RuntimeError, ValueError) as exc:
+            with Image.open(file) as image:
+                pixels = image.convert("L" if shape[1] == 1 else "RGB").resize(
+                    (shape[3], shape[2]), Image.Resampling.BILINEAR)
+        except (OSError, ValueError) as exc:
             raise LoadError(f"--calib {file}: not a readable image ({exc})") from None
-        images.append(F.interpolate(image[None].float() / 255, size=shape[2:], mode="bilinear", antialias=True))
-    return torch.cat(images)
+        array = np.asarray(pixels, dtype=np.float32).reshape(shape[2], shape[3], shape[1]) / 255
+        images.append(torch.from_numpy(array).permute(2, 0, 1))
+    return torch.stack(images)
 
 
-def _from_callable(spec: str) -> torch.Tensor:
+def _from_callable(spec: str) -> list[torch.Tensor]:
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -70,10 +70,13 @@ def _from_callable(spec: str) -> torch.Tensor:
 
 
 def _stack(inputs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """Single samples are stacked, batches concatenated."""
     sample = tuple(shape[1:])
-    if all(tuple(t.shape) == sample for t in inputs):
-        return torch.stack(inputs)
-    return torch.cat(inputs)
+    batches = [t[None] if tuple(t.shape) == sample else t for t in inputs]
+    if any(tuple(b.shape[1:]) != sample for b in batches):
+        odd = next(tuple(b.shape) for b in batches if tuple(b.shape[1:]) != sample)
+        raise InputShapeError(f"--calib: an input of shape {odd}, but the model takes {shape} (any batch size)")
+    return torch.cat(batches)
 
 
 def load_calibration(spec: str, example: torch.Tensor, size: int, batch_size: int, seed: int = 0) -> CalibrationData:
@@ -83,6 +86,10 @@ def load_calibration(spec: str, example: torch.Tensor, size: int, batch_size: in
     path = Path(spec)
     if spec == "synthetic":
         data = torch.randn((size, *shape[1:]), generator=torch.Generator().manual_seed(seed))
+    elif ":" in spec and not path.exists():
+        data = _stack(_from_callable(spec), shape)
+    elif not path.exists():
+        raise LoadError(f"--calib {spec}: no such file or folder; pass {SOURCES_HELP}")
     elif path.is_dir():
         data = _images(path, shape)
     elif path.suffix == ".npy":
@@ -98,10 +105,8 @@ def load_calibration(spec: str, example: torch.Tensor, size: int, batch_size: in
                             f"({type(exc).__name__})") from None
         if not isinstance(data, torch.Tensor):
             raise LoadError(f"--calib {path}: holds a {type(data).__name__}, not one tensor of inputs")
-    elif ":" in spec and not path.exists():
-        data = _stack(_from_callable(spec), shape)
     else:
-        raise LoadError(f"--calib {spec}: no such file or folder; pass {SOURCES_HELP}")
+        raise LoadError(f"--calib {spec}: unsupported file type {path.suffix!r}; pass {SOURCES_HELP}")
     if tuple(data.shape[1:]) != shape[1:]:
         raise InputShapeError(f"--calib {spec}: samples of shape {tuple(data.shape[1:])}, but the model takes "
                               f"{shape[1:]} (after the batch dim)")

@@ -116,7 +116,7 @@ def distill_and_quantize(lowered: Lowered, target: Target, data: CalibrationData
                          config: DistillConfig) -> Lowered:
     """Finish an exact lowering with data: distil what stayed illegal (quantization-aware with
     `scheme`), or only calibrate `scheme` when every node is already legal; verify the result."""
-    example = (data.train[0],)
+    example = (data.train[0][:1],)
     if lowered.check.illegal:
         result = distill(lowered.gm, target, data.train, data.held_out, replace(config, quant=scheme))
         gm = result.gm if scheme is not None else lower(result.gm, target, example).gm

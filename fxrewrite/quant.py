@@ -313,9 +313,10 @@ def materialize(module: nn.Module) -> fx.GraphModule:
         inner = layer.layer
         values, scale, zero_point = layer.weight_quant.grid(inner.weight)
         prefix = f"quant_{index}"
-        gm.register_buffer(f"{prefix}_weight", values.detach().clone())
+        # parameters (frozen), so that parameter counts and optimizers see the layer's weights
+        gm.register_parameter(f"{prefix}_weight", nn.Parameter(values.detach().clone(), requires_grad=False))
         if inner.bias is not None:
-            gm.register_buffer(f"{prefix}_bias", inner.bias.detach().clone())
+            gm.register_parameter(f"{prefix}_bias", nn.Parameter(inner.bias.detach().clone(), requires_grad=False))
         wq = layer.weight_quant
         with graph.inserting_before(node):
             weight = graph.get_attr(f"{prefix}_weight")

@@ -36,7 +36,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     region nodes and whose users are all region nodes. Absorbing it merges the regions around it
     (a ConvNeXt block's linear layers between LayerNorm, GELU and the layer scale), so one student
     replaces the block instead of two students having to reproduce the exact tensors around a
-    single legal op."""
+    single legal op. Parameters used only by region nodes join them too."""
     members = {n for n in gm.graph.nodes if not target.check(op_view(n)).legal}
     grown = True
     while grown:
@@ -47,6 +47,8 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
                     and node.users and all(p in members for p in producers) and all(u in members for u in node.users)):
                 members.add(node)
                 grown = True
+    # parameters read only inside regions travel with them, so students see activations only
+    members |= {n for n in gm.graph.nodes if n.op == "get_attr" and n.users and all(u in members for u in n.users)}
     return members
 
 
@@ -59,7 +61,7 @@ class Region:
 
     @property
     def kinds(self) -> collections.Counter:
-        return collections.Counter(op_view(n).kind for n in self.nodes)
+        return collections.Counter(op_view(n).kind for n in self.nodes if n.op != "get_attr")
 
     @property
     def macs(self) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import graphviz
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,11 @@ def _bad_target(tmp_path):
     return str(tmp_path / "t.toml")
 
 
+def _npy(tmp_path, shape):
+    np.save(tmp_path / "calib.npy", np.zeros(shape, np.float32))
+    return str(tmp_path / "calib.npy")
+
+
 BAD_INPUTS = {
     "missing file": (lambda p: ["check", "nowhere/model.pt2", "-t", "archnet"], "no such file"),
     "corrupt file": (lambda p: ["check", _corrupt(p), "-t", "archnet"], "not a valid .pt2 file"),
@@ -122,6 +128,14 @@ BAD_INPUTS = {
     "invalid target file": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", _bad_target(p), *SMALL],
                             "quantization: missing"),
     "unknown target": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "tpu-v9"], "unknown target 'tpu-v9'"),
+    "--wbits without --calib": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--wbits", "4",
+                                           "-o", str(p / "o.pt2"), *SMALL], "--wbits/--abits need calibration data"),
+    "bit width the target lacks": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--wbits", "3", "--calib",
+                                              "synthetic", "-o", str(p / "o.pt2"), *SMALL],
+                                   "--wbits 3: target archnet declares weight formats int2, int4, int8"),
+    "calibration data of another shape": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--calib",
+                                                     _npy(p, (4, 3, 9, 9)), "-o", str(p / "o.pt2"), *SMALL],
+                                          "samples of shape (3, 9, 9), but the model takes"),
     "bad viz suffix": (lambda p: ["viz", f"{ZOO}:tiny_cnn", "-o", str(p / "g.jpeg"), *SMALL], "suffix must be one of"),
 }
 
@@ -130,6 +144,7 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path, run_cli):
     argv, message = BAD_INPUTS[case]
     code, out, err = run_cli(*argv(tmp_path))
+    assert not (tmp_path / "o.pt2").exists()
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("fxrewrite: error: ")
     assert message in err
@@ -160,3 +175,27 @@ def test_written_files_follow_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies(tmp_path, run_cli):
+    out, report = tmp_path / "student.pt2", tmp_path / "report.json"
+    code, stdout, stderr = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, "--calib", "synthetic",
+                                   "--calib-size", "40", "--epochs", "1", "--finetune-epochs", "1", "--wbits", "4",
+                                   "--abits", "4", "-o", str(out), "--report", str(report))
+    assert code == 0, stderr
+    assert "every node is legal on archnet" in stdout and "region_0: MlpStudent" in stdout
+    document = json.loads(report.read_text())
+    distilled = document["distillation"]
+    assert distilled["quantization"] == "lsq: weights int4 per-channel, activations uint4 per-tensor"
+    assert distilled["samples"] == {"train": 32, "held_out": 8} and distilled["regions"][0]["cosine"] <= 1
+    assert set(distilled["seconds"]) == {"teacher", "blockwise", "finetune", "report"}
+    assert (tmp_path / "student.ckpt" / "distill-checkpoint.pt").is_file()
+    code, stdout, _ = run_cli("check", str(out), "-t", "archnet")
+    assert code == 0 and "fake_quant" in stdout
+    code, stdout, _ = run_cli("check", str(out), "-t", "npu-generic")
+    assert code == 1 and "weights format int4 not in {int8} (declared by npu-generic)" in stdout
+
+
+def test_lower_without_calibration_says_how_to_distil_what_stays_illegal(tmp_path, run_cli):
+    code, _, stderr = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "npu-generic", *SMALL, "-o", str(tmp_path / "o.pt2"))
+    assert code == 1 and "pass --calib with a folder of images" in stderr

@@ -7,10 +7,16 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from conftest import chip, symbolic
 from fxrewrite.capture import capture
 from fxrewrite.distill import DistillConfig, DistillError, distill
-from fxrewrite.distill.students import synthesize
+from fxrewrite.distill.helpers import FeatureAdapter
+from fxrewrite.distill.students import seed_from_teacher, synthesize
+from fxrewrite.distill.training import Progress
+from fxrewrite.legality import check
 from fxrewrite.lower import lower
+from fxrewrite.quant import QuantLayer, scheme_for
+from fxrewrite.regions import carve, find_regions
 from fxrewrite.target import Target
 
 
@@ -75,3 +81,103 @@ def test_the_same_seed_gives_the_same_student(digits_teacher):
 def test_a_region_no_student_covers_is_an_error_that_says_why():
     with pytest.raises(DistillError, match="no conv student maps"):
         synthesize("region_0", [torch.randn(1, 3, 8, 8)], [torch.randn(1, 3, 16, 16)], 0, Target.load("archnet"))
+
+
+def test_quantization_aware_distillation_ends_legal_with_the_helpers_gone(digits_teacher):
+    gm, images, archnet = digits_teacher
+    batches = [images[i:i + 64] for i in range(0, 640, 64)]
+    config = DistillConfig(epochs=6, finetune_epochs=4, quant=scheme_for(archnet, 4, 4), schedule="progressive")
+    result = distill(gm, archnet, batches, [images[1400:]], config)
+    report = check(result.gm, archnet)
+    assert report.all_legal, [r.reason for r in report.illegal]
+    names = " ".join(name for name, _ in result.gm.named_modules())
+    assert not any(isinstance(m, (FeatureAdapter, QuantLayer)) for m in result.gm.modules()) and "adapter" not in names
+    kinds = {r.kind for r in report.rows}
+    assert "fake_quant" in kinds and not kinds & {"sigmoid", "softmax", "gelu", "silu", "group_norm", "batch_norm"}
+    # 4-bit students this small and briefly trained reach about 0.95; a broken quantizer gives ~0.1
+    assert result.report["top1_agreement"] >= 0.85
+    assert [r["region"] for r in result.report["regions"]] == ["region_0", "region_1"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _kill_at(phase: str, epoch: int):
+    def progress(event: Progress) -> None:
+        if (event.phase, event.epoch) == (phase, epoch):
+            raise Interrupt
+
+    return progress
+
+
+@pytest.mark.parametrize("phase", ["blockwise-parallel", "finetune"])
+def test_resuming_after_a_kill_gives_the_weights_of_an_uninterrupted_run(digits_teacher, tmp_path, phase):
+    gm, images, archnet = digits_teacher
+    batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
+    options = dict(epochs=3, finetune_epochs=2, quant=scheme_for(archnet, 4, 4), seed=1)
+    whole = distill(gm, archnet, batches, held_out, DistillConfig(**options))
+    with pytest.raises(Interrupt):
+        distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path,
+                                                              progress=_kill_at(phase, 2 if "block" in phase else 1)))
+    events: list[Progress] = []
+    resumed = distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path, resume=True,
+                                                                    progress=events.append))
+    assert (events[0].phase, events[0].epoch) == ((phase, 3) if "block" in phase else (phase, 2))
+    want, got = whole.gm.state_dict(), resumed.gm.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_a_checkpoint_of_another_run_is_refused(digits_teacher, tmp_path):
+    gm, images, archnet = digits_teacher
+    batches, held_out = [images[:64]], [images[1400:1500]]
+    distill(gm, archnet, batches, held_out, DistillConfig(epochs=1, finetune_epochs=1, checkpoint_dir=tmp_path))
+    with pytest.raises(DistillError, match="written by a run with another model, target, data or options"):
+        distill(gm, archnet, batches, held_out, DistillConfig(epochs=2, finetune_epochs=1, checkpoint_dir=tmp_path,
+                                                              resume=True))
+
+
+class TwoHeads(nn.Module):
+    """One region with two outputs: GELU and sigmoid of the same map, each read by a legal conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        g = nn.functional.gelu(x)
+        return torch.relu(self.a(g)) + torch.relu(self.b(torch.sigmoid(g)))
+
+
+def test_a_region_with_two_outputs_gets_a_student_per_output():
+    torch.manual_seed(0)
+    chip_ = chip("[ops.conv2d]\n[ops.relu]\n[ops.add]\n[ops.cat]\n[ops.batch_norm]\n")
+    x = torch.randn(256, 4, 6, 6)
+    gm = symbolic(TwoHeads(), x[:8])
+    assert [len(r.outputs) for r in find_regions(gm, chip_)] == [2]
+    config = DistillConfig(epochs=20, finetune_epochs=5)
+    result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], config)
+    assert check(result.gm, chip_).all_legal
+    assert result.report["regions"][0]["student"] == "MultiOutputStudent"
+    assert result.report["held_out_cosine"] > 0.9  # one epoch each: 0.79; these: 0.93
+
+
+class OneByOne(nn.Module):
+    """A 1x1 conv inside a region: its weights have a legal counterpart in the student's 3x3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        return torch.tanh(self.conv(torch.tanh(x)))
+
+
+def test_student_layers_start_from_teacher_weights_where_a_counterpart_exists():
+    gm = symbolic(OneByOne(), torch.randn(1, 6, 5, 5))
+    region = carve(gm, chip("[ops.relu]\n")).region_0
+    student = synthesize("region_0", [torch.randn(1, 6, 5, 5)], [torch.randn(1, 6, 5, 5)], 0, chip("[ops.relu]\n"))
+    assert seed_from_teacher(student, region) == 1
+    first = next(m for m in student.modules() if isinstance(m, nn.Conv2d))
+    torch.testing.assert_close(first.weight[:, :, 1, 1], gm.conv.weight[:, :, 0, 0])
+    assert first.weight[:, :, 0].abs().sum() == 0

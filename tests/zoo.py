@@ -66,3 +66,9 @@ def value_branch() -> nn.Module:
 
 def not_a_module() -> str:
     return "a string"
+
+
+def calibration_pairs():
+    """(input, label) pairs, as a dataset would yield them: `--calib zoo:calibration_pairs`."""
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.rand(3, 17, 19, generator=generator), index % 10) for index in range(40)]

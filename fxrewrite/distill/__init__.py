@@ -255,14 +255,13 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     regions = _region_errors(stitched, teacher, order, held_out, device, seeded)
     stitched = stitched.cpu()
     flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
-    flat = annotate_shapes(flat, (batches[0].cpu(),))
+    flat = annotate_shapes(flat, (batches[0][:1].cpu(),))  # one sample: MACs per input
     report = {
         "schedule": config.schedule,
         "quantization": config.quant.describe() if config.quant else "float32",
         "regions": regions,
         **_agreement(flat, gm, held_out),
-        "before": {"macs": graph_macs(gm), "params": parameter_count(gm)},
-        "after": {"macs": graph_macs(flat), "params": parameter_count(flat)},
+        **_size(gm, flat, batches[0][:1].cpu()),
     }
     times["report"] = time.perf_counter() - start
     report["seconds"] = {k: round(v, 3) for k, v in times.items()}
@@ -291,6 +290,13 @@ def _region_errors(stitched: nn.Module, teacher: fx.GraphModule, order: Sequence
              "cosine": sum(e[1] for e in errors[name]) / max(len(errors[name]), 1)} for name in order]
 
 
+def _size(teacher: fx.GraphModule, student: fx.GraphModule, sample: torch.Tensor) -> dict:
+    """MACs per input and parameters, of the teacher graph and the student."""
+    shaped = annotate_shapes(copy.deepcopy(teacher), (sample,))
+    return {"before": {"macs": graph_macs(shaped), "params": parameter_count(teacher)},
+            "after": {"macs": graph_macs(student), "params": parameter_count(student)}}
+
+
 def _agreement(student: fx.GraphModule, teacher: fx.GraphModule, held_out: Sequence[torch.Tensor]) -> dict:
     with torch.no_grad():
         pairs = [(student(x), teacher(x)) for x in held_out]
@@ -309,10 +315,8 @@ def post_training_quantize(gm: fx.GraphModule, scheme: QuantScheme, batches: Seq
     model = fold_batch_norms(copy.deepcopy(gm).eval())
     quantize_modules(model, scheme)
     calibrate(model, lambda: [model(b) for b in batches[:CALIBRATION_BATCHES]])
-    flat = annotate_shapes(materialize(model), (batches[0],))
+    flat = annotate_shapes(materialize(model), (batches[0][:1],))
     report = {"schedule": "post-training calibration", "quantization": scheme.describe(), "regions": [],
-              **_agreement(flat, gm, held_out),
-              "before": {"macs": graph_macs(gm), "params": parameter_count(gm)},
-              "after": {"macs": graph_macs(flat), "params": parameter_count(flat)},
+              **_agreement(flat, gm, held_out), **_size(gm, flat, batches[0][:1]),
               "seconds": {"calibrate": round(time.perf_counter() - start, 3)}}
     return Distilled(flat, report)

@@ -8,7 +8,8 @@ Policy (per region output):
   at most MAX_DEPTH. Where an input has the output's shape (a skip path), the student ends with a
   concat-and-conv merge of that input and the body, initialised to input + body.
 - 2-D and 3-D tensors (vectors, tokens) with the input's leading dims: Linear-ReLU-Linear on the
-  last dim, hidden width max(in, out).
+  last dim, hidden width max(in, out). An NCHW map to a vector (a pooling head): the same on the
+  flattened map, hidden width max(channels, out).
 - A region with several outputs gets one such student per output, all reading every input.
 
 Teacher weights: a student layer starts from a teacher layer of the region where that layer has a
@@ -69,9 +70,10 @@ class ConvStudent(nn.Module):
 
 
 class MlpStudent(nn.Module):
-    def __init__(self, in_features: int, out_features: int, width: int):
+    def __init__(self, in_features: int, out_features: int, width: int, flatten: bool = False):
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
+        head = [nn.Flatten()] if flatten else []
+        self.body = nn.Sequential(*head, nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.body(inputs[0])
@@ -106,6 +108,9 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
         return ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip)
     if len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
         return MlpStudent(shapes[0][-1], out_shape[-1], max(shapes[0][-1], out_shape[-1]))
+    if len(inputs) == 1 and len(shapes[0]) == 4 and len(out_shape) == 2 and shapes[0][0] == out_shape[0]:
+        features = math.prod(shapes[0][1:])
+        return MlpStudent(features, out_shape[-1], max(shapes[0][1], out_shape[-1]), flatten=True)
     raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}; students cover NCHW maps "
                        "(same or halved size) and vectors or tokens with the same leading dims")
 
