@@ -24,8 +24,13 @@ graphviz:
 	  else echo "graphviz's dot is missing: run 'sudo apt-get install -y graphviz' (pictures fall back to .dot text)"; fi; }
 
 demo: setup
-	$(BIN)/fxrewrite check torchvision.models:convnext_tiny --target archnet; test $$? -le 1
-	$(BIN)/fxrewrite viz torchvision.models:convnext_tiny --target archnet -o $(OUT)/convnext_tiny-archnet.svg
+	$(BIN)/fxrewrite lower torchvision.models:resnet18 --target npu-generic -o $(OUT)/resnet18-npu-generic.pt2 \
+	  --report $(OUT)/resnet18-npu-generic.json
+	$(BIN)/fxrewrite viz fxrewrite.examples:tiny_convnext --input-shape 1,1,28,28 --target archnet \
+	  -o $(OUT)/tiny_convnext-archnet.svg
+	$(BIN)/fxrewrite lower fxrewrite.examples:tiny_convnext --input-shape 1,1,28,28 --target archnet \
+	  --calib synthetic --calib-size 1024 --epochs 8 --finetune-epochs 4 --wbits 4 --abits 4 \
+	  -o $(OUT)/tiny_convnext-archnet.pt2 --report $(OUT)/tiny_convnext-archnet.json
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fxrewrite.capture import capture
 from fxrewrite.cost import graph_macs
 from fxrewrite.distill import DistillConfig, distill
+from fxrewrite.examples import TinyConvNeXt
 from fxrewrite.legality import check
 from fxrewrite.lower import lower
 from fxrewrite.quant import scheme_for
@@ -47,44 +47,6 @@ def mnist():
         pytest.skip(f"MNIST not found at {MNIST}; this benchmark needs ../shared/data/mnist beside the repository")
     images = torch.tensor(_idx("t10k-images-idx3-ubyte.gz"), dtype=torch.float32)[:, None] / 255
     return images, torch.tensor(_idx("t10k-labels-idx1-ubyte.gz"), dtype=torch.long)
-
-
-class Block(nn.Module):
-    """ConvNeXt block: 7x7 depthwise conv, LayerNorm, Linear x4, GELU, Linear, layer scale, residual."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim)
-        self.up, self.down = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
-
-    def forward(self, x):
-        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
-        y = self.gamma * self.down(F.gelu(self.up(y)))
-        return x + y.permute(0, 3, 1, 2)
-
-
-class LayerNorm2d(nn.LayerNorm):
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class TinyConvNeXt(nn.Module):
-    """Patchify stem (2x2, stride 2), two stages of two blocks, LayerNorm + strided downsampling."""
-
-    def __init__(self, dims=(24, 48)):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, dims[0], 2, stride=2), LayerNorm2d(dims[0]))
-        self.stage1 = nn.Sequential(Block(dims[0]), Block(dims[0]))
-        self.down = nn.Sequential(LayerNorm2d(dims[0]), nn.Conv2d(dims[0], dims[1], 2, stride=2))
-        self.stage2 = nn.Sequential(Block(dims[1]), Block(dims[1]))
-        self.head_norm = nn.LayerNorm(dims[1])
-        self.fc = nn.Linear(dims[1], 10)
-
-    def forward(self, x):
-        x = self.stage2(self.down(self.stage1(self.stem(x))))
-        return self.fc(self.head_norm(x.mean(dim=(2, 3))))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from fxrewrite import api
 from fxrewrite.calib import SOURCES_HELP, load_calibration
 from fxrewrite.capture import FRONTENDS
 from fxrewrite.distill import SCHEDULES, DistillConfig
-from fxrewrite.distill.training import ProgressBars
+from fxrewrite.distill.training import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.io import atomic_write_text
@@ -219,9 +219,13 @@ def _train(args: argparse.Namespace, lowered, target: Target, inputs: tuple[torc
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     scheme = scheme_for(target, args.wbits, args.abits, args.quant) if wants_quant else None
     data = load_calibration(args.calib, inputs[0], args.calib_size, args.batch_size, args.seed)
+    checkpoint_dir = output.with_suffix(".ckpt")
+    if args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file():
+        print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
+              file=sys.stderr)
     bars = ProgressBars()
     config = DistillConfig(epochs=args.epochs, finetune_epochs=args.finetune_epochs, lr=args.lr, seed=args.seed,
-                           schedule=args.schedule, device=args.device, checkpoint_dir=output.with_suffix(".ckpt"),
+                           schedule=args.schedule, device=args.device, checkpoint_dir=checkpoint_dir,
                            resume=args.resume, progress=bars)
     try:
         return distill_and_quantize(lowered, target, data, scheme, config)

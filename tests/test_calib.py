@@ -44,6 +44,7 @@ def test_synthetic_inputs_follow_the_seed():
     assert torch.equal(first.train[0], second.train[0])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize(("make", "error", "message"), [
     (lambda p: np.save(p / "x.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True), LoadError,
      "not a readable .npy array without pickles"),

@@ -35,7 +35,7 @@ from fxrewrite.cost import graph_macs, parameter_count
 from fxrewrite.distill.helpers import FeatureAdapter, block_loss, normalized_mse
 from fxrewrite.distill.students import DistillError, seed_from_teacher, synthesize
 from fxrewrite.distill.training import Checkpoints, ProgressCallback, run_epochs
-from fxrewrite.quant import QuantScheme, calibrate, fold_batch_norms, materialize, quantize_modules
+from fxrewrite.quant import QuantScheme, calibrate, fold_batch_norms, materialize, quantize_modules, quantizers
 from fxrewrite.regions import REGION_PREFIX, carve, find_regions
 from fxrewrite.target import Target
 
@@ -245,8 +245,10 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     stitched = fold_batch_norms(stitched.eval())
     if config.quant is not None:
         quantize_modules(stitched, config.quant)
+        stitched.to(device)
         calibrate(stitched, lambda: [stitched(b) for b, _, _ in cache[:CALIBRATION_BATCHES]])
-    stitched.train()
+    for quant in quantizers(stitched):  # the rest stays in eval mode: frozen statistics, no dropout
+        quant.train()
     _finetune(stitched, order, cache, config, checkpoints)
     stitched.eval()
     times["finetune"] = time.perf_counter() - start
