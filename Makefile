@@ -28,9 +28,9 @@ demo: setup
 	  --report $(OUT)/resnet18-npu-generic.json
 	$(BIN)/fxrewrite viz fxrewrite.examples:tiny_convnext --input-shape 1,1,28,28 --target archnet \
 	  -o $(OUT)/tiny_convnext-archnet.svg
-	$(BIN)/fxrewrite lower fxrewrite.examples:tiny_convnext --input-shape 1,1,28,28 --target archnet \
-	  --calib synthetic --calib-size 1024 --epochs 8 --finetune-epochs 4 --wbits 4 --abits 4 \
-	  -o $(OUT)/tiny_convnext-archnet.pt2 --report $(OUT)/tiny_convnext-archnet.json
+	$(BIN)/fxrewrite lower fxrewrite.examples:digits_convnext --input-shape 1,1,28,28 --target archnet \
+	  --calib fxrewrite.examples:digits_inputs --calib-size 1797 --epochs 10 --finetune-epochs 5 \
+	  --wbits 4 --abits 4 -o $(OUT)/digits_convnext-archnet.pt2 --report $(OUT)/digits_convnext-archnet.json
 
 test: setup
 	$(BIN)/python -m pytest -q
