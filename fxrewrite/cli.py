@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -212,6 +213,8 @@ def _train(args: argparse.Namespace, lowered, target: Target, inputs: tuple[torc
         return lowered
     if len(inputs) != 1:
         raise UsageError(f"--calib feeds single-input models; this one takes {len(inputs)} inputs")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
+        raise UsageError(f"--device {args.device}: use cpu, cuda or cuda:N")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
     for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):

@@ -136,6 +136,8 @@ BAD_INPUTS = {
     "calibration data of another shape": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--calib",
                                                      _npy(p, (4, 3, 9, 9)), "-o", str(p / "o.pt2"), *SMALL],
                                           "samples of shape (3, 9, 9), but the model takes"),
+    "unknown device": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--calib", "synthetic", "--device",
+                                  "tpu", "-o", str(p / "o.pt2"), *SMALL], "--device tpu: use cpu, cuda or cuda:N"),
     "bad viz suffix": (lambda p: ["viz", f"{ZOO}:tiny_cnn", "-o", str(p / "g.jpeg"), *SMALL], "suffix must be one of"),
 }
 
@@ -199,3 +201,16 @@ def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies
 def test_lower_without_calibration_says_how_to_distil_what_stays_illegal(tmp_path, run_cli):
     code, _, stderr = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "npu-generic", *SMALL, "-o", str(tmp_path / "o.pt2"))
     assert code == 1 and "pass --calib with a folder of images" in stderr
+
+
+def test_an_exact_lowering_with_bit_widths_gets_post_training_calibration(tmp_path, run_cli):
+    report = tmp_path / "r.json"
+    code, stdout, stderr = run_cli("lower", f"{ZOO}:legal_on_archnet", "-t", "archnet", *SMALL, "--calib", "synthetic",
+                                   "--calib-size", "20", "--wbits", "8", "--abits", "8", "-o", str(tmp_path / "q.pt2"),
+                                   "--report", str(report))
+    assert code == 0, stderr
+    distilled = json.loads(report.read_text())["distillation"]
+    assert distilled["schedule"] == "post-training calibration" and distilled["regions"] == []
+    assert distilled["held_out_cosine"] > 0.99  # 8-bit calibration of one conv
+    code, stdout, _ = run_cli("check", str(tmp_path / "q.pt2"), "-t", "archnet")
+    assert code == 0 and "fake_quant" in stdout
