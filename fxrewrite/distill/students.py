@@ -5,8 +5,9 @@ Policy (per region output):
   channels and a last 3x3 conv + batch norm; one stride-2 conv per halving of the map.
   width = max(input, output channels), capped by the target's in_channels_max.
   depth = the halvings, plus one more layer when the region's teacher MACs exceed one such layer's,
-  at most MAX_DEPTH. Where an input has the output's shape (a skip path), the student ends with a
-  concat-and-conv merge of that input and the body, initialised to input + body.
+  at most MAX_DEPTH. Where an input has the output's shape and already points its way (cosine above SKIP_COSINE on
+  the recorded batch: a skip path), the student ends with a concat-and-conv merge of that input
+  and the body, initialised to input + body; a residual branch alone gets no merge.
 - 2-D and 3-D tensors (vectors, tokens) with the input's leading dims: Linear-ReLU-Linear on the
   last dim, hidden width max(in, out). An NCHW map to a vector (a pooling head): the same on the
   flattened map, hidden width max(channels, out).
@@ -24,6 +25,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.errors import FxrewriteError
@@ -33,6 +35,8 @@ from fxrewrite.pattern import Decline
 from fxrewrite.target import Target
 
 MAX_DEPTH = 3
+#: a skip path is taken where an input of the output's shape already points the output's way
+SKIP_COSINE = 0.5
 
 
 class DistillError(FxrewriteError):
@@ -104,7 +108,8 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
         width = int(min(max(in_ch, out_shape[1]), limit))
         one_layer = 9 * width * width * math.prod(out_shape[2:])
         depth = min(MAX_DEPTH, max(halvings, 1) + (1 if teacher_macs > one_layer else 0))
-        skip = next((i for i, s in enumerate(shapes) if s == out_shape), None)
+        skip = next((i for i, t in enumerate(inputs) if t.shape == output.shape
+                     and F.cosine_similarity(t.flatten(), output.flatten(), dim=0) > SKIP_COSINE), None)
         return ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip)
     if len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
         return MlpStudent(shapes[0][-1], out_shape[-1], max(shapes[0][-1], out_shape[-1]))
