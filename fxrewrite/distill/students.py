@@ -132,12 +132,12 @@ def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:
     out_ch, per_group, kh, kw = weight.shape
     if (kh, kw) not in ((1, 1), (3, 3)) or groups not in (1, out_ch) or (groups > 1 and per_group != 1):
         return None
-    dense = torch.zeros(out_ch, per_group * groups, 3, 3)
+    dense = torch.zeros(out_ch, per_group * groups, 3, 3, dtype=weight.dtype, device=weight.device)
     offset = (3 - kh) // 2
     if groups == 1:
         dense[:, :, offset:offset + kh, offset:offset + kw] = weight
     else:
-        channels = torch.arange(out_ch)
+        channels = torch.arange(out_ch, device=weight.device)
         dense[channels, channels, offset:offset + kh, offset:offset + kw] = weight[:, 0]
     return dense
 
