@@ -19,12 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fxrewrite.capture import capture
+from fxrewrite.frontend import capture
 from fxrewrite.cost import graph_macs
 from fxrewrite.distill import DistillConfig, distill
 from fxrewrite.examples import TinyConvNeXt
 from fxrewrite.legality import check
-from fxrewrite.lower import lower
+from fxrewrite import lower
 from fxrewrite.quant import scheme_for
 from fxrewrite.target import Target
 
@@ -66,10 +66,10 @@ def teacher(mnist):
         accuracy = (model(images[TEST]).argmax(1) == labels[TEST]).float().mean().item()
     archnet = Target.load("archnet")
     example = (images[:64],)
-    exact = lower(capture(model, example), archnet, example)
+    exact = lower(capture(model, example), example, target=archnet)
     print(f"\nteacher: top-1 {accuracy:.4f} after {time.perf_counter() - start:.0f} s of training; "
-          f"{len(exact.check.regions)} regions on archnet: "
-          + "; ".join(", ".join(f"{k} {n}" for k, n in r["kinds"].items()) for r in exact.check.regions))
+          f"{len(exact.report.regions)} regions on archnet: "
+          + "; ".join(", ".join(f"{k} {n}" for k, n in r.kinds.items()) for r in exact.report.regions))
     return model, exact.gm, accuracy, archnet
 
 
@@ -98,9 +98,9 @@ def test_distil_mnist_convnext_to_archnet(benchmark, mnist, teacher, case):
         student_top1 = (result.gm(images[TEST]).argmax(1) == labels[TEST]).float().mean().item()
     legal = check(result.gm, archnet).all_legal
     row = {"case": case, "teacher_top1": teacher_top1, "student_top1": student_top1,
-           "agreement": result.report["top1_agreement"], "seconds": round(seconds, 1), "legal": legal,
+           "agreement": result.agreement.top1, "seconds": round(seconds, 1), "legal": legal,
            "teacher_macs": graph_macs(capture(model, (images[:1],))), "student_macs": graph_macs(result.gm),
-           "phases": result.report["seconds"]}
+           "phases": result.seconds}
     print(f"\n{case}: teacher {teacher_top1:.4f}, student {student_top1:.4f}, agreement {row['agreement']:.4f}, "
           f"{seconds:.0f} s, legal {legal}, MACs/image {row['teacher_macs']:,} -> {row['student_macs']:,}")
     with RESULTS.open("a") as handle:

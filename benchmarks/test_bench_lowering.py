@@ -14,9 +14,9 @@ import torchvision
 from torch import fx, nn
 from torch.fx import subgraph_rewriter
 
-from fxrewrite.capture import capture
-from fxrewrite.lower import lower
-from fxrewrite.pattern import Rule, RuleSet, apply_rules, op
+from fxrewrite.frontend import capture
+from fxrewrite import lower
+from fxrewrite.rewrite import Rule, RuleSet, apply_rules, op
 from fxrewrite.target import Target
 
 MODELS = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t",
@@ -29,7 +29,7 @@ def test_lower_torchvision(benchmark, name):
     x = torch.randn(1, 3, 224, 224)
     captured = capture(getattr(torchvision.models, name)().eval(), (x,))
     target = Target.load("npu-generic")
-    benchmark.pedantic(lambda gm: lower(gm, target, (x,)), setup=lambda: ((copy.deepcopy(captured),), {}),
+    benchmark.pedantic(lambda gm: lower(gm, (x,), target=target), setup=lambda: ((copy.deepcopy(captured),), {}),
                        rounds=1, iterations=1)
 
 
@@ -51,9 +51,9 @@ def test_pipeline_scaling(benchmark, nodes):
     x = torch.randn(1, 2, 4, 4)
     captured = capture(Chain(nodes // 4).eval(), (x,))
     target = Target.load("npu-generic")
-    result = benchmark.pedantic(lambda gm: lower(gm, target, (x,)), setup=lambda: ((copy.deepcopy(captured),), {}),
+    result = benchmark.pedantic(lambda gm: lower(gm, (x,), target=target), setup=lambda: ((copy.deepcopy(captured),), {}),
                                 rounds=1, iterations=1)
-    assert not result.check.illegal
+    assert not result.verdicts.illegal
     benchmark.extra_info["us_per_node"] = round(benchmark.stats.stats.min / len(captured.graph.nodes) * 1e6, 2)
 
 

@@ -1,18 +1,36 @@
-"""The Python interface: what the CLI calls, usable from a notebook or a script."""
+"""The Python interface, mirroring the CLI: `load_and_capture`, `check`, `draw` and `lower`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import fx, nn
 
 from fxrewrite import legality, viz
-from fxrewrite.capture import Frontend, capture
+from fxrewrite.frontend import Frontend, capture, load_model
 from fxrewrite.legality import CheckReport
-from fxrewrite.load import load_model
+from fxrewrite.lowering import TrainingOptions, lower_graph
+from fxrewrite.report import LoweringReport
+from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.target import Target
+
+
+@dataclass
+class Lowered:
+    """The lowered graph, its report, the final verdict per node, and the example inputs it was lowered at."""
+
+    gm: fx.GraphModule
+    report: LoweringReport
+    verdicts: CheckReport
+    example_inputs: tuple[torch.Tensor, ...]
+
+    @property
+    def legal(self) -> bool:
+        return self.verdicts.all_legal
 
 
 def load_and_capture(
@@ -31,12 +49,17 @@ def load_and_capture(
     return gm
 
 
-def _as_graph(model: nn.Module, example_inputs: tuple[torch.Tensor, ...] | None) -> fx.GraphModule:
+def _as_graph(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None,
+              frontend: Frontend = "auto") -> fx.GraphModule:
+    if isinstance(model, str):
+        return load_and_capture(model, frontend=frontend)
     if isinstance(model, fx.GraphModule) and "fxrewrite_frontend" in model.meta:
         return model
     if example_inputs is None:
         raise TypeError("example_inputs are needed to capture a module that is not yet a captured GraphModule")
-    return capture(model.eval(), tuple(example_inputs))
+    gm = capture(model.eval(), tuple(example_inputs), frontend)
+    gm.meta["example_inputs"] = tuple(example_inputs)
+    return gm
 
 
 def _as_target(target: Target | str | None) -> Target | None:
@@ -44,23 +67,58 @@ def _as_target(target: Target | str | None) -> Target | None:
 
 
 def check(
-    model: nn.Module,
+    model: nn.Module | str,
     target: Target | str,
-    example_inputs: tuple[torch.Tensor, ...] | None = None,
+    example_inputs: Sequence[torch.Tensor] | None = None,
     *,
     name: str = "",
 ) -> CheckReport:
     """Verdict for every node of `model` (captured first unless it already is) on `target`."""
     gm = _as_graph(model, example_inputs)
-    return legality.check(gm, _as_target(target), name or type(model).__name__)
+    return legality.check(gm, _as_target(target), name or (model if isinstance(model, str) else type(model).__name__))
 
 
 def draw(
-    model: nn.Module,
+    model: nn.Module | str,
     path: str | Path,
     target: Target | str | None = None,
     title: str = "",
-    example_inputs: tuple[torch.Tensor, ...] | None = None,
+    example_inputs: Sequence[torch.Tensor] | None = None,
 ) -> tuple[Path, str]:
     """Draw `model` to `path`; returns the file written and a note (non-empty when `dot` is missing)."""
     return viz.render(_as_graph(model, example_inputs), path, _as_target(target), title)
+
+
+def lower(
+    model: nn.Module | str,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+    *,
+    target: Target | str = "npu-generic",
+    calib: str | torch.Tensor | None = None,
+    wbits: int | None = None,
+    abits: int | None = None,
+    passes: str | list[Pass] | None = None,
+    instruments: Instruments | None = None,
+    tolerance: float = 1e-5,
+    frontend: Frontend = "auto",
+    name: str = "",
+    debug: bool = False,
+    **training: Any,
+) -> Lowered:
+    """Lower `model` onto `target`, as `fxrewrite lower` does.
+
+    `model` is a MODEL spec (`torchvision.models:resnet18`, a `.pt2` file, ...), an `nn.Module` with
+    `example_inputs`, or a captured GraphModule (rewritten in place). Exact rewrites run first; with
+    `calib` (a --calib source or a tensor of inputs) what stays illegal is distilled into students,
+    quantized in the target's formats when `wbits`/`abits` are given. Further keywords are the
+    fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...).
+    """
+    chip = _as_target(target)
+    gm = _as_graph(model, example_inputs, frontend)
+    inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else example_inputs)
+    pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes
+    options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
+    label = name or (model if isinstance(model, str) else type(model).__name__)
+    outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,
+                          tolerance=tolerance, training=options, debug=debug)
+    return Lowered(outcome.gm, LoweringReport.from_outcome(outcome), outcome.verdicts, inputs)

@@ -7,27 +7,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import re
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from fxrewrite import api
-from fxrewrite.calib import SOURCES_HELP, load_calibration
-from fxrewrite.capture import FRONTENDS
-from fxrewrite.distill import SCHEDULES, DistillConfig
-from fxrewrite.distill.training import CHECKPOINT_NAME, ProgressBars
+from fxrewrite.distill import CHECKPOINT_NAME, SCHEDULES, ProgressBars
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
-from fxrewrite.io import atomic_write_text
-from fxrewrite.load import DEFAULT_INPUT_SHAPE
-from fxrewrite.lower import distill_and_quantize, lower
-from fxrewrite.quant import METHODS, scheme_for
-from fxrewrite.pipeline import Instruments, canonical_order, parse_pipeline, registered_passes
+from fxrewrite.files import atomic_write_text
+from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
+from fxrewrite.passes import registered_passes
+from fxrewrite.quant import METHODS, SOURCES_HELP
+from fxrewrite.rewrite import Instruments, canonical_order
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -155,98 +148,49 @@ def _default_output(spec: str, target: str) -> Path:
 
 def _run_lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
-    passes = parse_pipeline(args.passes) if args.passes else None
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
     if output.suffix != ".pt2":
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2 file")
     if output.resolve() == Path(args.model).resolve():
         raise UsageError(f"-o {output} would overwrite the input model; choose another file")
-    if (args.wbits is not None or args.abits is not None) and args.calib is None:
-        raise UsageError(f"--wbits/--abits need calibration data: pass --calib with {SOURCES_HELP}")
+    checkpoint_dir = output.with_suffix(".ckpt")
+    if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file():
+        print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
+              file=sys.stderr)
     gm = _load(args)
-    inputs = gm.meta["example_inputs"]
     instruments = Instruments(
         dump_ir=Path(args.dump_ir) if args.dump_ir else None,
         verify_each=copy.deepcopy(gm) if args.verify_each else None,
         tolerance=args.tolerance,
     )
-    lowered = lower(gm, target, inputs, passes=passes, instruments=instruments, model=args.model, debug=args.debug)
-    if lowered.report["max_relative_error"] <= args.tolerance:
-        lowered = _train(args, lowered, target, inputs, output)
-    report = lowered.report
-    save_pt2(lowered.gm, inputs, output)
-    if args.report:
-        atomic_write_text(args.report, json.dumps(report, indent=2))
-    if args.timing:
-        print(f"{'pass':28} {'rewrites':>8} {'seconds':>8}")
-        for row in report["passes"]:
-            print(f"{row['name']:28} {row['rewrites']:>8} {row['seconds']:>8.4f}")
-    print(f"rewrites: {', '.join(f'{k} {v}' for k, v in report['rewrites'].items() if v) or 'none'}")
-    print(f"max relative error vs teacher: {report['max_relative_error']:.3g}"
-          + (" (exact rewrites)" if "distillation" in report else ""))
-    if "distillation" in report:
-        _print_distillation(report["distillation"])
-    print(f"MACs {report['before']['macs']:,} -> {report['after']['macs']:,}; "
-          f"params {report['before']['params']:,} -> {report['after']['params']:,}")
-    print(f"wrote {output}" + (f" and {args.report}" if args.report else ""))
-    if report["max_relative_error"] > args.tolerance:
-        print(f"fxrewrite: error: the lowered graph differs from the teacher by {report['max_relative_error']:.3g}, "
-              f"above --tolerance {args.tolerance:g}", file=sys.stderr)
-        return EXIT_INTERNAL
-    if lowered.check.illegal:
-        print(f"{len(lowered.check.illegal)} nodes are still illegal on {target.name} and need distillation:")
-        for row in lowered.check.illegal:
-            print(f"  {row.name} ({row.kind}): {row.reason}")
-        if "distillation" not in report:
-            print(f"fxrewrite: error: to distil these {len(lowered.check.regions)} regions into students of legal "
-                  f"ops, pass --calib with {SOURCES_HELP}", file=sys.stderr)
-        return EXIT_ILLEGAL
-    print(f"every node is legal on {target.name}")
-    return EXIT_OK
-
-
-def _train(args: argparse.Namespace, lowered, target: Target, inputs: tuple[torch.Tensor, ...], output: Path):
-    wants_quant = args.wbits is not None or args.abits is not None
-    if not lowered.check.illegal and not wants_quant:
-        return lowered
-    if args.calib is None:
-        return lowered
-    if len(inputs) != 1:
-        raise UsageError(f"--calib feeds single-input models; this one takes {len(inputs)} inputs")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", args.device):
-        raise UsageError(f"--device {args.device}: use cpu, cuda or cuda:N")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: torch sees no CUDA device here; use --device cpu")
-    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-    scheme = scheme_for(target, args.wbits, args.abits, args.quant) if wants_quant else None
-    data = load_calibration(args.calib, inputs[0], args.calib_size, args.batch_size, args.seed)
-    checkpoint_dir = output.with_suffix(".ckpt")
-    if args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file():
-        print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
-              file=sys.stderr)
     bars = ProgressBars()
-    config = DistillConfig(epochs=args.epochs, finetune_epochs=args.finetune_epochs, lr=args.lr, seed=args.seed,
-                           schedule=args.schedule, device=args.device, checkpoint_dir=checkpoint_dir,
-                           resume=args.resume, progress=bars)
     try:
-        return distill_and_quantize(lowered, target, data, scheme, config)
+        lowered = api.lower(gm, target=target, passes=args.passes, instruments=instruments, tolerance=args.tolerance,
+                            name=args.model, debug=args.debug, calib=args.calib, wbits=args.wbits, abits=args.abits,
+                            calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
+                            schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                            lr=args.lr, device=args.device, seed=args.seed, checkpoint_dir=checkpoint_dir,
+                            resume=args.resume, progress=bars)
     finally:
         bars.close()
-
-
-def _print_distillation(report: dict) -> None:
-    train, held = report["samples"]["train"], report["samples"]["held_out"]
-    print(f"{report['schedule']}, {report['quantization']}; {train} inputs from {report['calibration']}, "
-          f"{held} held out")
-    for row in report["regions"]:
-        print(f"  {row['region']}: {row['student']} ({row['student_params']:,} params), "
-              f"held-out MSE {row['mse']:.3g}, cosine {row['cosine']:.4f}")
-    agreement = f", top-1 agreement {report['top1_agreement']:.2%}" if "top1_agreement" in report else ""
-    print(f"vs teacher on the held-out split: cosine {report['held_out_cosine']:.4f}, "
-          f"MSE {report['held_out_mse']:.3g}{agreement}")
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
+    report = lowered.report
+    save_pt2(lowered.gm, lowered.example_inputs, output)
+    if args.report:
+        atomic_write_text(args.report, report.to_json())
+    if args.timing:
+        print(report.timing_table())
+    print(report.to_text())
+    print(f"wrote {output}" + (f" and {args.report}" if args.report else ""))
+    if report.max_relative_error > args.tolerance:
+        print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
+              f"above --tolerance {args.tolerance:g}", file=sys.stderr)
+        return EXIT_INTERNAL
+    if not lowered.legal:
+        if report.distillation is None:
+            print(f"fxrewrite: error: to distil these {len(report.regions)} regions into students of legal "
+                  f"ops, pass --calib with {SOURCES_HELP}", file=sys.stderr)
+        return EXIT_ILLEGAL
+    return EXIT_OK
 
 
 def _run_passes(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Cost of a graph: multiply-accumulates, bytes moved, parameters, and a per-target weighted estimate."""
+"""Cost of a graph: multiply-accumulates, bytes moved, parameters, and a target's weighted estimate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from fxrewrite.ops import OpView, op_view, tensor_shape
+from fxrewrite.ir import OpView, op_view, tensor_shape
+from fxrewrite.target import CostWeights
 
 
 def node_macs(view: OpView) -> int:
@@ -42,32 +43,17 @@ def node_activation_elements(view: OpView) -> int:
     return sum(math.prod(s) for s in shapes)
 
 
-@dataclass(frozen=True)
-class CostWeights:
-    """A target's cost estimate: mac * MACs + byte * bytes moved, in arbitrary units.
+def node_cost(view: OpView, weights: CostWeights) -> float:
+    """The target's estimate for one node: weighted MACs (grouped ones dearer) plus weighted bytes."""
+    grouped = view.kind in ("conv1d", "conv2d") and view.attrs["groups"] > 1
+    compute = weights.mac * node_macs(view) * (weights.grouped_mac if grouped else 1.0)
+    moved = (weights.activation_bytes * node_activation_elements(view)
+             + weights.weight_bytes * node_weight_elements(view))
+    return compute + weights.byte * moved
 
-    Grouped and depthwise convs count `grouped_mac` per MAC because NPUs run them at a fraction of
-    their dense throughput. Bytes use the target's widest activation and weight formats.
-    `growth_max` bounds how much dearer an exact rewrite may make the nodes it replaces.
-    """
 
-    mac: float = 1.0
-    byte: float = 1.0
-    grouped_mac: float = 1.0
-    activation_bytes: float = 1.0
-    weight_bytes: float = 1.0
-    #: an exact rewrite costing more than this many times what it replaces is left for distillation
-    growth_max: float | None = None
-
-    def node(self, view: OpView) -> float:
-        grouped = view.kind in ("conv1d", "conv2d") and view.attrs["groups"] > 1
-        compute = self.mac * node_macs(view) * (self.grouped_mac if grouped else 1.0)
-        moved = (self.activation_bytes * node_activation_elements(view)
-                 + self.weight_bytes * node_weight_elements(view))
-        return compute + self.byte * moved
-
-    def nodes(self, nodes: Iterable[fx.Node]) -> float:
-        return sum(self.node(op_view(n)) for n in nodes if n.op not in ("placeholder", "output", "get_attr"))
+def nodes_cost(nodes: Iterable[fx.Node], weights: CostWeights) -> float:
+    return sum(node_cost(op_view(n), weights) for n in nodes if n.op not in ("placeholder", "output", "get_attr"))
 
 
 def graph_macs(gm: fx.GraphModule) -> int:
@@ -80,3 +66,19 @@ def parameter_count(gm: fx.GraphModule) -> int:
 
 def nodes_macs(nodes: list[fx.Node]) -> int:
     return sum(node_macs(op_view(n)) for n in nodes)
+
+
+@dataclass(frozen=True)
+class Size:
+    """What a graph costs in the report: MACs (per the batch its shapes were recorded at), parameters, nodes."""
+
+    macs: int
+    params: int
+    nodes: int | None = None
+
+    @classmethod
+    def of(cls, gm: fx.GraphModule, count_nodes: bool = True) -> Size:
+        return cls(graph_macs(gm), parameter_count(gm), len(gm.graph.nodes) if count_nodes else None)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in (("macs", self.macs), ("params", self.params), ("nodes", self.nodes)) if v is not None}

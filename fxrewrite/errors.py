@@ -25,3 +25,19 @@ class TargetError(FxrewriteError):
 
 class UsageError(FxrewriteError):
     """A command-line value that cannot work, such as an output file with an unknown suffix."""
+
+
+class DistillError(FxrewriteError):
+    """A region no student can stand in for, or data that does not fit the model."""
+
+
+class VerificationError(FxrewriteError):
+    """A rewritten graph differs from its teacher beyond the tolerance: a bug in a rewrite."""
+
+    exit_code = 3
+
+
+class PassContractError(FxrewriteError):
+    """A pass declares ordering contracts that do not hold: a bug in that pass's declaration."""
+
+    exit_code = 3

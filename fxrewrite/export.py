@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from fxrewrite.io import atomic_write_bytes, quiet_torch
+from fxrewrite.files import atomic_write_bytes
+from fxrewrite.frontend.capture import quiet_torch
 
 
 def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: str | Path) -> Path:

@@ -9,10 +9,8 @@ from typing import Any
 
 from torch import fx
 
-from fxrewrite.ops import OpView, format_value, op_view
-from fxrewrite.quant import is_fake_quant
-from fxrewrite.regions import find_regions
-from fxrewrite.target import Target, Verdict
+from fxrewrite.ir import format_value, op_view
+from fxrewrite.target import Target
 
 JSON_VERSION = 1
 
@@ -33,8 +31,6 @@ class CheckReport:
     target: str
     model: str
     rows: tuple[NodeVerdict, ...]
-    #: the illegal nodes grouped for distillation (see fxrewrite.regions), as Region.describe() rows
-    regions: tuple[dict[str, Any], ...] = ()
 
     @property
     def illegal(self) -> tuple[NodeVerdict, ...]:
@@ -60,7 +56,6 @@ class CheckReport:
                         "illegal": len(self.illegal)},
             "nodes": [asdict(r) for r in self.rows],
             "counts": self.counts(),
-            "regions": list(self.regions),
         }
         return json.dumps(document, indent=2)
 
@@ -76,43 +71,18 @@ class CheckReport:
         lines.append(f"{'op kind':24} {'legal':>6} {'illegal':>8}")
         for kind, c in self.counts().items():
             lines.append(f"{kind:24} {c['legal']:>6} {c['illegal']:>8}")
-        if self.regions:
-            lines.append("")
-            lines.append(f"{len(self.regions)} regions to distil (connected illegal nodes, cut at legal tensors):")
-            lines.extend(f"  {describe_region(r)}" for r in self.regions)
         lines.append("")
         lines.append(f"{self.model} on {self.target}: {len(self.rows)} nodes, {len(self.illegal)} illegal"
                      + ("" if self.illegal else " -- every node is legal"))
         return "\n".join(lines)
 
 
-def describe_region(region: dict[str, Any]) -> str:
-    shapes = lambda ends: ", ".join("x".join(map(str, e["shape"])) or "?" for e in ends)  # noqa: E731
-    kinds = ", ".join(f"{k} {n}" for k, n in region["kinds"].items())
-    return (f"region {region['region']}: {len(region['nodes'])} nodes ({kinds}); "
-            f"{shapes(region['inputs'])} -> {shapes(region['outputs'])}; teacher MACs {region['teacher_macs']:,}")
-
-
-def _quantized_operands(view: OpView, target: Target) -> Verdict:
-    """In a quantized graph, the MAC array reads only quantized operands."""
-    weight, data = view.args.get("weight"), view.inputs[0] if view.inputs else None
-    float_operands = [what for what, node in (("weights", weight), ("input", data)) if not is_fake_quant(node)]
-    if not float_operands:
-        return Verdict(True)
-    return Verdict(False, f"{view.kind} reads float32 {' and '.join(float_operands)} in a quantized graph; "
-                          f"{target.name} runs weights {target.weights.words()}, activations "
-                          f"{target.activations.words()} (quantize with fxrewrite.quant)")
-
-
 def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
-    """Judge every node of `gm` against `target`."""
+    """Judge every node of `gm` against `target` (each verdict from `Target.verdict`)."""
     rows = []
-    quantized = any(is_fake_quant(n) for n in gm.graph.nodes)
     for node in gm.graph.nodes:
         view = op_view(node)
-        verdict = target.check(view)
-        if verdict.legal and quantized and view.kind in ("conv2d", "linear"):
-            verdict = _quantized_operands(view, target)
+        verdict = target.verdict(node)
         shape = view.output_shape
         rows.append(NodeVerdict(
             name=node.name,
@@ -123,5 +93,4 @@ def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
             reason=verdict.reason,
             source=view.source,
         ))
-    regions = tuple(r.describe() for r in find_regions(gm, target)) if any(r.verdict == "illegal" for r in rows) else ()
-    return CheckReport(target.name, model or type(gm).__name__, tuple(rows), regions)
+    return CheckReport(target.name, model or type(gm).__name__, tuple(rows))

@@ -11,8 +11,8 @@ import graphviz
 from torch import fx
 
 from fxrewrite.errors import UsageError
-from fxrewrite.io import atomic_write_bytes, atomic_write_text
-from fxrewrite.ops import format_value, op_view, tensor_shape
+from fxrewrite.files import atomic_write_bytes, atomic_write_text
+from fxrewrite.ir import format_value, op_view, tensor_shape
 from fxrewrite.target import Target
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -53,7 +53,7 @@ def to_dot(gm: fx.GraphModule, target: Target | None = None, title: str = "") ->
         if view.kind != "unknown" and view.describe():
             lines.extend(textwrap.wrap(view.describe(), 40))
         if target is not None and not view.structural:
-            verdict = target.check(view)
+            verdict = target.verdict(node)
             status = "legal" if verdict.legal else "illegal"
             if not verdict.legal:
                 lines.extend(textwrap.wrap(verdict.reason, 48))

@@ -16,3 +16,6 @@ from fxrewrite.passes import (  # noqa: F401
     remove_noops,
     split_input_channels,
 )
+from fxrewrite.rewrite.passes import registered_passes
+
+__all__ = ["registered_passes"]

@@ -12,9 +12,8 @@ is [W | alpha I_c] with bias b). One conv instead of two; the target's cost choo
 
 import torch
 
-from fxrewrite.layers import conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op, same_shape
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, same_shape
+from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 
 def _as_conv(match: Match, rewriter: Rewriter):
@@ -77,5 +76,5 @@ register(PatternPass(
                                        where=_TENSOR_ADD), _into_conv(1), priority=1),
     )),
     produces_ops=frozenset({"cat", "conv2d"}),
-    must_precede=("conv1x1-as-3x3", "split-input-channels"),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "split-input-channels"),
 ))

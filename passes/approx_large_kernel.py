@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.layers import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
+from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
 
 BRANCHES = 4
 FIT_STEPS = 400

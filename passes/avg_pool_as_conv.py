@@ -8,9 +8,8 @@ decompose-large-kernel and grouped-conv-as-dense take the conv further where the
 
 import torch
 
-from fxrewrite.layers import conv2d, nchw_shape
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d, nchw_shape
 
 
 def _as_conv(match: Match, rewriter: Rewriter):
@@ -36,5 +35,5 @@ register(PatternPass(
     summary="k x k average pool as a depthwise conv with constant weights",
     rules=RuleSet((Rule("avg-pool", op("avg_pool2d", name="pool"), _as_conv),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("decompose-large-kernel", "grouped-conv-as-dense", "conv1x1-as-3x3"),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
 ))

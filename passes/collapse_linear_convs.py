@@ -13,17 +13,8 @@ the merged conv is cheaper, and its product must be legal (or legalizable) on th
 
 import torch
 
-from fxrewrite.layers import conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
-
-
-def _dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
-    out_per, in_per = weight.shape[0] // groups, weight.shape[1]
-    dense = torch.zeros(weight.shape[0], in_per * groups, *weight.shape[2:], dtype=torch.float64)
-    for g in range(groups):
-        dense[g * out_per:(g + 1) * out_per, g * in_per:(g + 1) * in_per] = weight[g * out_per:(g + 1) * out_per]
-    return dense
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
 
 
 def _compose(second: torch.Tensor, first: torch.Tensor, pairing: str) -> torch.Tensor:
@@ -59,7 +50,7 @@ def _collapse(match: Match, rewriter: Rewriter):
         merged, groups = _compose(w2, w1, "oi,oikl->oikl"), first.attrs["in_ch"]
         channel_sums = w2.sum(dim=(1, 2, 3))
     else:
-        w1, w2 = _dense(w1, first.attrs["groups"]), _dense(w2, second.attrs["groups"])
+        w1, w2 = block_diagonal(w1.double(), first.attrs["groups"]), block_diagonal(w2.double(), second.attrs["groups"])
         merged, groups = _compose(w2, w1, "om,mikl->oikl"), 1
         channel_sums = w2.sum(dim=(2, 3))
     bias = None if b1 is None and b2 is None else torch.zeros(second.attrs["out_ch"], dtype=torch.float64)
@@ -80,5 +71,6 @@ register(PatternPass(
                         _collapse),)),
     produces_ops=frozenset({"conv2d"}),
     trigger="cheaper",
-    must_precede=("conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense", "split-input-channels"),
+    must_precede=("approx-large-kernel", "conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense",
+                  "split-input-channels"),
 ))

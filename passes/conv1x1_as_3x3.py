@@ -7,9 +7,8 @@ size (H + 2(p + 1) - 3) / s + 1 = (H + 2p - 1) / s + 1 is unchanged.
 
 import torch
 
-from fxrewrite.layers import conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 
 def _widen(match: Match, rewriter: Rewriter):

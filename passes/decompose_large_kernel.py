@@ -17,9 +17,8 @@ taps (padding grows by the same amount). Cost: the shift layers carry (2j + 1)^2
 import torch
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.layers import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
+from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
 
 
 def _offsets(radius: int) -> list[tuple[int, int]]:

@@ -8,10 +8,9 @@ must feed only the batch norm; inference statistics only.
 import torch
 from torch import nn
 
-from fxrewrite.layers import conv2d, conv_weights, is_plain_conv2d
-from fxrewrite.ops import constant_value
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.ir import constant_value
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d, conv_weights, is_plain_conv2d
 
 
 def _scale_shift(match: Match) -> tuple[torch.Tensor, torch.Tensor] | Decline:
@@ -61,5 +60,5 @@ register(PatternPass(
     rules=RuleSet((Rule("bn-after-layer", op("batch_norm", op(("conv2d", "linear"), name="layer", single_user=True),
                                               name="bn"), _fold),)),
     produces_ops=frozenset({"conv2d", "linear"}),
-    must_precede=("conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
 ))

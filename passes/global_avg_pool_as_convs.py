@@ -9,9 +9,8 @@ mean(x) over H and W for every channel.
 
 import torch
 
-from fxrewrite.layers import conv2d
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d
 
 
 def _as_convs(match: Match, rewriter: Rewriter):
@@ -39,5 +38,5 @@ register(PatternPass(
                                           where={"pooling to 1x1": lambda v: v.attrs["output_size"] == (1, 1)}),
                         _as_convs),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("grouped-conv-as-dense",),
+    must_precede=("collapse-linear-convs", "grouped-conv-as-dense"),
 ))

@@ -17,10 +17,9 @@ Needs odd kernels, dilation 1, floor rounding and p >= r - 1.
 
 import torch
 
-from fxrewrite.layers import conv2d, nchw_shape
-from fxrewrite.ops import op_view
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.ir import op_view
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d, nchw_shape
 
 NON_NEGATIVE_PRODUCERS = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid"})
 
@@ -85,5 +84,6 @@ register(PatternPass(
     summary="k x k max pool as running maxes a + relu(b - a) built from 3x3 convs, ReLU and concat",
     rules=RuleSet((Rule("max-pool", op("max_pool2d", name="pool"), _as_relu_max),)),
     produces_ops=frozenset({"conv2d", "cat", "relu"}),
-    must_precede=("conv1x1-as-3x3", "grouped-conv-as-dense", "relu6-as-relus"),
+    reads_ops=NON_NEGATIVE_PRODUCERS,
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "grouped-conv-as-dense", "relu6-as-relus"),
 ))

@@ -11,13 +11,12 @@ float32 tolerance for the activations a ReLU6 sees.
 import torch
 from torch import nn
 
-from fxrewrite.layers import conv2d
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d
 
 
 def _as_relus(match: Match, rewriter: Rewriter):
-    relu6 = match["relu6"]  # relu6, or hardtanh(0, 6) as ATen graphs spell it
+    relu6 = match["relu6"]  # hardtanh(0, 6), as ATen graphs spell it, is seen as relu6 too
     shape = relu6.output_shape
     if shape is None or len(shape) != 4:
         return Decline("only NCHW tensors: the shift by 6 and the difference are written as 1x1 convs")
@@ -33,9 +32,7 @@ def _as_relus(match: Match, rewriter: Rewriter):
 register(PatternPass(
     name="relu6-as-relus",
     summary="ReLU6 as relu(x) - relu(x - 6), with the shift and difference as 1x1 convs",
-    rules=RuleSet((Rule("relu6", op("relu6", name="relu6"), _as_relus),
-                   Rule("hardtanh-0-6", op("hardtanh", name="relu6", where={"clamping to [0, 6]": lambda v: (
-                       v.attrs["min_val"], v.attrs["max_val"]) == (0.0, 6.0)}), _as_relus))),
+    rules=RuleSet((Rule("relu6", op("relu6", name="relu6"), _as_relus),)),
     produces_ops=frozenset({"conv2d", "cat", "relu"}),
-    must_precede=("conv1x1-as-3x3",),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3"),
 ))

@@ -4,8 +4,7 @@ dropout(x, p) = x and stochastic_depth(x) = x in eval mode; identity(x) = x (nn.
 contiguous, clone, detach). The node's users read x directly.
 """
 
-from fxrewrite.pattern import Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.rewrite import Match, PatternPass, Rewriter, Rule, RuleSet, op, register
 
 
 def _forward_input(match: Match, rewriter: Rewriter):

@@ -12,10 +12,9 @@ whose parts have at most M channels each.
 
 import torch
 
-from fxrewrite.layers import conv2d, plain_conv_weights
-from fxrewrite.ops import tensor_shape
-from fxrewrite.pattern import Decline, Match, Rewriter, Rule, RuleSet, op
-from fxrewrite.pipeline import PatternPass, register
+from fxrewrite.ir import tensor_shape
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 
 def _chunks(widths: list[int], limit: int) -> list[list[int]]:

@@ -7,8 +7,8 @@ import torch
 from torch import fx, nn
 
 from fxrewrite import cli
-from fxrewrite.capture import capture
-from fxrewrite.ops import OpView, op_view
+from fxrewrite.frontend import capture
+from fxrewrite.ir import OpView, op_view
 from fxrewrite.target import Target, parse_target
 
 

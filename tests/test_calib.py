@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fxrewrite.calib import load_calibration
+from fxrewrite.quant import load_calibration
 from fxrewrite.errors import InputShapeError, LoadError
 
 EXAMPLE = torch.zeros(1, 3, 17, 19)

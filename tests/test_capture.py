@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fxrewrite.capture import capture
+from fxrewrite.frontend import capture
 from fxrewrite.errors import CaptureError
 
 import zoo

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from fxrewrite.capture import capture
-from fxrewrite.ops import UNKNOWN, op_view
+from fxrewrite.frontend import capture
+from fxrewrite.ir import UNKNOWN, op_view
 
 TORCHVISION = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t",
                "regnet_y_400mf"]

@@ -169,7 +169,7 @@ def test_installed_command_runs_as_a_program(tmp_path):
 
 
 def test_written_files_follow_the_umask(tmp_path):
-    from fxrewrite.io import atomic_write_text
+    from fxrewrite.files import atomic_write_text
 
     previous = os.umask(0o022)
     try:

@@ -8,15 +8,16 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from conftest import chip, symbolic
-from fxrewrite.capture import capture
-from fxrewrite.distill import DistillConfig, DistillError, distill
-from fxrewrite.distill.helpers import FeatureAdapter
-from fxrewrite.distill.students import seed_from_teacher, synthesize
-from fxrewrite.distill.training import Progress
+from fxrewrite.frontend import capture
+from fxrewrite.distill import DistillConfig, distill
+from fxrewrite.errors import DistillError
+from fxrewrite.distill.blockwise_loss import FeatureAdapter
+from fxrewrite.distill import seed_from_teacher, synthesize
+from fxrewrite.distill import Progress
 from fxrewrite.legality import check
-from fxrewrite.lower import lower
+from fxrewrite import lower
 from fxrewrite.quant import QuantLayer, scheme_for
-from fxrewrite.regions import carve, find_regions
+from fxrewrite.distill import carve, find_regions
 from fxrewrite.target import Target
 
 
@@ -53,8 +54,8 @@ def digits_teacher():
     accuracy = (teacher(images[1400:]).argmax(1) == labels[1400:]).float().mean().item()
     assert accuracy > 0.85
     archnet = Target.load("archnet")
-    exact = lower(capture(teacher, (images[:64],)), archnet, (images[:64],))
-    assert [sorted(r["kinds"]) for r in exact.check.regions] == [["gelu", "group_norm"], ["silu"]]
+    exact = lower(capture(teacher, (images[:64],)), (images[:64],), target=archnet)
+    assert [sorted(r.kinds) for r in exact.report.regions] == [["gelu", "group_norm"], ["silu"]]
     return exact.gm, images, archnet
 
 
@@ -62,12 +63,12 @@ def test_students_make_the_graph_legal_and_agree_with_the_teacher(digits_teacher
     gm, images, archnet = digits_teacher
     batches = [images[i:i + 64] for i in range(0, 1280, 64)]
     result = distill(gm, archnet, batches, [images[1400:]], DistillConfig(epochs=20, finetune_epochs=10, seed=0))
-    final = lower(result.gm, archnet, (images[:64],))
-    assert final.check.all_legal, [r.reason for r in final.check.illegal]
-    assert {"conv2d", "batch_norm", "relu", "cat"} >= {r.kind for r in final.check.rows if r.kind in
+    final = lower(result.gm, (images[:64],), target=archnet)
+    assert final.legal, [r.reason for r in final.verdicts.illegal]
+    assert {"conv2d", "batch_norm", "relu", "cat"} >= {r.kind for r in final.verdicts.rows if r.kind in
                                                         ("conv2d", "batch_norm", "relu", "cat", "gelu", "silu")}
     # untrained students (skip-initialised) agree on 94% with cosine 0.92; trained ones on 99.5%, 0.998
-    assert result.report["top1_agreement"] >= 0.98 and result.report["held_out_cosine"] >= 0.99
+    assert result.agreement.top1 >= 0.98 and result.agreement.cosine >= 0.99
 
 
 def test_the_same_seed_gives_the_same_student(digits_teacher):
@@ -95,8 +96,8 @@ def test_quantization_aware_distillation_ends_legal_with_the_helpers_gone(digits
     kinds = {r.kind for r in report.rows}
     assert "fake_quant" in kinds and not kinds & {"sigmoid", "softmax", "gelu", "silu", "group_norm", "batch_norm"}
     # 4-bit students this small and briefly trained reach about 0.95; a broken quantizer gives ~0.1
-    assert result.report["top1_agreement"] >= 0.85
-    assert [r["region"] for r in result.report["regions"]] == ["region_0", "region_1"]
+    assert result.agreement.top1 >= 0.85
+    assert [r.region for r in result.regions] == ["region_0", "region_1"]
 
 
 class Interrupt(Exception):
@@ -158,8 +159,8 @@ def test_a_region_with_two_outputs_gets_a_student_per_output():
     config = DistillConfig(epochs=20, finetune_epochs=5)
     result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], config)
     assert check(result.gm, chip_).all_legal
-    assert result.report["regions"][0]["student"] == "MultiOutputStudent"
-    assert result.report["held_out_cosine"] > 0.85  # one epoch each: 0.79; these: 0.89
+    assert result.regions[0].student == "MultiOutputStudent"
+    assert result.agreement.cosine > 0.85  # one epoch each: 0.79; these: 0.89
 
 
 class OneByOne(nn.Module):

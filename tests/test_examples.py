@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fxrewrite.calib import load_calibration
+from fxrewrite.quant import load_calibration
 from fxrewrite.examples import tiny_convnext
 
 

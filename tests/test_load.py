@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fxrewrite.errors import InputShapeError, LoadError
-from fxrewrite.load import load_model, parse_input_spec
+from fxrewrite.frontend.load import load_model, parse_input_spec
 
 import zoo
 

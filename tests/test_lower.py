@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 import zoo
-from fxrewrite.capture import capture
-from fxrewrite.lower import lower
+from fxrewrite.frontend import capture
+from fxrewrite import lower
 from conftest import chip
 
 ZOO = str(Path(zoo.__file__))
@@ -69,8 +69,8 @@ def test_growth_max_leaves_an_expensive_exact_rewrite_for_distillation():
         """
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 7, padding=3)).eval()
     x = torch.randn(1, 3, 15, 15)
-    thrifty = lower(capture(model, (x,)), chip(body, "thrifty.toml"), (x,))
-    assert not thrifty.check.all_legal
+    thrifty = lower(capture(model, (x,)), (x,), target=chip(body, "thrifty.toml"))
+    assert not thrifty.legal
     assert "cost.growth_max = 2 of test-chip; left for distillation" in " ".join(
-        thrifty.report["declined"]["decompose-large-kernel"])
-    assert lower(capture(model, (x,)), chip(body.replace("growth_max = 2.0", "")), (x,)).check.all_legal
+        thrifty.report.to_dict()["declined"]["decompose-large-kernel"])
+    assert lower(capture(model, (x,)), (x,), target=chip(body.replace("growth_max = 2.0", ""))).legal

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite import ops
+from fxrewrite import ir as ops
+from fxrewrite.ir import vocabulary
 from fxrewrite.target import Target
 
 from conftest import compute_views, exported, symbolic
@@ -146,7 +147,7 @@ def test_unknown_op_is_illegal_everywhere_with_its_name():
     view = compute_views(symbolic(Unusual(), torch.randn(2, 3)))[0]
     assert view.kind == ops.UNKNOWN
     assert "cumsum" in view.attrs["target"]
-    verdict = Target.load("cpu-reference").check(view)
+    verdict = Target.load("cpu-reference").verdict(view.node)
     assert not verdict.legal and "cumsum" in verdict.reason
 
 
@@ -173,7 +174,7 @@ def test_getitem_on_a_tensor_is_a_slice_and_shape_arithmetic_is_structural():
 
 
 def test_duplicate_registration_is_an_error(monkeypatch):
-    clash = ops.OpDef("relu_again", "a second claim on F.relu", functions=(F.relu,))
-    monkeypatch.setattr(ops, "VOCABULARY", ops.VOCABULARY + (clash,))
+    clash = vocabulary.OpDef("relu_again", "a second claim on F.relu", functions=(F.relu,))
+    monkeypatch.setattr(vocabulary, "VOCABULARY", vocabulary.VOCABULARY + (clash,))
     with pytest.raises(RuntimeError, match="registered for both relu and relu_again"):
-        ops._build_indexes()
+        vocabulary._build_indexes()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import fx, nn
 
-from fxrewrite.pattern import Decline, RewriteLoopError, Rule, RuleSet, apply_rules, op
+from fxrewrite.rewrite import Decline, RewriteLoopError, Rule, RuleSet, apply_rules, op
 
 from conftest import compute_views, symbolic
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from fxrewrite.errors import FxrewriteError, UsageError
-from fxrewrite.pattern import Rule, RuleSet, op
-from fxrewrite.pipeline import (Instruments, PassContext, PassManager, PatternPass, VerificationError,
-                                canonical_order, parse_pipeline, registered_passes)
+from fxrewrite.errors import FxrewriteError, UsageError, VerificationError
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import (Instruments, PassContext, PassManager, PatternPass, Rule, RuleSet, canonical_order, op,
+                               parse_pipeline)
 
 from conftest import symbolic
 

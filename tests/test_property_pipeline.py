@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fxrewrite.capture import capture
-from fxrewrite.lower import lower
-from fxrewrite.pipeline import fresh_inputs, relative_error
+from fxrewrite.frontend import capture
+from fxrewrite import lower
+from fxrewrite.rewrite import fresh_inputs, relative_error
 from fxrewrite.target import Target
 
 CHANNELS = 4
@@ -96,7 +96,7 @@ def test_exact_pipeline_keeps_random_graphs_equivalent(target_name, blocks, heig
     except RuntimeError:  # trimmed padding and strides shrank the map below a kernel
         assume(False)
     gm = capture(model, (x,))
-    lowered = lower(gm, Target.load(target_name), (x,))
+    lowered = lower(gm, (x,), target=Target.load(target_name))
     lowered.gm.graph.lint()
     with torch.no_grad():
         for inputs in (x, *fresh_inputs((x,), seed + 1)):

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from conftest import symbolic
-from fxrewrite.capture import annotate_shapes
+from fxrewrite.ir import annotate_shapes
 from fxrewrite.errors import UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.legality import check
-from fxrewrite.quant import (FakeQuant, QuantLayer, calibrate, fold_batch_norms, materialize, quantize_modules,
+from fxrewrite.quant import (FakeQuant, QuantLayer, calibrate, fold_for_quantization, materialize, quantize_modules,
                              scheme_for)
 from fxrewrite.target import QuantFormat, Target
 
@@ -32,9 +32,9 @@ def small_net() -> nn.Module:
 
 
 def quantized(net: nn.Module, wbits: int, abits: int, method: str = "lsq") -> tuple[nn.Module, torch.Tensor]:
-    model = fold_batch_norms(copy.deepcopy(net))
-    quantize_modules(model, scheme_for(ARCHNET, wbits, abits, method))
     x = torch.rand(16, 1, 9, 9)
+    model = fold_for_quantization(copy.deepcopy(net), (x,))
+    quantize_modules(model, scheme_for(ARCHNET, wbits, abits, method))
     calibrate(model, lambda: model(x))
     return model, x
 
@@ -93,10 +93,10 @@ def test_lsq_learns_its_scale_and_dorefa_does_not():
 
 def test_folding_batch_norms_is_exact_in_sequentials_and_graphs():
     net, x = small_net(), torch.randn(4, 1, 9, 9)
-    folded = fold_batch_norms(copy.deepcopy(net))
+    folded = fold_for_quantization(copy.deepcopy(net), (x,))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
-    graph = fold_batch_norms(symbolic(copy.deepcopy(net), x))
+    graph = fold_for_quantization(symbolic(copy.deepcopy(net), x), (x,))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in graph.modules())
     torch.testing.assert_close(graph(x), net(x), rtol=1e-5, atol=1e-5)
 
@@ -127,14 +127,16 @@ def test_the_verifier_rejects_formats_the_target_does_not_declare():
 def test_a_float_layer_in_a_quantized_graph_is_illegal():
     net = small_net()
     model, x = quantized(net, 4, 4)
-    model._modules["6"] = copy.deepcopy(net[6])  # the linear left float
+    linear = next(n for n, m in model.named_modules() if isinstance(m, QuantLayer) and isinstance(m.layer, nn.Linear))
+    parent, _, child = linear.rpartition(".")
+    model.get_submodule(parent)._modules[child] = copy.deepcopy(net[6])  # the linear left float
     report = check(annotate_shapes(materialize(model), (x,)), ARCHNET)
     assert [r.kind for r in report.illegal] == ["linear"]
     assert "linear reads float32 weights and input in a quantized graph" in report.illegal[0].reason
 
 
 def test_post_training_4_bit_error_is_bounded_and_8_bit_is_close():
-    net = fold_batch_norms(small_net())
+    net = fold_for_quantization(small_net(), (torch.rand(16, 1, 9, 9),))
     errors = {}
     for bits in (4, 8):
         model, x = quantized(net, bits, bits)

@@ -1,4 +1,4 @@
-"""Regions: illegal nodes grouped into connected, cycle-free groups, listed by check and lower."""
+"""Regions: illegal nodes grouped into connected, cycle-free groups, listed by the lowering report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from conftest import chip, symbolic
-from fxrewrite.legality import check
-from fxrewrite.regions import carve, find_regions
+from fxrewrite import lower
+from fxrewrite.distill import carve, find_regions
 
 CONV_ONLY = chip("[ops.conv2d]\n[ops.relu]\n")
 
@@ -78,8 +78,9 @@ def test_carving_fuses_each_region_into_a_submodule_that_computes_the_same():
     torch.testing.assert_close(carved(x), model(x))
 
 
-def test_check_lists_regions_in_text_and_json():
-    report = check(symbolic(TwoIslands(), torch.randn(1, 3, 8, 8)), CONV_ONLY, "islands")
+def test_the_lowering_lists_regions_in_text_and_json():
+    x = torch.randn(1, 3, 8, 8)
+    report = lower(symbolic(TwoIslands(), x), (x,), target=CONV_ONLY, name="islands").report
     assert "2 regions to distil" in report.to_text()
     assert "region 0: 2 nodes (gelu 1, sigmoid 1); 1x3x8x8 -> 1x3x8x8" in report.to_text()
     document = json.loads(report.to_json())

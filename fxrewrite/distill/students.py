@@ -28,19 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.errors import FxrewriteError
-from fxrewrite.layers import conv_weights
-from fxrewrite.ops import op_view
-from fxrewrite.pattern import Decline
+from fxrewrite.errors import DistillError
+from fxrewrite.ir import op_view
+from fxrewrite.rewrite import Decline
+from fxrewrite.rewrite.building import block_diagonal, conv_weights
 from fxrewrite.target import Target
 
 MAX_DEPTH = 3
 #: a skip path is taken where an input of the output's shape already points the output's way
 SKIP_COSINE = 0.5
-
-
-class DistillError(FxrewriteError):
-    """A region no student can stand in for, or data that does not fit the model."""
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool) -> list[nn.Module]:
@@ -132,14 +128,8 @@ def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:
     out_ch, per_group, kh, kw = weight.shape
     if (kh, kw) not in ((1, 1), (3, 3)) or groups not in (1, out_ch) or (groups > 1 and per_group != 1):
         return None
-    dense = torch.zeros(out_ch, per_group * groups, 3, 3, dtype=weight.dtype, device=weight.device)
-    offset = (3 - kh) // 2
-    if groups == 1:
-        dense[:, :, offset:offset + kh, offset:offset + kw] = weight
-    else:
-        channels = torch.arange(out_ch, device=weight.device)
-        dense[channels, channels, offset:offset + kh, offset:offset + kw] = weight[:, 0]
-    return dense
+    border = (3 - kh) // 2
+    return F.pad(block_diagonal(weight, groups), (border, border, border, border))
 
 
 def _teacher_kernels(region: fx.GraphModule) -> list[tuple[str, tuple[int, ...], torch.Tensor, torch.Tensor | None]]:

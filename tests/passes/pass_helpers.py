@@ -5,9 +5,10 @@ import collections
 import torch
 from torch import fx, nn
 
-from fxrewrite.capture import capture
-from fxrewrite.ops import op_view
-from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite.frontend import capture
+from fxrewrite.ir import op_view
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import PassContext
 from fxrewrite.target import Target
 
 FORMS = ("module", "functional", "aten")

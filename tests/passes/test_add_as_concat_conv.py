@@ -4,8 +4,9 @@ from torch import nn
 
 from conftest import chip
 from pass_helpers import assert_same, captured, kinds, run_pass
-from fxrewrite.lower import lower
-from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite import lower
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import PassContext
 from fxrewrite.target import Target
 
 
@@ -58,9 +59,9 @@ def test_the_target_cost_chooses_between_the_forms_and_says_so():
 def test_without_1x1_kernels_folding_into_the_conv_wins():
     x = torch.randn(1, 4, 9, 9)
     model = Residual().eval()
-    lowered = lower(captured(model, x, "module"), Target.load("archnet"), (x,))
-    assert lowered.check.all_legal and lowered.report["max_relative_error"] < 1e-5
-    assert any("chose add-into-right-conv" in note for note in lowered.report["notes"])
+    lowered = lower(captured(model, x, "module"), (x,), target=Target.load("archnet"))
+    assert lowered.legal and lowered.report.max_relative_error < 1e-5
+    assert any("chose add-into-right-conv" in note for note in lowered.report.notes)
 
 
 def test_broadcast_add_is_declined():

@@ -2,7 +2,8 @@ import torch
 from torch import nn
 
 from pass_helpers import captured, conv_kernels, run_pass
-from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import PassContext
 
 
 def test_approximate_pass_says_so_and_reports_its_error():

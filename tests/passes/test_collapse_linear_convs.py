@@ -4,7 +4,7 @@ from torch import nn
 
 from conftest import chip
 from pass_helpers import FORMS, FunctionalConv, assert_same, captured, kinds, run_pass
-from fxrewrite.ops import op_view
+from fxrewrite.ir import op_view
 
 
 def only_conv(gm):

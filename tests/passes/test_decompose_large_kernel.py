@@ -38,7 +38,8 @@ def test_even_kernels_are_declined_with_a_reason():
     x = torch.randn(1, 3, 16, 16)
     model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4))
     gm = captured(model, x, "module")
-    from fxrewrite.pipeline import PassContext, registered_passes
+    from fxrewrite.passes import registered_passes
+    from fxrewrite.rewrite import PassContext
 
     result = registered_passes()["decompose-large-kernel"].run(gm, PassContext((x,)))
     assert result.rewrites == 0

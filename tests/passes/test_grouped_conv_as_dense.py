@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from fxrewrite.ops import op_view
+from fxrewrite.ir import op_view
 
 from pass_helpers import FORMS, FunctionalConv, assert_same, captured, run_pass
 

@@ -4,8 +4,9 @@ from torch import nn
 
 from conftest import chip
 from pass_helpers import assert_same, captured, kinds, run_pass
-from fxrewrite.ops import op_view
-from fxrewrite.pipeline import PassContext, registered_passes
+from fxrewrite.ir import op_view
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import PassContext
 
 CHIP = chip("[ops.conv2d]\nin_channels_max = 8\n[ops.cat]\ndims = [1]\n")
 

@@ -17,7 +17,7 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxrewrite.cost import nodes_macs
-from fxrewrite.ops import op_view, tensor_shape
+from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.target import Target
 
 REGION_PREFIX = "region_"
@@ -37,7 +37,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     (a ConvNeXt block's linear layers between LayerNorm, GELU and the layer scale), so one student
     replaces the block instead of two students having to reproduce the exact tensors around a
     single legal op. Parameters used only by region nodes join them too."""
-    members = {n for n in gm.graph.nodes if not target.check(op_view(n)).legal}
+    members = {n for n in gm.graph.nodes if not target.verdict(n).legal}
     grown = True
     while grown:
         grown = False

@@ -1,4 +1,5 @@
-"""What long runs need: epoch-level checkpoints that a killed run resumes from, and progress events.
+"""What long runs need: epoch-level checkpoints that a killed run resumes from, and progress events
+with a progress bar per phase.
 
 A checkpoint holds the phase, the epochs done in it, the trained state and the optimizer's state,
 written atomically after every epoch to DIR/distill-checkpoint.pt, and read back with
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import io
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fxrewrite.distill.students import DistillError
-from fxrewrite.io import atomic_write_bytes
+from fxrewrite.errors import DistillError
+from fxrewrite.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "distill-checkpoint.pt"
 
@@ -76,22 +76,6 @@ class Checkpoints:
         torch.save({"fingerprint": self.fingerprint, "phase": phase, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
-
-
-def run_epochs(phase: str, epochs: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               epoch_loss: Callable[[int], float], checkpoints: Checkpoints,
-               progress: ProgressCallback | None) -> None:
-    """Train `epochs` epochs of `phase` (or what is left of them after a resume), checkpointing each."""
-    done, saved = checkpoints.resume_point(phase)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-    start = time.perf_counter()
-    for epoch in range(done, epochs):
-        loss = epoch_loss(epoch)
-        checkpoints.save(phase, epoch + 1, model, optimizer)
-        if progress is not None:
-            progress(Progress(phase, epoch + 1, epochs, loss, time.perf_counter() - start))
 
 
 class ProgressBars:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fxrewrite.errors import InputShapeError, LoadError
-from fxrewrite.io import quiet_torch
+from fxrewrite.frontend.capture import quiet_torch
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
 INT_INPUT_HIGH = 10  # integer inputs (token ids) are drawn from [0, INT_INPUT_HIGH)

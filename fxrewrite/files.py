@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -31,15 +27,3 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def quiet_torch() -> Iterator[None]:
-    """Silence what torch logs or prints while it fails (export's multi-line dumps):
-    fxrewrite's own error then says what matters, on one line."""
-    logging.disable(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        logging.disable(logging.NOTSET)

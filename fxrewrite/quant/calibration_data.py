@@ -79,25 +79,22 @@ def _stack(inputs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(batches)
 
 
-def load_calibration(spec: str, example: torch.Tensor, size: int, batch_size: int, seed: int = 0) -> CalibrationData:
-    """Up to `size` inputs shaped like `example` (its batch dim aside), split into training batches
-    and a held-out fifth for the report."""
-    shape = tuple(example.shape)
+def _read(spec: str, shape: tuple[int, ...], size: int, seed: int) -> torch.Tensor:
     path = Path(spec)
     if spec == "synthetic":
-        data = torch.randn((size, *shape[1:]), generator=torch.Generator().manual_seed(seed))
-    elif ":" in spec and not path.exists():
-        data = _stack(_from_callable(spec), shape)
-    elif not path.exists():
+        return torch.randn((size, *shape[1:]), generator=torch.Generator().manual_seed(seed))
+    if ":" in spec and not path.exists():
+        return _stack(_from_callable(spec), shape)
+    if not path.exists():
         raise LoadError(f"--calib {spec}: no such file or folder; pass {SOURCES_HELP}")
-    elif path.is_dir():
-        data = _images(path, shape)
-    elif path.suffix == ".npy":
+    if path.is_dir():
+        return _images(path, shape)
+    if path.suffix == ".npy":
         try:
-            data = torch.from_numpy(np.load(path, allow_pickle=False))
+            return torch.from_numpy(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise LoadError(f"--calib {path}: not a readable .npy array without pickles ({exc})") from None
-    elif path.suffix == ".pt":
+    if path.suffix == ".pt":
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -105,8 +102,19 @@ def load_calibration(spec: str, example: torch.Tensor, size: int, batch_size: in
                             f"({type(exc).__name__})") from None
         if not isinstance(data, torch.Tensor):
             raise LoadError(f"--calib {path}: holds a {type(data).__name__}, not one tensor of inputs")
+        return data
+    raise LoadError(f"--calib {spec}: unsupported file type {path.suffix!r}; pass {SOURCES_HELP}")
+
+
+def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int, batch_size: int,
+                     seed: int = 0) -> CalibrationData:
+    """Up to `size` inputs shaped like `example` (its batch dim aside), split into training batches
+    and a held-out fifth for the report. `spec` names a source (module docstring) or is the inputs."""
+    shape = tuple(example.shape)
+    if isinstance(spec, torch.Tensor):
+        data, spec = spec, f"a tensor of {len(spec)} inputs"
     else:
-        raise LoadError(f"--calib {spec}: unsupported file type {path.suffix!r}; pass {SOURCES_HELP}")
+        data = _read(spec, shape, size, seed)
     if tuple(data.shape[1:]) != shape[1:]:
         raise InputShapeError(f"--calib {spec}: samples of shape {tuple(data.shape[1:])}, but the model takes "
                               f"{shape[1:]} (after the batch dim)")

@@ -1,12 +1,13 @@
-"""Building blocks that passes share: reading a conv's weights in any form, making new conv modules."""
+"""Graph-building helpers that passes share: reading a conv's weights in any form, making conv
+modules, and the block-diagonal form of a grouped kernel."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fxrewrite.ops import OpView, constant_value
-from fxrewrite.pattern import Decline, op
+from fxrewrite.ir import OpView, constant_value
+from fxrewrite.rewrite.pattern import Decline, op
 
 
 def conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
@@ -32,6 +33,17 @@ def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int
         if bias is not None:
             conv.bias.copy_(bias)
     return conv.eval()
+
+
+def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The dense kernel of a grouped conv: output channels of group j read only the input channels
+    of group j, W_dense[j O/g:(j+1) O/g, j I/g:(j+1) I/g] = W[j O/g:(j+1) O/g], zero elsewhere."""
+    out_ch, in_per = weight.shape[:2]
+    out_per = out_ch // groups
+    dense = weight.new_zeros(out_ch, in_per * groups, *weight.shape[2:])
+    for g in range(groups):
+        dense[g * out_per:(g + 1) * out_per, g * in_per:(g + 1) * in_per] = weight[g * out_per:(g + 1) * out_per]
+    return dense
 
 
 def is_plain_conv2d(view: OpView) -> bool:

@@ -7,16 +7,19 @@ the control flow of `transformers` models.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from fxrewrite.errors import CaptureError
-from fxrewrite.io import quiet_torch
+from fxrewrite.ir import annotate_shapes
 
 Frontend = Literal["auto", "symbolic", "export"]
 FRONTENDS: tuple[str, ...] = ("auto", "symbolic", "export")
@@ -27,6 +30,18 @@ REMEDIES = (
     "hide the construct in a function marked with torch.fx.wrap, keep its module whole as a leaf module "
     "(a Tracer whose is_leaf_module returns True for it), or use --frontend export with inputs of the right shape"
 )
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[None]:
+    """Silence what torch logs or prints while it fails (export's multi-line dumps):
+    fxrewrite's own error then says what matters, on one line."""
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -53,13 +68,6 @@ def export_capture(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
     with quiet_torch():
         program = torch.export.export(module, example_inputs, strict=False)
     return program.module()
-
-
-def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
-    """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp."""
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
-    return gm
 
 
 def capture(

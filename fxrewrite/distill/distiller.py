@@ -1,0 +1,177 @@
+"""`distill`: every region replaced by a trained student, end to end (see the package docstring)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxrewrite.cost import Size
+from fxrewrite.distill.blockwise_loss import FeatureAdapter
+from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
+from fxrewrite.distill.regions import REGION_PREFIX, carve, find_regions
+from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
+from fxrewrite.distill.students import seed_from_teacher, synthesize
+from fxrewrite.errors import DistillError
+from fxrewrite.ir import annotate_shapes
+from fxrewrite.quant import (QuantScheme, calibrate, fold_for_quantization, materialize, quantize_modules,
+                             quantizers)
+from fxrewrite.quant.post_training import CALIBRATION_BATCHES, measure_per_input
+from fxrewrite.rewrite.compare import Agreement, agreement
+from fxrewrite.target import Target
+
+
+@dataclass
+class DistillConfig:
+    epochs: int = 20
+    finetune_epochs: int = 10
+    lr: float = 3e-3
+    seed: int = 0
+    schedule: Schedule = "parallel"
+    quant: QuantScheme | None = None
+    attention: bool = True
+    adaptation: bool = True
+    device: str = "cpu"
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: ProgressCallback | None = None
+
+
+@dataclass(frozen=True)
+class StudentResult:
+    """One region's student: its class, how many layers started from the teacher, its size, and its
+    output against the teacher's on the held-out split, inside the stitched network."""
+
+    region: str
+    student: str
+    seeded_layers: int
+    student_params: int
+    mse: float
+    cosine: float
+
+
+@dataclass
+class Distilled:
+    gm: fx.GraphModule
+    schedule: str
+    quantization: str
+    regions: list[StudentResult]
+    agreement: Agreement
+    before: Size
+    after: Size
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], config: DistillConfig) -> str:
+    digest = hashlib.sha256()
+    digest.update(gm.code.encode())
+    digest.update(target.name.encode())
+    for tensor in list(gm.state_dict().values()) + list(batches):
+        digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
+    options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
+               config.attention, config.adaptation)
+    digest.update(repr(options).encode())
+    return digest.hexdigest()
+
+
+def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, cache: Sequence[Recorded],
+            quant: QuantScheme | None, device: torch.device) -> fx.GraphModule:
+    """The teacher with its regions swapped for students, batch norms folded (students' and the
+    teacher's own), and with a scheme, every layer fake-quantized and calibrated."""
+    stitched = copy.deepcopy(teacher).eval()
+    for name in order:
+        setattr(stitched, name, fold_for_quantization(students[name].eval(), cache[0].regions[name][0]))
+    fold_for_quantization(stitched, (cache[0].batch,))
+    stitched.to(device)  # folded layers are built on the CPU
+    if quant is not None:
+        quantize_modules(stitched, quant)
+        stitched.to(device)
+        calibrate(stitched, lambda: [stitched(entry.batch) for entry in cache[:CALIBRATION_BATCHES]])
+    for quantizer in quantizers(stitched):  # the rest stays in eval mode: frozen statistics, no dropout
+        quantizer.train()
+    return stitched
+
+
+def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], held_out: Sequence[torch.Tensor],
+            config: DistillConfig | None = None) -> Distilled:
+    """Replace every region of `gm` by a trained student (see the package docstring)."""
+    config = config or DistillConfig()
+    if config.schedule not in SCHEDULES:
+        raise DistillError(f"schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    checkpoints = Checkpoints(config.checkpoint_dir, _fingerprint(gm, target, batches, config), config.resume)
+    teacher = carve(copy.deepcopy(gm), target).to(device)
+    order = region_order(teacher)
+    if not order:
+        raise DistillError("no region to distil: every node is legal (use post_training_quantize for formats)")
+    macs = {f"{REGION_PREFIX}{r.index}": r.macs for r in find_regions(gm, target)}
+    cache = record(teacher, [b.to(device) for b in batches])
+    first = cache[0].regions
+    students = nn.ModuleDict({n: synthesize(n, *first[n], macs[n], target) for n in order}).to(device)
+    seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
+    kinds = {n: type(students[n]).__name__ for n in order}
+    adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
+                              for i, out in enumerate(first[n][1])} if config.adaptation else {}).to(device)
+    times["teacher"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    students.train()
+    if not checkpoints.reached("finetune"):
+        if config.schedule == "parallel":
+            parallel(students, adapters, cache, config.epochs, config.lr, config.attention, checkpoints,
+                     config.progress)
+        else:
+            progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
+                        checkpoints, config.progress)
+    times["blockwise"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    stitched = _stitch(teacher, order, students, cache, config.quant, device)
+    finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress)
+    stitched.eval()
+    times["finetune"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded)
+    stitched = stitched.cpu()
+    flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
+    sample = batches[0][:1].cpu()
+    flat = annotate_shapes(flat, (sample,))  # one sample: MACs per input
+    result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
+                       agreement(flat, gm, held_out), measure_per_input(gm, sample), Size.of(flat, count_nodes=False))
+    times["report"] = time.perf_counter() - start
+    result.seconds = {k: round(v, 3) for k, v in times.items()}
+    return result
+
+
+def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequence[str],
+                     held_out: Sequence[torch.Tensor], device: torch.device, kinds: dict[str, str],
+                     seeded: dict[str, int]) -> list[StudentResult]:
+    """Per region, on the held-out split: the student's output in the stitched network vs the teacher's."""
+    errors: dict[str, list[tuple[float, float]]] = {n: [] for n in order}
+    with torch.no_grad():
+        for batch in held_out:
+            batch = batch.to(device)
+            wanted = record(teacher, [batch])[0].regions
+            hooks = OutputHooks(stitched, order)
+            stitched(batch)
+            hooks.remove()
+            for name in order:
+                for got, want in zip(hooks.values[name], wanted[name][1]):
+                    errors[name].append((F.mse_loss(got, want).item(),
+                                         F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()))
+    return [StudentResult(name, kinds[name], seeded[name],
+                          sum(p.numel() for p in getattr(stitched, name).parameters()),
+                          sum(e[0] for e in errors[name]) / max(len(errors[name]), 1),
+                          sum(e[1] for e in errors[name]) / max(len(errors[name]), 1)) for name in order]

@@ -1,0 +1,87 @@
+"""The distillation phases, each a loss over the recorded batches handed to the one training loop.
+
+- parallel: every student at once, on the teacher's own region inputs, against the teacher's
+  region outputs;
+- progressive (Arch-Net): period k swaps the first k+1 regions (graph order) for their students and
+  matches their outputs with weights 0.8^(k-i), the newest at 1;
+- fine-tuning: the stitched network end to end, on a cosine loss and normalized MSE on the final
+  output, plus 0.5 x the per-block MSE.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
+from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.loop import train_phase
+from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
+
+Schedule = Literal["parallel", "progressive"]
+SCHEDULES: tuple[str, ...] = ("parallel", "progressive")
+PROGRESSIVE_DECAY = 0.8
+BLOCK_WEIGHT = 0.5
+
+
+def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.Tensor],
+                    wanted: Sequence[torch.Tensor], attention: bool) -> torch.Tensor:
+    return sum(block_loss(got, want, adapters[f"{name}_{i}"] if f"{name}_{i}" in adapters else None, attention)
+               for i, (got, want) in enumerate(zip(outputs, wanted)))
+
+
+def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[Recorded], epochs: int, lr: float,
+             attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None) -> None:
+    trained = nn.ModuleDict({"students": students, "adapters": adapters})
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+
+    def loss(_: int, entry: Recorded) -> torch.Tensor:
+        return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*args)), outs, attention)
+                   for n, (args, outs) in entry.regions.items())
+
+    train_phase("blockwise-parallel", epochs, trained, optimizer, cache, loss, checkpoints, progress)
+
+
+def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, adapters: nn.ModuleDict,
+                cache: Sequence[Recorded], epochs: int, lr: float, attention: bool, checkpoints: Checkpoints,
+                progress: ProgressCallback | None) -> None:
+    trained = nn.ModuleDict({"students": students, "adapters": adapters})
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    model = copy.deepcopy(teacher).requires_grad_(False)
+    teacher_regions = {n: getattr(model, n) for n in order}
+    per_period = max(1, -(-epochs // len(order)))
+
+    def loss(epoch: int, entry: Recorded) -> torch.Tensor:
+        period = min(epoch // per_period, len(order) - 1)
+        for position, name in enumerate(order):
+            setattr(model, name, students[name] if position <= period else teacher_regions[name])
+        matched = order[:period + 1]
+        hooks = OutputHooks(model, matched)
+        model(entry.batch)
+        hooks.remove()
+        return sum(PROGRESSIVE_DECAY ** (period - i) *
+                   _blockwise_loss(adapters, n, hooks.values[n], entry.regions[n][1], attention)
+                   for i, n in enumerate(matched))
+
+    train_phase("blockwise-progressive", per_period * len(order), trained, optimizer, cache, loss, checkpoints,
+                progress)
+
+
+def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded], epochs: int, lr: float,
+             checkpoints: Checkpoints, progress: ProgressCallback | None) -> None:
+    optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
+
+    def loss(_: int, entry: Recorded) -> torch.Tensor:
+        hooks = OutputHooks(stitched, order)
+        got = stitched(entry.batch)
+        hooks.remove()
+        cosine = 1 - F.cosine_similarity(got.flatten(1), entry.final.flatten(1)).mean()
+        blocks = sum(normalized_mse(g, w) for n in order for g, w in zip(hooks.values[n], entry.regions[n][1]))
+        return cosine + normalized_mse(got, entry.final) + BLOCK_WEIGHT * blocks
+
+    train_phase("finetune", epochs, stitched, optimizer, cache, loss, checkpoints, progress)

@@ -1,0 +1,84 @@
+"""Small graph helpers every layer reads: tensor shapes from node metadata, constants behind
+parameter arguments, and how attribute values are written in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, tuple) and value and all(isinstance(v, int) for v in value):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def tensor_shape(value: Any) -> tuple[int, ...] | None:
+    """Shape of a tensor, or of the tensor a node produces (from ShapeProp or export metadata)."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if not isinstance(value, fx.Node):
+        return None
+    meta = value.meta.get("tensor_meta")
+    if meta is not None and hasattr(meta, "shape"):
+        return tuple(int(d) for d in meta.shape)
+    val = value.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return tuple(int(d) for d in val.shape)
+    if value.op == "get_attr" and value.graph.owning_module is not None:
+        attr = fetch_attr(value.graph.owning_module, str(value.target))
+        if isinstance(attr, torch.Tensor):
+            return tuple(attr.shape)
+    return None
+
+
+def fetch_attr(root: nn.Module, path: str) -> Any:
+    target: Any = root
+    for name in path.split("."):
+        target = getattr(target, name, None)
+    return target
+
+
+def is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) or (isinstance(value, fx.Node) and tensor_shape(value) is not None)
+
+
+def ntuple(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value) if len(value) == n else tuple(int(value[0]) for _ in range(n))
+    return (int(value),) * n
+
+
+def norm_dim(dim: int, rank: int | None) -> int:
+    return dim % rank if rank and dim < 0 else int(dim)
+
+
+def tensor_rank(value: Any) -> int | None:
+    shape = tensor_shape(value)
+    return len(shape) if shape is not None else None
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
+
+
+def constant_value(value: Any) -> torch.Tensor | None:
+    """The tensor behind a parameter argument: a module's tensor, or a get_attr node's; None if computed."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, fx.Node) and value.op == "get_attr":
+        tensor = fetch_attr(value.graph.owning_module, str(value.target))
+        return tensor.detach() if isinstance(tensor, torch.Tensor) else None
+    return None
+
+
+def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp."""
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
+    return gm

@@ -1,0 +1,113 @@
+"""The whole lowering of a captured graph: exact rewrites, then, with calibration data, students for
+what stays illegal or post-training quantization, and the final verdicts. The decisions of when to
+train, which formats to use and whether the options can work are made here, before any work."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from fxrewrite.distill import DistillConfig, Distilled, ProgressCallback, Region, Schedule, distill, find_regions
+from fxrewrite.errors import UsageError
+from fxrewrite.legality import CheckReport, check
+from fxrewrite.lowering.exact import ExactLowering, lower_exact
+from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
+                             post_training_quantize, scheme_for)
+from fxrewrite.quant.post_training import Calibrated
+from fxrewrite.rewrite import Instruments, Pass
+from fxrewrite.target import Target
+
+
+@dataclass
+class TrainingOptions:
+    """Calibration data and how to use it (the CLI's --calib group)."""
+
+    calib: str | torch.Tensor | None = None
+    calib_size: int = 1024
+    batch_size: int = 64
+    wbits: int | None = None
+    abits: int | None = None
+    quant: Method = "lsq"
+    schedule: Schedule = "parallel"
+    epochs: int = 20
+    finetune_epochs: int = 10
+    lr: float = 3e-3
+    device: str = "cpu"
+    seed: int = 0
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: ProgressCallback | None = None
+
+    @property
+    def wants_quantization(self) -> bool:
+        return self.wbits is not None or self.abits is not None
+
+
+@dataclass
+class LoweringOutcome:
+    """Everything the lowering did, for the report: the exact phase, the regions it left, what
+    training or calibration did, and the final graph with its verdicts."""
+
+    model: str
+    target: Target
+    exact: ExactLowering
+    regions: list[Region]
+    gm: fx.GraphModule
+    verdicts: CheckReport
+    trained: Distilled | Calibrated | None = None
+    calibration: CalibrationData | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def validate(options: TrainingOptions, target: Target, example_inputs: tuple[torch.Tensor, ...]) -> QuantScheme | None:
+    """Refuse options that cannot work, before any work; the quantization scheme they ask for."""
+    if options.wants_quantization and options.calib is None:
+        raise UsageError(f"--wbits/--abits need calibration data: pass --calib with {SOURCES_HELP}")
+    if options.calib is None:
+        return None
+    if len(example_inputs) != 1:
+        raise UsageError(f"--calib feeds single-input models; this one takes {len(example_inputs)} inputs")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", options.device):
+        raise UsageError(f"--device {options.device}: use cpu, cuda or cuda:N")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {options.device}: torch sees no CUDA device here; use --device cpu")
+    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):
+        if getattr(options, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not options.wants_quantization:
+        return None
+    return scheme_for(target, options.wbits, options.abits, options.quant)
+
+
+def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...], *,
+                model: str = "", passes: list[Pass] | None = None, instruments: Instruments | None = None,
+                tolerance: float = 1e-5, training: TrainingOptions | None = None,
+                debug: bool = False) -> LoweringOutcome:
+    """Lower `gm` (rewritten in place by the exact phase) onto `target`; see the module docstring.
+    Training is skipped when the exact phase broke the maths (error above `tolerance`)."""
+    training = training or TrainingOptions()
+    scheme = validate(training, target, example_inputs)
+    exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug)
+    regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
+    outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
+    needs_training = bool(exact.verdicts.illegal) or scheme is not None
+    if training.calib is None or not needs_training or exact.max_relative_error > tolerance:
+        return outcome
+    data = load_calibration(training.calib, example_inputs[0], training.calib_size, training.batch_size,
+                            training.seed)
+    if exact.verdicts.illegal:
+        config = DistillConfig(epochs=training.epochs, finetune_epochs=training.finetune_epochs, lr=training.lr,
+                               seed=training.seed, schedule=training.schedule, quant=scheme, device=training.device,
+                               checkpoint_dir=training.checkpoint_dir, resume=training.resume,
+                               progress=training.progress)
+        trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config)
+        # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
+        final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm
+    else:
+        trained = post_training_quantize(exact.gm, scheme, data.train, data.held_out)
+        final = trained.gm
+    return replace(outcome, gm=final, verdicts=check(final, target, model), trained=trained, calibration=data)

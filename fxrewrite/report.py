@@ -1,0 +1,214 @@
+"""The lowering report: typed records of what the lowering did, rendered as text and as JSON.
+
+JSON schema (version 1): `version`, `model`, `target`; `passes` (one row per pass run: name,
+rewrites, seconds) and `rewrites` (totals per pass); `declined` (per pass, the reasons candidates
+were declined) and `notes`; `still_illegal` (name, kind, reason) and `needs_distillation`;
+`regions` (what distillation replaces: region, nodes, kinds, inputs, outputs, teacher_macs);
+`max_relative_error` of the exact phase against the teacher; `before` and `after` (macs, params,
+nodes), and `exact_after` when training changed the graph; `seconds` per phase; `distillation`
+(schedule, quantization, calibration, samples, per-region students, held-out agreement, before,
+after, seconds) when calibration data was given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fxrewrite.cost import Size
+from fxrewrite.distill import Distilled, Region, StudentResult
+from fxrewrite.ir import tensor_shape
+from fxrewrite.lowering import LoweringOutcome
+from fxrewrite.rewrite.compare import Agreement
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class PassRun:
+    name: str
+    rewrites: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Declined:
+    """Why a pass's candidates were not rewritten (one entry per distinct reason)."""
+
+    pass_name: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IllegalNode:
+    name: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TensorEnd:
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RegionReport:
+    """A region the lowering hands to distillation: connected illegal nodes, cut at legal tensors."""
+
+    region: int
+    nodes: tuple[str, ...]
+    kinds: dict[str, int]
+    inputs: tuple[TensorEnd, ...]
+    outputs: tuple[TensorEnd, ...]
+    teacher_macs: int
+
+    @classmethod
+    def of(cls, region: Region) -> RegionReport:
+        ends = lambda nodes: tuple(TensorEnd(n.name, tuple(tensor_shape(n) or ())) for n in nodes)  # noqa: E731
+        return cls(region.index, tuple(n.name for n in region.nodes), dict(region.kinds), ends(region.inputs),
+                   ends(region.outputs), region.macs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"region": self.region, "nodes": list(self.nodes), "kinds": self.kinds,
+                "inputs": [{"name": e.name, "shape": list(e.shape)} for e in self.inputs],
+                "outputs": [{"name": e.name, "shape": list(e.shape)} for e in self.outputs],
+                "teacher_macs": self.teacher_macs}
+
+    def to_text(self) -> str:
+        shapes = lambda ends: ", ".join("x".join(map(str, e.shape)) or "?" for e in ends)  # noqa: E731
+        kinds = ", ".join(f"{k} {n}" for k, n in self.kinds.items())
+        return (f"region {self.region}: {len(self.nodes)} nodes ({kinds}); {shapes(self.inputs)} -> "
+                f"{shapes(self.outputs)}; teacher MACs {self.teacher_macs:,}")
+
+
+@dataclass(frozen=True)
+class DistillationReport:
+    """What training did: students (or post-training calibration alone), agreement, size, time."""
+
+    schedule: str
+    quantization: str
+    calibration: str
+    samples: tuple[int, int]
+    students: tuple[StudentResult, ...]
+    agreement: Agreement
+    before: Size
+    after: Size
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "quantization": self.quantization,
+                "regions": [asdict(s) for s in self.students], **self.agreement.as_dict(),
+                "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
+                "calibration": self.calibration, "samples": dict(zip(("train", "held_out"), self.samples))}
+
+    def to_text(self) -> str:
+        train, held = self.samples
+        lines = [f"{self.schedule}, {self.quantization}; {train} inputs from {self.calibration}, {held} held out"]
+        lines += [f"  {s.region}: {s.student} ({s.student_params:,} params), held-out MSE {s.mse:.3g}, "
+                  f"cosine {s.cosine:.4f}" for s in self.students]
+        top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
+        lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "
+                     f"MSE {self.agreement.mse:.3g}{top1}")
+        lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+@dataclass
+class LoweringReport:
+    model: str
+    target: str
+    passes: list[PassRun]
+    declined: list[Declined]
+    notes: list[str]
+    still_illegal: list[IllegalNode]
+    regions: list[RegionReport]
+    max_relative_error: float
+    before: Size
+    after: Size
+    seconds: dict[str, float]
+    exact_after: Size | None = None
+    distillation: DistillationReport | None = None
+    version: int = field(default=VERSION)
+
+    @property
+    def rewrites(self) -> dict[str, int]:
+        totals: Counter = Counter()
+        for run in self.passes:
+            totals[run.name] += run.rewrites
+        return dict(totals)
+
+    @property
+    def needs_distillation(self) -> bool:
+        return bool(self.still_illegal)
+
+    @classmethod
+    def from_outcome(cls, outcome: LoweringOutcome) -> LoweringReport:
+        exact = outcome.exact
+        declined = [Declined(r.name, tuple(sorted({reason for reasons in r.stats.declined.values()
+                                                   for reason in reasons})))
+                    for r in exact.passes if r.stats and r.stats.declined]
+        report = cls(
+            model=outcome.model, target=outcome.target.name,
+            passes=[PassRun(r.name, r.rewrites, round(r.seconds, 4)) for r in exact.passes],
+            declined=declined,
+            notes=[note for r in exact.passes if r.stats for note in r.stats.notes] + outcome.notes,
+            still_illegal=[IllegalNode(r.name, r.kind, r.reason) for r in outcome.verdicts.illegal],
+            regions=[RegionReport.of(r) for r in outcome.regions],
+            max_relative_error=exact.max_relative_error,
+            before=exact.before, after=exact.after,
+            seconds={k: round(v, 4) for k, v in exact.seconds.items()},
+        )
+        trained, data = outcome.trained, outcome.calibration
+        if trained is None or data is None:
+            return report
+        students = tuple(trained.regions) if isinstance(trained, Distilled) else ()
+        schedule = trained.schedule if isinstance(trained, Distilled) else "post-training calibration"
+        report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
+                                                 trained.agreement, trained.before, trained.after, trained.seconds)
+        report.exact_after, report.after = exact.after, Size.of(outcome.gm)
+        report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
+        return report
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "version": self.version, "model": self.model, "target": self.target,
+            "passes": [asdict(p) for p in self.passes], "rewrites": self.rewrites,
+            "declined": {d.pass_name: list(d.reasons) for d in self.declined}, "notes": self.notes,
+            "still_illegal": [asdict(n) for n in self.still_illegal], "needs_distillation": self.needs_distillation,
+            "regions": [r.to_dict() for r in self.regions], "max_relative_error": self.max_relative_error,
+            "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
+        }
+        if self.exact_after is not None:
+            document["exact_after"] = self.exact_after.as_dict()
+        if self.distillation is not None:
+            document["distillation"] = self.distillation.to_dict()
+        return document
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def timing_table(self) -> str:
+        lines = [f"{'pass':28} {'rewrites':>8} {'seconds':>8}"]
+        lines += [f"{p.name:28} {p.rewrites:>8} {p.seconds:>8.4f}" for p in self.passes]
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        lines = [f"rewrites: {', '.join(f'{k} {v}' for k, v in self.rewrites.items() if v) or 'none'}",
+                 f"max relative error vs teacher: {self.max_relative_error:.3g}"
+                 + (" (exact rewrites)" if self.distillation else "")]
+        if self.distillation is not None:
+            lines.append(self.distillation.to_text())
+        lines.append(f"MACs {self.before.macs:,} -> {self.after.macs:,}; "
+                     f"params {self.before.params:,} -> {self.after.params:,}")
+        if self.still_illegal:
+            lines.append(f"{len(self.still_illegal)} nodes are still illegal on {self.target} and need distillation:")
+            lines += [f"  {n.name} ({n.kind}): {n.reason}" for n in self.still_illegal]
+            if self.regions and self.distillation is None:
+                lines.append(f"{len(self.regions)} regions to distil (connected illegal nodes, cut at legal tensors):")
+                lines += [f"  {r.to_text()}" for r in self.regions]
+        else:
+            lines.append(f"every node is legal on {self.target}")
+        return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Comparing a graph with its teacher: relative error over every output on fresh inputs (exact
+rewrites), agreement on held-out inputs (students)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def relative_error(got: object, want: object) -> float:
+    """max |got - want| / max |want| over every output tensor; infinite when the outputs do not pair up."""
+    got_leaves = [t for t in torch.utils._pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
+    want_leaves = [t for t in torch.utils._pytree.tree_leaves(want) if isinstance(t, torch.Tensor)]
+    if len(got_leaves) != len(want_leaves):
+        return float("inf")
+    worst = 0.0
+    for g, w in zip(got_leaves, want_leaves):
+        if g.shape != w.shape:
+            return float("inf")
+        scale = w.abs().max().item() or 1.0
+        worst = max(worst, (g.double() - w.double()).abs().max().item() / scale)
+    return worst
+
+
+def fresh_inputs(like: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, ...]:
+    """Standard-normal inputs shaped like `like` (integer inputs are kept as they are)."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point() else t
+                 for t in like)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A student against its teacher on held-out inputs: MSE and cosine of the outputs, and for
+    class scores how often the top-1 class agrees."""
+
+    samples: int
+    mse: float
+    cosine: float
+    top1: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        document = {"held_out_samples": self.samples, "held_out_mse": self.mse, "held_out_cosine": self.cosine}
+        return document | ({"top1_agreement": self.top1} if self.top1 is not None else {})
+
+
+def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable[[torch.Tensor], torch.Tensor],
+              batches: Sequence[torch.Tensor]) -> Agreement:
+    with torch.no_grad():
+        pairs = [(student(x), teacher(x)) for x in batches]
+    got, want = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    return Agreement(len(got), F.mse_loss(got, want).item(),
+                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
+                     (got.argmax(1) == want.argmax(1)).float().mean().item() if got.dim() == 2 else None)

@@ -1,0 +1,79 @@
+"""`PassManager`: runs a pipeline (its contracts checked when it is built) with instruments: timing
+and rewrite counts, before/after IR dumps, verification against the teacher after each pass, and
+a reproducer written when a pass raises."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+from fxrewrite.ir import annotate_shapes
+from fxrewrite.errors import FxrewriteError, VerificationError
+from fxrewrite.files import atomic_write_text
+from fxrewrite.rewrite.compare import fresh_inputs, relative_error
+from fxrewrite.rewrite.contracts import check_contracts
+from fxrewrite.rewrite.passes import Pass, PassContext, PassResult
+
+
+@dataclass
+class Instruments:
+    dump_ir: Path | None = None
+    verify_each: nn.Module | None = None  # the teacher
+    tolerance: float = 1e-5
+    reproducer_dir: Path | None = None
+    on_result: Callable[[PassResult], None] | None = None
+
+
+class PassManager:
+    def __init__(self, passes: Sequence[Pass], instruments: Instruments | None = None):
+        check_contracts(passes)
+        self.passes = list(passes)
+        self.instruments = instruments or Instruments()
+
+    def run(self, gm: fx.GraphModule, ctx: PassContext, round_index: int = 0) -> list[PassResult]:
+        results = []
+        for index, pass_ in enumerate(self.passes):
+            before = gm.code
+            try:
+                result = pass_.run(gm, ctx)
+            except Exception as exc:
+                path = self._write_reproducer(before, pass_, exc)
+                raise FxrewriteError(f"pass {pass_.name} failed: {type(exc).__name__}: {exc}; "
+                                     f"reproducer written to {path}") from exc
+            if result.rewrites:
+                annotate_shapes(gm, ctx.example_inputs)
+                self._dump(round_index, index, pass_.name, before, gm.code)
+                self._verify(gm, ctx, pass_.name)
+            results.append(result)
+            if self.instruments.on_result:
+                self.instruments.on_result(result)
+        return results
+
+    def _dump(self, round_index: int, index: int, name: str, before: str, after: str) -> None:
+        if self.instruments.dump_ir is None:
+            return
+        stem = self.instruments.dump_ir / f"{round_index:02d}-{index:02d}-{name}"
+        atomic_write_text(stem.with_name(stem.name + ".before.py"), before)
+        atomic_write_text(stem.with_name(stem.name + ".after.py"), after)
+
+    def _verify(self, gm: fx.GraphModule, ctx: PassContext, name: str) -> None:
+        teacher = self.instruments.verify_each
+        if teacher is None:
+            return
+        inputs = fresh_inputs(ctx.example_inputs, seed=1234)
+        with torch.no_grad():
+            error = relative_error(gm(*inputs), teacher(*inputs))
+        if error > self.instruments.tolerance:
+            raise VerificationError(f"--verify-each: after pass {name} the graph differs from the teacher by a "
+                                    f"relative error of {error:.3g} (tolerance {self.instruments.tolerance:g})")
+
+    def _write_reproducer(self, code: str, pass_: Pass, exc: Exception) -> Path:
+        directory = self.instruments.reproducer_dir or Path("fxrewrite-reproducer")
+        spec = ",".join(p.name for p in self.passes)
+        text = (f"# fxrewrite reproducer: pass {pass_.name} raised {type(exc).__name__}: {exc}\n"
+                f"# pipeline: --passes {spec}\n# graph before the pass:\n{code}")
+        return atomic_write_text(directory / f"{pass_.name}-reproducer.py", text)

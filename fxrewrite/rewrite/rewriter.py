@@ -1,0 +1,60 @@
+"""`Rewriter`: builds a replacement's nodes before an anchor node, each with its shape metadata
+(computed on fake tensors, so building costs no real arithmetic)."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+class Rewriter:
+    """Builds replacement nodes before an anchor node and gives each its shape metadata."""
+
+    def __init__(self, gm: fx.GraphModule, fake_mode: FakeTensorMode | None = None, target: Any = None):
+        self.gm = gm
+        #: the Target being lowered to, when there is one (for limits such as in_channels_max)
+        self.target = target
+        self.created: list[fx.Node] = []
+        #: what the rewrite wants reported (e.g. the cost of what it produced)
+        self.notes: list[str] = []
+        self._fake = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
+
+    def module(self, anchor: fx.Node, prefix: str, module: nn.Module, *args: Any) -> fx.Node:
+        name = self._unique(prefix)
+        self.gm.add_submodule(name, module)
+        with self.gm.graph.inserting_before(anchor):
+            node = self.gm.graph.call_module(name, args)
+        return self._annotate(node, lambda *xs: module(*xs))
+
+    def function(self, anchor: fx.Node, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> fx.Node:
+        with self.gm.graph.inserting_before(anchor):
+            node = self.gm.graph.call_function(fn, args, kwargs)
+        return self._annotate(node, lambda *xs, **kw: fn(*xs, **kw))
+
+    def _unique(self, prefix: str) -> str:
+        # the next free index per prefix lives on the graph module, so naming stays O(1) per rewrite
+        counters = self.gm.meta.setdefault("fxrewrite_next_name", collections.Counter())
+        base = prefix.replace(".", "_")
+        while hasattr(self.gm, f"{base}_{counters[base]}"):
+            counters[base] += 1
+        counters[base] += 1
+        return f"{base}_{counters[base] - 1}"
+
+    def _annotate(self, node: fx.Node, run: Callable[..., Any]) -> fx.Node:
+        def fake(arg: fx.Node) -> torch.Tensor:
+            meta = arg.meta["tensor_meta"]
+            return torch.empty(meta.shape, dtype=meta.dtype)
+
+        with self._fake:
+            args = fx.node.map_arg(node.args, fake)
+            kwargs = fx.node.map_arg(node.kwargs, fake)
+            result = run(*args, **kwargs)
+        node.meta["tensor_meta"] = _extract_tensor_metadata(result)
+        self.created.append(node)
+        return node
+

@@ -1,0 +1,127 @@
+"""Reading a target file: TOML, validated by hand so that every error names the file, the key path
+and what was expected (a schema library would report less precisely for this small format)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fxrewrite.errors import TargetError
+from fxrewrite.ir import KINDS, STRUCTURAL_KINDS, UNKNOWN
+from fxrewrite.target.constraints import CONSTRAINTS, MAC_KINDS, Invalid, OpRule, choices
+from fxrewrite.target.formats import GRANULARITIES, QuantFormat, QuantSpec
+from fxrewrite.target.performance import CostWeights
+
+def _expect_table(value: Any, where: str, origin: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TargetError(f"{origin}: {where} must be a table")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str, origin: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise TargetError(f"{origin}: unknown key {where}{key}; expected one of {', '.join(allowed)}")
+
+
+def _parse_quant(table: Any, where: str, origin: str) -> QuantSpec:
+    table = _expect_table(table, where, origin)
+    _check_keys(table, ("formats", "granularity"), f"{where}.", origin)
+    try:
+        raw = table.get("formats")
+        if not isinstance(raw, list) or not raw or not all(isinstance(f, str) for f in raw):
+            raise Invalid('a non-empty list of formats such as ["int8"]')
+        formats = tuple(QuantFormat.parse(f) for f in raw)
+    except Invalid as exc:
+        raise TargetError(f"{origin}: {where}.formats: expected {exc}") from None
+    try:
+        granularity = choices(GRANULARITIES)(table.get("granularity", ["per-tensor"]))
+    except Invalid as exc:
+        raise TargetError(f"{origin}: {where}.granularity: expected {exc}") from None
+    return QuantSpec(formats, granularity)
+
+
+def _parse_constraints(table: Any, where: str, origin: str, kind: str | None = None) -> dict[str, Any]:
+    """Constraints of one op kind, or (kind None) the shape limits that apply to every op."""
+    table = _expect_table(table, where, origin)
+    constraints = {}
+    for key, raw in table.items():
+        constraint = CONSTRAINTS.get(key)
+        allowed = [k for k, c in CONSTRAINTS.items() if kind is not None or (c.attr is None and c.kinds is None)]
+        if constraint is None or key not in allowed:
+            raise TargetError(f"{origin}: unknown key {where}.{key}; expected one of {', '.join(allowed)}")
+        if kind is not None and not constraint.applies_to(kind):
+            what = (f"has no {constraint.attr} attribute to constrain" if constraint.kinds is None
+                    else f"is not one of {', '.join(sorted(constraint.kinds))}, which it applies to")
+            raise TargetError(f"{origin}: {where}.{key}: {kind} {what}")
+        try:
+            constraints[key] = constraint.parse(raw)
+        except Invalid as exc:
+            raise TargetError(f"{origin}: {where}.{key}: expected {exc}, got {raw!r}") from None
+    return constraints
+
+
+def read_target(data: bytes, origin: str) -> dict[str, Any]:
+    """The fields of a `Target`, parsed and validated; `origin` names the file in error messages."""
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{origin}: not valid TOML ({exc})") from None
+    _check_keys(doc, ("target", "quantization", "defaults", "cost", "ops"), "", origin)
+    meta = _expect_table(doc.get("target", {}), "target", origin)
+    _check_keys(meta, ("name", "description", "source", "allow_all_ops"), "target.", origin)
+    for key in ("name", "description", "source"):
+        if key in meta and not isinstance(meta[key], str):
+            raise TargetError(f"{origin}: target.{key}: expected a string, got {meta[key]!r}")
+    if not meta.get("name"):
+        raise TargetError(f"{origin}: target.name: expected a non-empty string")
+    allow_all = meta.get("allow_all_ops", False)
+    if not isinstance(allow_all, bool):
+        raise TargetError(f"{origin}: target.allow_all_ops: expected true or false, got {allow_all!r}")
+    quant = _expect_table(doc.get("quantization"), "quantization", origin) if "quantization" in doc else None
+    if quant is None:
+        raise TargetError(f"{origin}: quantization: missing; declare quantization.weights and quantization.activations")
+    _check_keys(quant, ("weights", "activations"), "quantization.", origin)
+    for key in ("weights", "activations"):
+        if key not in quant:
+            raise TargetError(f"{origin}: quantization.{key}: missing")
+    defaults = _parse_constraints(doc.get("defaults", {}), "defaults", origin)
+    ops_table = _expect_table(doc.get("ops", {}), "ops", origin)
+    rules = {}
+    for kind, table in ops_table.items():
+        if kind not in KINDS or kind in STRUCTURAL_KINDS or kind in ("input", "output", UNKNOWN):
+            raise TargetError(f"{origin}: ops.{kind}: unknown op kind; the vocabulary has "
+                              f"{', '.join(k for k in KINDS if k not in STRUCTURAL_KINDS and k not in ('input', 'output', UNKNOWN))}")
+        rules[kind] = OpRule(kind, {**defaults, **_parse_constraints(table, f"ops.{kind}", origin, kind)})
+    if not rules and not allow_all:
+        raise TargetError(f"{origin}: ops: a target must allow at least one op (or set target.allow_all_ops = true)")
+    weights = _parse_quant(quant["weights"], "quantization.weights", origin)
+    activations = _parse_quant(quant["activations"], "quantization.activations", origin)
+    if any(not f.is_float for f in (*weights.formats, *activations.formats)):
+        # integer formats: the MAC array reads quantized operands unless the file says otherwise
+        for kind in MAC_KINDS & rules.keys():
+            rules[kind] = OpRule(kind, {**rules[kind].constraints,
+                                        "quantized_operands": rules[kind].constraints.get("quantized_operands", True)})
+    return dict(
+        name=meta["name"],
+        description=meta.get("description", ""),
+        ops=rules,
+        weights=weights,
+        activations=activations,
+        allow_all_ops=allow_all,
+        source=meta.get("source", ""),
+        defaults=defaults,
+        cost=_parse_cost(doc.get("cost", {}), weights, activations, origin),
+    )
+
+
+def _parse_cost(table: Any, weights: QuantSpec, activations: QuantSpec, origin: str) -> CostWeights:
+    table = _expect_table(table, "cost", origin)
+    _check_keys(table, ("mac", "byte", "grouped_mac", "growth_max"), "cost.", origin)
+    for key, value in table.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise TargetError(f"{origin}: cost.{key}: expected a non-negative number, got {value!r}")
+    return CostWeights(**{k: float(v) for k, v in table.items()},
+                       activation_bytes=max(f.bits for f in activations.formats) / 8,
+                       weight_bytes=max(f.bits for f in weights.formats) / 8)

@@ -1,0 +1,117 @@
+"""`Target`: the ops a chip runs with their constraints, its number formats and its performance
+section, and `verdict(node)`: the one place where a node is judged legal or illegal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torch import fx
+
+from fxrewrite.errors import TargetError
+from fxrewrite.ir import UNKNOWN, OpView, op_view
+from fxrewrite.target.constraints import CONSTRAINTS, OpRule, Verdict
+from fxrewrite.target.formats import QuantFormat, QuantSpec
+from fxrewrite.target.performance import CostWeights
+from fxrewrite.target.schema import read_target
+
+BUILTIN_PACKAGE = "fxrewrite.targets"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    ops: Mapping[str, OpRule]
+    weights: QuantSpec
+    activations: QuantSpec
+    allow_all_ops: bool = False
+    source: str = ""
+    #: shape limits applied to every op, including those allowed by allow_all_ops
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    cost: CostWeights = CostWeights()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Target:
+        """Load a built-in target by name (`archnet`) or a TOML file by path."""
+        path = Path(name_or_path)
+        if path.suffix == ".toml" or path.exists():
+            if not path.is_file():
+                raise TargetError(f"target file {path}: no such file")
+            return parse_target(path.read_bytes(), str(path))
+        resource = resources.files(BUILTIN_PACKAGE) / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise TargetError(f"unknown target {name_or_path!r}: built-in targets are {', '.join(builtin_targets())}, "
+                              "or pass the path of a .toml file")
+        return parse_target(resource.read_bytes(), str(resource))
+
+    def verdict(self, node: fx.Node) -> Verdict:
+        """Whether this target runs `node`, and if not, why. Every caller (check, the picture, the
+        regions, the pass filter, the planner) asks here."""
+        view = op_view(node)
+        if view.structural:
+            return Verdict(True)
+        if view.kind == UNKNOWN:
+            return Verdict(False, f"unknown op {view.attrs['target']}: {view.attrs['why']}, so no target can run it; "
+                                  "keep it inside a leaf module that the vocabulary knows, or add it to "
+                                  "fxrewrite/ir/vocabulary.py")
+        if view.kind == "fake_quant":
+            return self._format_verdict(view)
+        rule = self._rule(view.kind)
+        if rule is None:
+            return Verdict(False, f"{view.kind} is not supported by target {self.name} "
+                                  f"(it runs {', '.join(sorted(self.ops))})")
+        reasons = [r for r in (CONSTRAINTS[k].check(v, view) for k, v in rule.constraints.items()) if r]
+        return Verdict(not reasons, "; ".join(f"{view.kind} {r}" for r in reasons))
+
+    def is_legal(self, node: fx.Node) -> bool:
+        return self.verdict(node).legal
+
+    def _rule(self, kind: str) -> OpRule | None:
+        return self.ops.get(kind) or (OpRule(kind, self.defaults) if self.allow_all_ops else None)
+
+    def _format_verdict(self, view: OpView) -> Verdict:
+        """A fake-quantization node against the declared weight or activation formats."""
+        role, (qmin, qmax) = view.attrs["role"], (view.attrs["qmin"], view.attrs["qmax"])
+        fmt = QuantFormat.of_range(qmin, qmax)
+        if fmt is None:
+            return Verdict(False, f"{role} quantized to [{qmin}, {qmax}], which is no integer format")
+        spec = self.weights if role == "weights" else self.activations
+        verdict = spec.accepts(fmt, view.attrs["granularity"])
+        return verdict if verdict.legal else Verdict(False, f"{role} {verdict.reason} (declared by {self.name})")
+
+    def limit(self, kind: str, key: str) -> Any:
+        """The value of one constraint on `kind` (e.g. in_channels_max on conv2d), or None."""
+        rule = self._rule(kind)
+        return rule.constraints.get(key) if rule is not None else None
+
+    def report(self) -> str:
+        """The supported-ops report: each op with its constraints in words."""
+        lines = [f"{self.name}: {self.description}"]
+        if self.source:
+            lines.append(f"source: {self.source}")
+        lines.append(f"weights: {self.weights.words()}")
+        lines.append(f"activations: {self.activations.words()}")
+        if self.allow_all_ops:
+            lines.append("ops: every op in the vocabulary" + (", with these limits:" if self.ops else ""))
+            if self.defaults:
+                lines.append(f"  (every op)  {OpRule('*', self.defaults).words()}")
+        else:
+            lines.append("ops:")
+        width = max((len(k) for k in self.ops), default=0)
+        for kind, rule in sorted(self.ops.items()):
+            lines.append(f"  {kind.ljust(width)}  {rule.words()}")
+        return "\n".join(lines)
+
+
+def parse_target(data: bytes, origin: str) -> Target:
+    """Parse and validate a target description; `origin` names the file in error messages."""
+    return Target(**read_target(data, origin))
+
+
+def builtin_targets() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(BUILTIN_PACKAGE).iterdir()
+                  if p.name.endswith(".toml"))
