@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from fxrewrite.rewrite import Instruments, canonical_order
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
 
 
 def _common() -> argparse.ArgumentParser:
@@ -215,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fxrewrite: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`fxrewrite check ... | head`): stop quietly, as a killed writer would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if args.debug:
             traceback.print_exc()

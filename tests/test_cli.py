@@ -168,6 +168,16 @@ def test_installed_command_runs_as_a_program(tmp_path):
     assert usage.returncode == 2 and "required" in usage.stderr and "Traceback" not in usage.stderr
 
 
+def test_a_reader_that_quits_early_is_no_internal_error():
+    """Regression: `fxrewrite targets | head -1` ended in exit 3 on BrokenPipeError."""
+    command = Path(sys.executable).with_name("fxrewrite")
+    process = subprocess.Popen([str(command), "targets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before the command has printed anything
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141, stderr
+    assert "internal error" not in stderr and "Traceback" not in stderr
+
+
 def test_written_files_follow_the_umask(tmp_path):
     from fxrewrite.files import atomic_write_text
 
