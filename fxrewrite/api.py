@@ -50,9 +50,9 @@ def load_and_capture(
 
 
 def _as_graph(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None,
-              frontend: Frontend = "auto") -> fx.GraphModule:
+              frontend: Frontend = "auto", input_shapes: Sequence[str] | None = None) -> fx.GraphModule:
     if isinstance(model, str):
-        return load_and_capture(model, frontend=frontend)
+        return load_and_capture(model, frontend=frontend, input_shapes=input_shapes)
     if isinstance(model, fx.GraphModule) and "fxrewrite_frontend" in model.meta:
         return model
     if example_inputs is None:
@@ -101,20 +101,22 @@ def lower(
     instruments: Instruments | None = None,
     tolerance: float = 1e-5,
     frontend: Frontend = "auto",
+    input_shapes: Sequence[str] | None = None,
     name: str = "",
     debug: bool = False,
     **training: Any,
 ) -> Lowered:
     """Lower `model` onto `target`, as `fxrewrite lower` does.
 
-    `model` is a MODEL spec (`torchvision.models:resnet18`, a `.pt2` file, ...), an `nn.Module` with
-    `example_inputs`, or a captured GraphModule (rewritten in place). Exact rewrites run first; with
+    `model` is a MODEL spec (`torchvision.models:resnet18`, a `.pt2` file, ...; `input_shapes` as
+    with --input-shape), an `nn.Module` with `example_inputs`, or a captured GraphModule
+    (rewritten in place). Exact rewrites run first; with
     `calib` (a --calib source or a tensor of inputs) what stays illegal is distilled into students,
     quantized in the target's formats when `wbits`/`abits` are given. Further keywords are the
     fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...).
     """
     chip = _as_target(target)
-    gm = _as_graph(model, example_inputs, frontend)
+    gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else example_inputs)
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
