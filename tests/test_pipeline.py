@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from fxrewrite.errors import FxrewriteError, UsageError, VerificationError
+from fxrewrite.errors import FxrewriteError, PassContractError, UsageError, VerificationError
 from fxrewrite.passes import registered_passes
 from fxrewrite.rewrite import (Instruments, PassContext, PassManager, PatternPass, Rule, RuleSet, canonical_order, op,
                                parse_pipeline)
@@ -76,3 +76,37 @@ def test_a_pass_that_raises_leaves_a_reproducer(tmp_path):
         manager.run(gm, PassContext((x,)))
     text = (tmp_path / "break-relu-reproducer.py").read_text()
     assert "# pipeline: --passes break-relu" in text and "def forward" in text
+
+
+def relu_pass(name: str, produces: set[str], must_precede: tuple[str, ...] = ()) -> PatternPass:
+    keep_input = lambda match, rewriter: match["r"].inputs[0]  # noqa: E731 (never run: contracts only)
+    return PatternPass(name, "a pass rooted on relu", RuleSet((Rule("relu", op("relu", name="r"), keep_input),)),
+                       frozenset(produces), must_precede=must_precede)
+
+
+def test_an_unjustified_edge_is_refused_with_a_sentence():
+    conv1x1 = registered_passes()["conv1x1-as-3x3"]
+    with pytest.raises(PassContractError, match="relu-as-tanh declares it must run before conv1x1-as-3x3, but it "
+                                                "produces or reads nothing conv1x1-as-3x3 rewrites"):
+        PassManager([relu_pass("relu-as-tanh", {"tanh"}, ("conv1x1-as-3x3",)), conv1x1])
+
+
+def test_a_missing_edge_is_refused_with_a_sentence():
+    conv1x1 = registered_passes()["conv1x1-as-3x3"]
+    with pytest.raises(PassContractError, match="relu-as-conv produces or reads {conv2d} that conv1x1-as-3x3 "
+                                                "rewrites.*add 'conv1x1-as-3x3' to the must_precede of relu-as-conv"):
+        PassManager([relu_pass("relu-as-conv", {"conv2d"}), conv1x1])
+    PassManager([relu_pass("relu-as-conv", {"conv2d"}, ("conv1x1-as-3x3",)), conv1x1])
+
+
+def test_a_cycle_of_edges_is_refused():
+    first = relu_pass("first", {"relu"}, ("second",))
+    second = relu_pass("second", {"relu"}, ("first",))
+    with pytest.raises(PassContractError, match="form a cycle"):
+        PassManager([first, second])
+
+
+def test_a_pass_that_feeds_another_one_way_must_come_first_in_a_spec():
+    with pytest.raises(UsageError, match="pass avg-pool-as-conv must run before decompose-large-kernel"):
+        parse_pipeline("decompose-large-kernel,avg-pool-as-conv")
+    parse_pipeline("conv1x1-as-3x3,grouped-conv-as-dense")  # conv -> conv passes feed each other: either order
