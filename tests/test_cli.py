@@ -41,7 +41,7 @@ def test_check_json(run_cli):
     code, out, _ = run_cli("check", f"{ZOO}:tiny_cnn", "--target", "npu-generic", "--json", *SMALL)
     report = json.loads(out)
     assert code == 1
-    assert report["version"] == 1 and report["target"] == "npu-generic"
+    assert report["version"] == 2 and report["target"] == "npu-generic"
     assert report["summary"] == {"nodes": 10, "legal": 7, "illegal": 3}
     conv7 = next(n for n in report["nodes"] if n["name"] == "features_4")
     assert conv7["kind"] == "conv2d" and conv7["verdict"] == "illegal"
