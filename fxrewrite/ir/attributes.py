@@ -77,7 +77,6 @@ def norm_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-
 def pool_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     kernel = ntuple(b["kernel_size"], 2)
     stride = b.get("stride")
@@ -235,7 +234,5 @@ def mha_module(m: nn.Module) -> dict[str, Any]:
     return {"embed_dim": m.embed_dim, "num_heads": m.num_heads, "batch_first": m.batch_first}
 
 
-
 def no_fields(_: nn.Module) -> dict[str, Any]:
     return {}
-

@@ -21,6 +21,7 @@ from fxrewrite.ir.graph import as_list, fetch_attr, format_value, tensor_shape
 from fxrewrite.ir.vocabulary import (BY_KIND, FUNCTION_INDEX, METHOD_INDEX, MODULE_INDEX, STRUCTURAL_KINDS, UNKNOWN,
                                      OpDef)
 
+
 @dataclass(frozen=True)
 class OpView:
     """One node seen through the vocabulary."""
@@ -163,7 +164,6 @@ def _finish(op: OpDef, bound: dict[str, Any], node: fx.Node, source: str) -> OpV
         op, attrs = BY_KIND["relu6"], {}
     inputs = _operand_nodes(op, bound) if op.kind != "multihead_attention" else tuple(node.all_input_nodes)
     return OpView(op.kind, attrs, inputs, node, source, bound)
-
 
 
 def is_fake_quant(value: Any) -> bool:

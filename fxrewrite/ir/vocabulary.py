@@ -79,7 +79,6 @@ class OpDef:
     attr_names: Sequence[str] = ()
 
 
-
 _CONV_ATTRS = ("kernel", "stride", "padding", "dilation", "groups", "grouping", "in_ch", "out_ch", "bias")
 _POOL_ATTRS = ("kernel", "stride", "padding", "ceil_mode")
 _BINARY_ATTRS = ("operands", "broadcast")
@@ -231,4 +230,3 @@ MODULE_INDEX, FUNCTION_INDEX, METHOD_INDEX = _build_indexes()
 
 def op_def(kind: str) -> OpDef:
     return BY_KIND[kind]
-

@@ -14,6 +14,7 @@ from fxrewrite.target import QuantFormat
 _CLIP_FRACTIONS = torch.linspace(0.3, 1.0, 15)
 _SAMPLE_ELEMENTS = 1 << 16
 
+
 def _round_pass(x: torch.Tensor) -> torch.Tensor:
     return (x.round() - x).detach() + x
 
@@ -129,4 +130,3 @@ class FakeQuant(nn.Module):
                 return self._dorefa_weights(x), self.dorefa_scale(x), torch.zeros_like(self.dorefa_scale(x))
             scale = self.scale.detach().abs().clamp_min(1e-8)
             return self._quantize(x, scale, self.zero_point), scale, self.zero_point.clone()
-

@@ -56,4 +56,3 @@ def materialize(module: nn.Module) -> fx.GraphModule:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm
-

@@ -66,4 +66,3 @@ def calibrate(module: nn.Module, run: Callable[[], object]) -> None:
     for layer in (m for m in module.modules() if isinstance(m, QuantLayer)):
         if not bool(layer.weight_quant.calibrated):
             layer.weight_quant.calibrate(layer.layer.weight.detach())
-

@@ -57,4 +57,3 @@ def format_range(fmt: QuantFormat, narrow: bool) -> tuple[int, int]:
         return 0, 2 ** fmt.bits - 1
     top = 2 ** (fmt.bits - 1) - 1
     return (-top if narrow else -top - 1), top
-

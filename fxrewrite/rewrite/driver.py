@@ -124,4 +124,3 @@ def _drop_unused_attributes(gm: fx.GraphModule) -> None:
         if node.op == "get_attr" and not node.users:
             gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
-

@@ -111,4 +111,3 @@ def _rules_for(rules: tuple[Rule, ...], kind: str) -> list[Rule]:
 
 def same_shape(a: fx.Node, b: fx.Node) -> bool:
     return tensor_shape(a) is not None and tensor_shape(a) == tensor_shape(b)
-

@@ -12,6 +12,7 @@ from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+
 class Rewriter:
     """Builds replacement nodes before an anchor node and gives each its shape metadata."""
 
@@ -57,4 +58,3 @@ class Rewriter:
         node.meta["tensor_meta"] = _extract_tensor_metadata(result)
         self.created.append(node)
         return node
-

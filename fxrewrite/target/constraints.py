@@ -12,11 +12,11 @@ from typing import Any
 
 from fxrewrite.ir import OpView, format_value, is_fake_quant, is_quantized_graph, op_def
 
+
 @dataclass(frozen=True)
 class Verdict:
     legal: bool
     reason: str = ""
-
 
 
 class Invalid(Exception):
@@ -253,4 +253,3 @@ class OpRule:
         if not self.constraints:
             return "any attributes"
         return "; ".join(CONSTRAINTS[key].words(value) for key, value in self.constraints.items())
-

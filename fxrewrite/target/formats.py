@@ -53,4 +53,3 @@ class QuantSpec:
         if all(f.is_float for f in self.formats):
             return formats
         return f"{formats} ({' or '.join(self.granularity)})"
-

@@ -13,6 +13,7 @@ from fxrewrite.target.constraints import CONSTRAINTS, MAC_KINDS, Invalid, OpRule
 from fxrewrite.target.formats import GRANULARITIES, QuantFormat, QuantSpec
 from fxrewrite.target.performance import CostWeights
 
+
 def _expect_table(value: Any, where: str, origin: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise TargetError(f"{origin}: {where} must be a table")
