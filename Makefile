@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT := out
 
-.PHONY: setup graphviz demo test bench
+.PHONY: setup graphviz demo test test-slow bench
 
 setup: $(VENV)/.installed graphviz
 
@@ -34,3 +34,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Full-size torchvision and transformers models: minutes, so not in CI's default run.
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow

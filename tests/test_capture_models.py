@@ -9,23 +9,28 @@ import torchvision
 from fxrewrite.frontend import capture
 from fxrewrite.ir import UNKNOWN, op_view
 
-TORCHVISION = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t",
-               "regnet_y_400mf"]
+#: the 16 models of ../shared/zoo_report.py
+TORCHVISION = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+               "vit_b_16", "swin_t", "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1",
+               "mnasnet0_5", "googlenet", "efficientnet_v2_s", "maxvit_t"]
+#: symbolic tracing leaves their torch.fx.wrap'ed functions opaque, so `auto` takes torch.export's graph
+SEEN_THROUGH_EXPORT = {"swin_t"}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("frontend", ["auto", "export"])
 @pytest.mark.parametrize("name", TORCHVISION)
-def test_torchvision_models_capture_exactly(name):
+def test_torchvision_models_capture_exactly_with_every_op_known(name, frontend):
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)().eval()
     x = torch.randn(1, 3, 224, 224)
-    gm = capture(model, (x,))
-    assert gm.meta["fxrewrite_frontend"] == "symbolic"
+    gm = capture(model, (x,), frontend)
+    expected = "export" if frontend == "export" or name in SEEN_THROUGH_EXPORT else "symbolic"
+    assert gm.meta["fxrewrite_frontend"] == expected
     with torch.no_grad():
         torch.testing.assert_close(gm(x), model(x))
-    kinds = [op_view(n).kind for n in gm.graph.nodes]
-    # swin's window attention is hidden in torch.fx.wrap'ed functions, which stay opaque (and illegal)
-    assert (UNKNOWN in kinds) == (name == "swin_t")
+    unknown = [op_view(n).attrs["target"] for n in gm.graph.nodes if op_view(n).kind == UNKNOWN]
+    assert unknown == []
 
 
 def _transformers_cases():

@@ -19,7 +19,8 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.errors import CaptureError
-from fxrewrite.ir import annotate_shapes
+from fxrewrite.frontend.canonical import canonicalize
+from fxrewrite.ir import UNKNOWN, annotate_shapes, op_view
 
 Frontend = Literal["auto", "symbolic", "export"]
 FRONTENDS: tuple[str, ...] = ("auto", "symbolic", "export")
@@ -70,6 +71,23 @@ def export_capture(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
     return program.module()
 
 
+def _unknown_nodes(gm: fx.GraphModule) -> int:
+    return sum(op_view(n).kind == UNKNOWN for n in gm.graph.nodes)
+
+
+def _shaped(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], name: str) -> fx.GraphModule:
+    """`gm` with shape metadata, and in canonical form when it came from torch.export."""
+    try:
+        annotate_shapes(gm, example_inputs)
+    except Exception as exc:
+        raise CaptureError(f"captured {name} but running its graph on the example inputs failed"
+                           f"{_describe(exc)}") from exc
+    if gm.meta["fxrewrite_frontend"] in ("export", "graph"):
+        canonicalize(gm, example_inputs)
+        annotate_shapes(gm, example_inputs)
+    return gm
+
+
 def capture(
     module: nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
@@ -77,33 +95,41 @@ def capture(
 ) -> fx.GraphModule:
     """Capture `module` as a GraphModule whose nodes carry shape metadata.
 
-    A GraphModule (e.g. from a .pt2 file) is taken as it is. Raises CaptureError naming the
-    construct that failed in each frontend tried, and the remedies.
+    A GraphModule (e.g. from a .pt2 file) is taken as it is, in canonical form. `auto` traces
+    symbolically and, where that leaves ops the vocabulary does not know (functions marked with
+    torch.fx.wrap, such as Swin's window attention), uses torch.export when it sees more. Raises
+    CaptureError naming the construct that failed in each frontend tried, and the remedies.
     """
     if frontend not in FRONTENDS:
         raise CaptureError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
     name = type(module).__name__
-    failures = []
     if isinstance(module, fx.GraphModule) and frontend != "export":
-        gm = module
-        gm.meta.setdefault("fxrewrite_frontend", "graph")
-    else:
-        gm = None
-        if frontend in ("auto", "symbolic"):
-            try:
-                gm = symbolic_capture(module)
-                gm.meta["fxrewrite_frontend"] = "symbolic"
-            except Exception as exc:
-                failures.append(f"symbolic tracing failed{_describe(exc)}")
-        if gm is None and frontend in ("auto", "export"):
-            try:
-                gm = export_capture(module, example_inputs)
-                gm.meta["fxrewrite_frontend"] = "export"
-            except Exception as exc:
-                failures.append(f"torch.export failed{_describe(exc)}")
-        if gm is None:
-            raise CaptureError(f"cannot capture {name}: {'; '.join(failures)}; {REMEDIES}")
-    try:
-        return annotate_shapes(gm, example_inputs)
-    except Exception as exc:
-        raise CaptureError(f"captured {name} but running its graph on the example inputs failed{_describe(exc)}") from exc
+        module.meta.setdefault("fxrewrite_frontend", "graph")
+        return _shaped(module, example_inputs, name)
+    failures = []
+    gm = None
+    if frontend in ("auto", "symbolic"):
+        try:
+            gm = symbolic_capture(module)
+            gm.meta["fxrewrite_frontend"] = "symbolic"
+            gm = _shaped(gm, example_inputs, name)
+        except CaptureError:
+            raise
+        except Exception as exc:
+            failures.append(f"symbolic tracing failed{_describe(exc)}")
+            gm = None
+    if frontend == "export" or (frontend == "auto" and (gm is None or _unknown_nodes(gm))):
+        try:
+            exported = export_capture(module, example_inputs)
+            exported.meta["fxrewrite_frontend"] = "export"
+            exported = _shaped(exported, example_inputs, name)
+            if gm is None or _unknown_nodes(exported) < _unknown_nodes(gm):
+                gm = exported
+        except CaptureError:
+            if gm is None:
+                raise
+        except Exception as exc:
+            failures.append(f"torch.export failed{_describe(exc)}")
+    if gm is None:
+        raise CaptureError(f"cannot capture {name}: {'; '.join(failures)}; {REMEDIES}")
+    return gm

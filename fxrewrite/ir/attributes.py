@@ -157,6 +157,14 @@ def embedding_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"num_embeddings": num, "embedding_dim": dim}
 
 
+def einsum_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    return {"equation": str(b["equation"]).replace(" ", "")}
+
+
+def roll_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    return {"shifts": tuple(as_list(b["shifts"])), "dims": tuple(as_list(b["dims"])) if b["dims"] is not None else ()}
+
+
 def sdpa_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"causal": bool(b.get("is_causal", False)), "masked": b.get("attn_mask") is not None}
 

@@ -98,6 +98,14 @@ def _operand_nodes(op: OpDef, bound: Mapping[str, Any]) -> tuple[fx.Node, ...]:
     return tuple(nodes)
 
 
+def _why_unknown(target: Any) -> str:
+    name = target._schema.name if isinstance(target, torch._ops.OpOverload) else ""
+    if name.endswith("_") and not name.split("::")[-1].startswith("_"):
+        return ("an in-place op whose tensor is read again under another name (an input, a parameter or a "
+                "view), so it cannot be made functional; write the model without that in-place op")
+    return "function is not in the vocabulary"
+
+
 def _unknown(node: fx.Node, source: str, why: str) -> OpView:
     return OpView(UNKNOWN, {"target": qualified_name(node.target), "why": why}, tuple(node.all_input_nodes), node, source)
 
@@ -137,7 +145,7 @@ def op_view(node: fx.Node) -> OpView:
         entry = FUNCTION_INDEX.get(key)
         source = f"function {qualified_name(node.target)}"
         if entry is None:
-            return _unknown(node, source, "function is not in the vocabulary")
+            return _unknown(node, source, _why_unknown(node.target))
         op, signature = entry
     if op.kind == "getitem" and _produces_tensor(node) and _produces_tensor(node.args[0]):
         op = BY_KIND["slice"]

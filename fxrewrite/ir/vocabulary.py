@@ -1,6 +1,9 @@
 """The op vocabulary: one `OpDef` per op kind with every form it comes in (module, functional,
 tensor method, ATen), its canonical signature and attribute normalizer. `VOCABULARY` is the only
 table: to teach fxrewrite an op, add an entry here. Registering one form for two kinds is an error.
+
+In-place ATen ops (`aten.relu_`) are not registered: the capture makes them functional where that
+is safe (fxrewrite.frontend.canonical), and any left are unknown, with the reason.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from torch import nn
 
 from fxrewrite.ir.attributes import (
     adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs, conv_transpose_module,
-    dim_attrs, dropout_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs, hardtanh_attrs,
+    dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs, hardtanh_attrs,
     linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
-    permute_attrs, pool_attrs, pool_module, sdpa_attrs, shape_change_attrs, transpose_attrs,
+    permute_attrs, pool_attrs, pool_module, roll_attrs, sdpa_attrs, shape_change_attrs, transpose_attrs,
 )
 
 aten = torch.ops.aten
@@ -59,6 +62,11 @@ def _sig_pad(input, pad, mode="constant", value=None): ...
 def _sig_gelu(input, approximate="none"): ...
 def _sig_hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False): ...
 def _sig_matmul(input, other): ...
+def _sig_split(input, sections, dim=0): ...
+def _sig_unbind(input, dim=0): ...
+def _sig_einsum(equation, *operands): ...
+def _sig_einsum_aten(equation, operands, path=None): ...
+def _sig_roll(input, shifts, dims=None): ...
 def _sig_fake_quant_tensor(input, scale, zero_point, quant_min, quant_max): ...
 def _sig_fake_quant_channel(input, scale, zero_point, axis, quant_min, quant_max): ...
 
@@ -104,7 +112,7 @@ VOCABULARY: tuple[OpDef, ...] = (
           (F.layer_norm, aten.layer_norm), attr_names=("eps", "affine")),
     OpDef("group_norm", "group normalization", norm_attrs, _sig_group_norm, {nn.GroupNorm: norm_module},
           (F.group_norm, aten.group_norm), attr_names=("eps", "affine")),
-    OpDef("relu", "max(x, 0)", modules={nn.ReLU: no_fields}, functions=(F.relu, torch.relu, aten.relu, aten.relu_),
+    OpDef("relu", "max(x, 0)", modules={nn.ReLU: no_fields}, functions=(F.relu, torch.relu, aten.relu),
           methods=("relu", "relu_")),
     OpDef("relu6", "min(max(x, 0), 6)", modules={nn.ReLU6: no_fields}, functions=(F.relu6, aten.relu6)),
     OpDef("hardtanh", "clamp(x, min_val, max_val)", hardtanh_attrs, _sig_hardtanh,
@@ -112,11 +120,11 @@ VOCABULARY: tuple[OpDef, ...] = (
           attr_names=("min_val", "max_val")),
     OpDef("gelu", "Gaussian error linear unit", gelu_attrs, _sig_gelu,
           {nn.GELU: lambda m: {"approximate": m.approximate}}, (F.gelu, aten.gelu)),
-    OpDef("silu", "x * sigmoid(x)", modules={nn.SiLU: no_fields}, functions=(F.silu, aten.silu, aten.silu_)),
+    OpDef("silu", "x * sigmoid(x)", modules={nn.SiLU: no_fields}, functions=(F.silu, aten.silu)),
     OpDef("hardswish", "x * relu6(x + 3) / 6", modules={nn.Hardswish: no_fields},
-          functions=(F.hardswish, aten.hardswish, aten.hardswish_)),
+          functions=(F.hardswish, aten.hardswish)),
     OpDef("hardsigmoid", "relu6(x + 3) / 6", modules={nn.Hardsigmoid: no_fields},
-          functions=(F.hardsigmoid, aten.hardsigmoid, aten.hardsigmoid_)),
+          functions=(F.hardsigmoid, aten.hardsigmoid)),
     OpDef("sigmoid", "1 / (1 + exp(-x))", modules={nn.Sigmoid: no_fields},
           functions=(torch.sigmoid, F.sigmoid, aten.sigmoid), methods=("sigmoid",)),
     OpDef("tanh", "hyperbolic tangent", modules={nn.Tanh: no_fields}, functions=(torch.tanh, F.tanh, aten.tanh),
@@ -133,16 +141,16 @@ VOCABULARY: tuple[OpDef, ...] = (
     OpDef("mean", "mean over dims", mean_attrs, _sig_mean, {}, (torch.mean, aten.mean), ("mean",),
           attr_names=("dims", "keepdim")),
     OpDef("add", "elementwise a + alpha * b", binary_attrs, _sig_binary, {},
-          (operator.add, operator.iadd, torch.add, aten.add, aten.add_), ("add", "add_"),
+          (operator.add, operator.iadd, torch.add, aten.add), ("add", "add_"),
           operands=("input", "other"), attr_names=_BINARY_ATTRS),
     OpDef("sub", "elementwise a - alpha * b", binary_attrs, _sig_binary, {},
-          (operator.sub, operator.isub, torch.sub, aten.sub, aten.sub_), ("sub", "sub_"),
+          (operator.sub, operator.isub, torch.sub, aten.sub), ("sub", "sub_"),
           special_forms={aten.rsub: _sig_binary}, operands=("input", "other"), attr_names=_BINARY_ATTRS),
     OpDef("mul", "elementwise a * b", binary_attrs, _sig_binary, {},
-          (operator.mul, operator.imul, torch.mul, aten.mul, aten.mul_), ("mul", "mul_"),
+          (operator.mul, operator.imul, torch.mul, aten.mul), ("mul", "mul_"),
           operands=("input", "other"), attr_names=_BINARY_ATTRS),
     OpDef("div", "elementwise a / b", binary_attrs, _sig_binary, {},
-          (operator.truediv, operator.itruediv, torch.div, aten.div, aten.div_), ("div", "div_"),
+          (operator.truediv, operator.itruediv, torch.div, aten.div), ("div", "div_"),
           operands=("input", "other"), attr_names=_BINARY_ATTRS),
     OpDef("cat", "concatenation along one dim", cat_attrs, _sig_cat, {},
           (torch.cat, torch.concat, torch.concatenate, aten.cat), operands=("tensors",),
@@ -156,8 +164,17 @@ VOCABULARY: tuple[OpDef, ...] = (
           ("flatten",), attr_names=("start_dim", "end_dim")),
     OpDef("permute", "reorder dims", permute_attrs, _sig_unary, {}, (torch.permute, aten.permute), ("permute",),
           attr_names=("dims",)),
-    OpDef("transpose", "swap two dims", transpose_attrs, _sig_transpose, {}, (torch.transpose, aten.transpose),
-          ("transpose",), attr_names=("dims",)),
+    OpDef("transpose", "swap two dims", transpose_attrs, _sig_transpose, {},
+          (torch.transpose, torch.swapaxes, torch.swapdims, aten.transpose, aten.swapaxes, aten.swapdims),
+          ("transpose", "swapaxes", "swapdims"), attr_names=("dims",)),
+    OpDef("split", "a tensor cut into pieces along one dim (chunk, split, unbind); getitem picks one", dim_attrs,
+          _sig_split, {}, (torch.chunk, torch.split, aten.chunk, aten.split, aten.split_with_sizes),
+          ("chunk", "split"), special_forms={torch.unbind: _sig_unbind, aten.unbind: _sig_unbind},
+          attr_names=("dim",)),
+    OpDef("einsum", "Einstein summation over activations", einsum_attrs, _sig_einsum, {}, (torch.einsum,),
+          special_forms={aten.einsum: _sig_einsum_aten}, operands=("operands",), attr_names=("equation",)),
+    OpDef("roll", "circular shift along dims", roll_attrs, _sig_roll, {}, (torch.roll, aten.roll), ("roll",),
+          attr_names=("shifts", "dims")),
     OpDef("slice", "indexing or slicing a tensor", no_attrs, _sig_unary, {},
           (aten.slice, aten.select, aten.index), ("narrow", "select")),
     OpDef("expand", "broadcast to a larger shape", shape_change_attrs, _sig_unary, {}, (aten.expand,),

@@ -1,6 +1,7 @@
 import torch
 from torch import nn
 
+from fxrewrite import lower
 from pass_helpers import assert_same, captured, kinds, run_pass
 
 
@@ -12,3 +13,26 @@ def test_dropout_and_identity_disappear():
         assert rewrites == {"module": 3, "aten": 2}[form]
         assert kinds(gm) == {"conv2d": 1, "relu": 1}
         assert_same(gm, model, x)
+
+
+class ChannelShuffle(nn.Module):
+    """shufflenet_v2's channel shuffle: the copy before the second view is what makes it legal."""
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+def test_a_copy_that_a_view_reads_stays():
+    """Regression: removing .contiguous() made the next .view() fail in ShapeProp (exit 3 on shufflenet)."""
+    x = torch.randn(1, 4, 3, 5)
+    for form in ("module", "aten"):
+        gm, rewrites = run_pass("remove-noops", captured(ChannelShuffle().eval(), x, form), x)
+        assert rewrites == 0 and kinds(gm)["identity"] == 1
+        assert_same(gm, ChannelShuffle(), x)
+
+
+def test_the_lowering_of_a_channel_shuffle_runs():
+    x = torch.randn(1, 4, 3, 5)
+    lowered = lower(captured(ChannelShuffle().eval(), x, "module"), (x,), target="npu-generic")
+    assert lowered.report.max_relative_error < 1e-5
