@@ -4,6 +4,7 @@ from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
     approx_large_kernel,
     avg_pool_as_conv,
+    batch_norm_as_conv,
     collapse_linear_convs,
     conv1x1_as_3x3,
     decompose_large_kernel,
@@ -11,9 +12,12 @@ from fxrewrite.passes import (  # noqa: F401
     fold_batch_norm,
     global_avg_pool_as_convs,
     grouped_conv_as_dense,
+    hardsigmoid_as_relu6,
+    hardswish_as_hardsigmoid_mul,
     max_pool_as_relu_max,
     relu6_as_relus,
     remove_noops,
+    silu_as_sigmoid_mul,
     split_input_channels,
 )
 from fxrewrite.rewrite.passes import registered_passes

@@ -8,31 +8,15 @@ must feed only the batch norm; inference statistics only.
 import torch
 from torch import nn
 
-from fxrewrite.ir import constant_value
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import conv2d, conv_weights, is_plain_conv2d
-
-
-def _scale_shift(match: Match) -> tuple[torch.Tensor, torch.Tensor] | Decline:
-    bn = match["bn"]
-    if bn.args.get("training"):
-        return Decline("batch norm in training mode uses batch statistics; export the model in eval mode")
-    mean, var = constant_value(bn.args.get("running_mean")), constant_value(bn.args.get("running_var"))
-    if mean is None or var is None:
-        return Decline("batch norm has no running statistics to fold")
-    gamma = constant_value(bn.args.get("weight"))
-    beta = constant_value(bn.args.get("bias"))
-    gamma = torch.ones_like(mean) if gamma is None else gamma
-    beta = torch.zeros_like(mean) if beta is None else beta
-    scale = gamma.double() / torch.sqrt(var.double() + bn.attrs["eps"])
-    return scale, beta.double() - mean.double() * scale
+from fxrewrite.rewrite.building import batch_norm_affine, conv2d, conv_weights, is_plain_conv2d
 
 
 def _fold(match: Match, rewriter: Rewriter):
     layer = match["layer"]
     if layer.kind == "conv2d" and not is_plain_conv2d(layer):
         return Decline("only zero-padded convs with explicit padding fold")
-    weights, scale_shift = conv_weights(layer), _scale_shift(match)
+    weights, scale_shift = conv_weights(layer), batch_norm_affine(match["bn"])
     for result in (weights, scale_shift):
         if isinstance(result, Decline):
             return result

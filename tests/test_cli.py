@@ -133,7 +133,7 @@ BAD_INPUTS = {
     "bit width the target lacks": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--wbits", "3", "--calib",
                                               "synthetic", "-o", str(p / "o.pt2"), *SMALL],
                                    "--wbits 3: target archnet declares weight formats int2, int4, int8"),
-    "calibration data of another shape": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--calib",
+    "calibration data of another shape": (lambda p: ["lower", f"{ZOO}:gelu_head", "-t", "archnet", "--calib",
                                                      _npy(p, (4, 3, 9, 9)), "-o", str(p / "o.pt2"), *SMALL],
                                           "samples of shape (3, 9, 9), but the model takes"),
     "unknown device": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--calib", "synthetic", "--device",
@@ -191,7 +191,7 @@ def test_written_files_follow_the_umask(tmp_path):
 
 def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies(tmp_path, run_cli):
     out, report = tmp_path / "student.pt2", tmp_path / "report.json"
-    code, stdout, stderr = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, "--calib", "synthetic",
+    code, stdout, stderr = run_cli("lower", f"{ZOO}:gelu_head", "-t", "archnet", *SMALL, "--calib", "synthetic",
                                    "--calib-size", "40", "--epochs", "1", "--finetune-epochs", "1", "--wbits", "4",
                                    "--abits", "4", "-o", str(out), "--report", str(report))
     assert code == 0, stderr
@@ -209,7 +209,7 @@ def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies
 
 
 def test_lower_without_calibration_says_how_to_distil_what_stays_illegal(tmp_path, run_cli):
-    code, _, stderr = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "npu-generic", *SMALL, "-o", str(tmp_path / "o.pt2"))
+    code, _, stderr = run_cli("lower", f"{ZOO}:gelu_head", "-t", "npu-generic", *SMALL, "-o", str(tmp_path / "o.pt2"))
     assert code == 1 and "pass --calib with a folder of images" in stderr
 
 

@@ -19,6 +19,13 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
+class GeluHead(TinyCNN):
+    """TinyCNN with a GELU on the pooled features: a node no exact pass rewrites on the built-in chips."""
+
+    def forward(self, x):
+        return self.head(nn.functional.gelu(self.features(x).mean((2, 3))))
+
+
 class LegalOnArchnet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -54,6 +61,10 @@ class ValueBranch(nn.Module):
 
 def tiny_cnn() -> nn.Module:
     return TinyCNN()
+
+
+def gelu_head() -> nn.Module:
+    return GeluHead()
 
 
 def legal_on_archnet() -> nn.Module:

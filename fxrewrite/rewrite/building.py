@@ -22,6 +22,26 @@ def conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Dec
     return weight, bias
 
 
+def batch_norm_affine(bn: OpView) -> tuple[torch.Tensor, torch.Tensor] | Decline:
+    """(scale, shift) in float64 with bn(x) = scale * x + shift per channel: scale = gamma / sqrt(var + eps),
+    shift = beta - mean * scale. Inference statistics only."""
+    if bn.args.get("training"):
+        return Decline("batch norm in training mode uses batch statistics; export the model in eval mode")
+    mean, var = constant_value(bn.args.get("running_mean")), constant_value(bn.args.get("running_var"))
+    if mean is None or var is None:
+        return Decline("batch norm has no running statistics to fold")
+    gamma, beta = constant_value(bn.args.get("weight")), constant_value(bn.args.get("bias"))
+    gamma = torch.ones_like(mean) if gamma is None else gamma
+    beta = torch.zeros_like(mean) if beta is None else beta
+    scale = gamma.double() / torch.sqrt(var.double() + bn.attrs["eps"])
+    return scale, beta.double() - mean.double() * scale
+
+
+def depthwise_1x1(scale: torch.Tensor, shift: torch.Tensor | None) -> nn.Conv2d:
+    """The depthwise 1x1 conv computing scale_c * x_c + shift_c (float32)."""
+    return conv2d(scale.float().reshape(-1, 1, 1, 1), None if shift is None else shift.float(), groups=len(scale))
+
+
 def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int, int] = (1, 1),
            padding: tuple[int, int] = (0, 0), groups: int = 1) -> nn.Conv2d:
     """An nn.Conv2d holding exactly these weights (float32, zero padding, dilation 1)."""
