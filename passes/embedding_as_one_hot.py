@@ -9,10 +9,10 @@ embeddings with max_norm are declined.
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fxrewrite.ir import constant_value
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import linear
 
 
 def _as_one_hot(match: Match, rewriter: Rewriter):
@@ -22,13 +22,10 @@ def _as_one_hot(match: Match, rewriter: Rewriter):
     table = constant_value(embedding.args.get("weight"))
     if table is None:
         return Decline("its table is computed at run time, not a constant")
-    rows, width = table.shape
-    linear = nn.Linear(rows, width, bias=False)
-    with torch.no_grad():
-        linear.weight.copy_(table.t())
+    rows = table.shape[0]
     one_hot = rewriter.function(embedding.node, F.one_hot, embedding.inputs[0], rows)
     as_float = rewriter.function(embedding.node, torch.Tensor.float, one_hot)
-    return rewriter.module(embedding.node, "embedding_linear", linear.eval(), as_float)
+    return rewriter.module(embedding.node, "embedding_linear", linear(table.t(), None), as_float)
 
 
 register(PatternPass(

@@ -5,11 +5,9 @@ With s = gamma / sqrt(var + eps), bn(W x + b) = gamma (W x + b - mean) / sqrt(va
 must feed only the batch norm; inference statistics only.
 """
 
-import torch
-from torch import nn
 
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import batch_norm_affine, conv2d, conv_weights, is_plain_conv2d
+from fxrewrite.rewrite.building import batch_norm_affine, conv2d, conv_weights, is_plain_conv2d, linear
 
 
 def _fold(match: Match, rewriter: Rewriter):
@@ -26,11 +24,7 @@ def _fold(match: Match, rewriter: Rewriter):
     new_bias = (shift + scale * (bias.double() if bias is not None else 0.0)).float()
     anchor = match["bn"].node
     if layer.kind == "linear":
-        linear = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(new_weight)
-            linear.bias.copy_(new_bias)
-        return rewriter.module(anchor, "folded_linear", linear.eval(), layer.inputs[0])
+        return rewriter.module(anchor, "folded_linear", linear(new_weight, new_bias), layer.inputs[0])
     attrs = layer.attrs
     folded = conv2d(new_weight, new_bias, stride=attrs["stride"], padding=attrs["padding"], groups=attrs["groups"])
     if attrs["dilation"] != (1, 1):

@@ -66,6 +66,16 @@ def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return dense
 
 
+def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An nn.Linear holding exactly these weights (float32)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer.eval()
+
+
 def is_plain_conv2d(view: OpView) -> bool:
     return view.attrs.get("padding_mode") == "zeros" and isinstance(view.attrs.get("padding"), tuple)
 

@@ -61,8 +61,16 @@ def test_hardsigmoid_with_depthwise_convs_where_the_target_lacks_scalar_ops(form
     assert_same(gm, model, x)
 
 
-def test_hardsigmoid_of_tokens_needs_scalar_ops():
+def test_hardsigmoid_of_tokens_on_a_chip_with_convs_only_stays():
     model, x = nn.Sequential(nn.Hardsigmoid()).eval(), wide_input(2, 5, 7)
     conv_chip = chip("[ops.conv2d]\n[ops.relu6]\n")
     gm, rewrites = run_pass("hardsigmoid-as-relu6", captured(model, x, "module"), x, conv_chip)
     assert rewrites == 0 and kinds(gm) == {"hardsigmoid": 1}
+
+
+def test_hardsigmoid_of_vectors_as_fc_layers_where_the_target_lacks_scalar_ops():
+    model, x = nn.Sequential(nn.Hardsigmoid()).eval(), wide_input(3, 10)
+    fc_chip = chip("[ops.linear]\n[ops.relu6]\n")
+    gm, rewrites = run_pass("hardsigmoid-as-relu6", captured(model, x, "module"), x, fc_chip)
+    assert rewrites == 1 and kinds(gm) == {"linear": 2, "relu6": 1}
+    assert_same(gm, model, x)
