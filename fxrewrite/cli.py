@@ -176,13 +176,13 @@ def _run_lower(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     report = lowered.report
-    save_pt2(lowered.gm, lowered.example_inputs, output)
+    _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output)
     if args.report:
         atomic_write_text(args.report, report.to_json())
     if args.timing:
         print(report.timing_table())
     print(report.to_text())
-    print(f"wrote {output}" + (f" and {args.report}" if args.report else ""))
+    print(f"wrote {output}" + (f" and {args.report}" if args.report else "") + (f" ({batch_note})" if batch_note else ""))
     if report.max_relative_error > args.tolerance:
         print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
               f"above --tolerance {args.tolerance:g}", file=sys.stderr)

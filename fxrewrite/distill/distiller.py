@@ -120,7 +120,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     first = cache[0].regions
     students = nn.ModuleDict({n: synthesize(n, *first[n], macs[n], target) for n in order}).to(device)
     seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
-    kinds = {n: type(students[n]).__name__ for n in order}
+    kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}
     adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
                               for i, out in enumerate(first[n][1])} if config.adaptation else {}).to(device)
     times["teacher"] = time.perf_counter() - start

@@ -38,7 +38,8 @@ class _Recorder(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         result = super().call_module(target, args, kwargs)
         if target.startswith(REGION_PREFIX):
-            self.records[target] = (tuple(a.detach() for a in args), tuple(r.detach() for r in as_tuple(result)))
+            inputs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)  # sizes pass as they are
+            self.records[target] = (inputs, tuple(r.detach() for r in as_tuple(result)))
         return result
 
 

@@ -90,6 +90,18 @@ class MultiOutputStudent(nn.Module):
         return tuple(head(*inputs) for head in self.heads)
 
 
+class TensorInputs(nn.Module):
+    """A student of the region's tensor inputs alone: sizes read at run time (the batch size a
+    reshape needs) reach a region as inputs too, and the student does not need them."""
+
+    def __init__(self, student: nn.Module, positions: Sequence[int]):
+        super().__init__()
+        self.student, self.positions = student, tuple(positions)
+
+    def forward(self, *inputs: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.student(*(inputs[i] for i in self.positions))
+
+
 def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, teacher_macs: int,
                  target: Target) -> nn.Module:
     shapes = [tuple(t.shape) for t in inputs]
@@ -116,11 +128,14 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
                        "(same or halved size) and vectors or tokens with the same leading dims")
 
 
-def synthesize(name: str, inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], teacher_macs: int,
+def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher_macs: int,
                target: Target) -> nn.Module:
-    """A student for one region from its recorded input and output tensors (see the module policy)."""
-    students = [_one_student(name, inputs, out, teacher_macs, target) for out in outputs]
-    return students[0] if len(students) == 1 else MultiOutputStudent(students)
+    """A student for one region from its recorded inputs and output tensors (see the module policy)."""
+    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+    tensors = [inputs[i] for i in positions]
+    students = [_one_student(name, tensors, out, teacher_macs, target) for out in outputs]
+    student = students[0] if len(students) == 1 else MultiOutputStudent(students)
+    return student if len(positions) == len(inputs) else TensorInputs(student, positions)
 
 
 def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:

@@ -19,6 +19,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.errors import CaptureError
+from fxrewrite.frontend.batch import FIXED_BATCH, at_batch, batch_dims, release_batch
 from fxrewrite.frontend.canonical import canonicalize
 from fxrewrite.ir import UNKNOWN, annotate_shapes, op_view
 
@@ -66,9 +67,19 @@ def symbolic_capture(module: nn.Module) -> fx.GraphModule:
 
 
 def export_capture(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
+    """torch.export's graph of `module`, with a free batch dim where it traces that way (batch.py)."""
     with quiet_torch():
-        program = torch.export.export(module, example_inputs, strict=False)
-    return program.module()
+        try:
+            program = torch.export.export(module, at_batch(example_inputs, 2), dynamic_shapes=batch_dims(example_inputs),
+                                          strict=False)
+            fixed = None
+        except Exception as exc:
+            program = torch.export.export(module, example_inputs, strict=False)
+            fixed = f"torch.export could not trace it with a dynamic batch: {_describe(exc).lstrip(': ')}"
+    gm = program.module()
+    if fixed:
+        gm.meta[FIXED_BATCH] = fixed
+    return gm
 
 
 def _unknown_nodes(gm: fx.GraphModule) -> int:
@@ -104,8 +115,11 @@ def capture(
         raise CaptureError(f"unknown frontend {frontend!r}: choose one of {', '.join(FRONTENDS)}")
     name = type(module).__name__
     if isinstance(module, fx.GraphModule) and frontend != "export":
-        module.meta.setdefault("fxrewrite_frontend", "graph")
-        return _shaped(module, example_inputs, name)
+        gm, note = release_batch(module, example_inputs)
+        if gm is module and note != "nothing fixes its batch":
+            gm.meta[FIXED_BATCH] = note
+        gm.meta.setdefault("fxrewrite_frontend", "graph")
+        return _shaped(gm, example_inputs, name)
     failures = []
     gm = None
     if frontend in ("auto", "symbolic"):

@@ -13,6 +13,7 @@ from torch import fx
 
 from fxrewrite.distill import DistillConfig, Distilled, ProgressCallback, Region, Schedule, distill, find_regions
 from fxrewrite.errors import UsageError
+from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, lower_exact
 from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
@@ -63,12 +64,17 @@ class LoweringOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def validate(options: TrainingOptions, target: Target, example_inputs: tuple[torch.Tensor, ...]) -> QuantScheme | None:
+def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
+             example_inputs: tuple[torch.Tensor, ...]) -> QuantScheme | None:
     """Refuse options that cannot work, before any work; the quantization scheme they ask for."""
     if options.wants_quantization and options.calib is None:
         raise UsageError(f"--wbits/--abits need calibration data: pass --calib with {SOURCES_HELP}")
     if options.calib is None:
         return None
+    if FIXED_BATCH in gm.meta:
+        raise UsageError(f"the model runs at batch {example_inputs[0].shape[0]} only ({gm.meta[FIXED_BATCH]}), so it "
+                         "cannot learn from batches of calibration inputs; export it with a dynamic batch: "
+                         "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
     if len(example_inputs) != 1:
         raise UsageError(f"--calib feeds single-input models; this one takes {len(example_inputs)} inputs")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", options.device):
@@ -90,7 +96,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     """Lower `gm` (rewritten in place by the exact phase) onto `target`; see the module docstring.
     Training is skipped when the exact phase broke the maths (error above `tolerance`)."""
     training = training or TrainingOptions()
-    scheme = validate(training, target, example_inputs)
+    scheme = validate(training, target, gm, example_inputs)
     exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug)
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
