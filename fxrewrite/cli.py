@@ -182,7 +182,8 @@ def _run_lower(args: argparse.Namespace) -> int:
     if args.timing:
         print(report.timing_table())
     print(report.to_text())
-    print(f"wrote {output}" + (f" and {args.report}" if args.report else "") + (f" ({batch_note})" if batch_note else ""))
+    written = f"wrote {output}" + (f" and {args.report}" if args.report else "")
+    print(written + (f" ({batch_note})" if batch_note else ""))
     if report.max_relative_error > args.tolerance:
         print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
               f"above --tolerance {args.tolerance:g}", file=sys.stderr)

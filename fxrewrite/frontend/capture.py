@@ -70,8 +70,8 @@ def export_capture(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
     """torch.export's graph of `module`, with a free batch dim where it traces that way (batch.py)."""
     with quiet_torch():
         try:
-            program = torch.export.export(module, at_batch(example_inputs, 2), dynamic_shapes=batch_dims(example_inputs),
-                                          strict=False)
+            program = torch.export.export(module, at_batch(example_inputs, 2),
+                                          dynamic_shapes=batch_dims(example_inputs), strict=False)
             fixed = None
         except Exception as exc:
             program = torch.export.export(module, example_inputs, strict=False)
