@@ -4,8 +4,9 @@ JSON schema (version 1): `version`, `model`, `target`; `passes` (one row per pas
 rewrites, seconds) and `rewrites` (totals per pass); `declined` (per pass, the reasons candidates
 were declined) and `notes`; `still_illegal` (name, kind, reason) and `needs_distillation`;
 `regions` (what distillation replaces: region, nodes, kinds, inputs, outputs, teacher_macs);
-`max_relative_error` of the exact phase against the teacher; `before` and `after` (macs, params,
-nodes), and `exact_after` when training changed the graph; `seconds` per phase; `distillation`
+`max_relative_error` of the exact phase against the teacher and `verified_on`, what it compared;
+`before` and `after` (macs, params, nodes), and `exact_after` when training changed the graph;
+`seconds` per phase; `distillation`
 (schedule, quantization, calibration, samples, per-region students, held-out agreement, before,
 after, seconds) when calibration data was given.
 """
@@ -126,6 +127,8 @@ class LoweringReport:
     still_illegal: list[IllegalNode]
     regions: list[RegionReport]
     max_relative_error: float
+    #: what max_relative_error compares: the outputs, or intermediate tensors when the outputs ignore the input
+    verified_on: str
     before: Size
     after: Size
     seconds: dict[str, float]
@@ -157,7 +160,8 @@ class LoweringReport:
             notes=[note for r in exact.passes if r.stats for note in r.stats.notes] + outcome.notes,
             still_illegal=[IllegalNode(r.name, r.kind, r.reason) for r in outcome.verdicts.illegal],
             regions=[RegionReport.of(r) for r in outcome.regions],
-            max_relative_error=exact.max_relative_error,
+            max_relative_error=exact.verification.max_relative_error,
+            verified_on=exact.verification.describe(),
             before=exact.before, after=exact.after,
             seconds={k: round(v, 4) for k, v in exact.seconds.items()},
         )
@@ -179,6 +183,7 @@ class LoweringReport:
             "declined": {d.pass_name: list(d.reasons) for d in self.declined}, "notes": self.notes,
             "still_illegal": [asdict(n) for n in self.still_illegal], "needs_distillation": self.needs_distillation,
             "regions": [r.to_dict() for r in self.regions], "max_relative_error": self.max_relative_error,
+            "verified_on": self.verified_on,
             "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
         }
         if self.exact_after is not None:
@@ -197,7 +202,7 @@ class LoweringReport:
 
     def to_text(self) -> str:
         lines = [f"rewrites: {', '.join(f'{k} {v}' for k, v in self.rewrites.items() if v) or 'none'}",
-                 f"max relative error vs teacher: {self.max_relative_error:.3g}"
+                 f"max relative error vs teacher: {self.max_relative_error:.3g} on its {self.verified_on}"
                  + (" (exact rewrites)" if self.distillation else "")]
         if self.distillation is not None:
             lines.append(self.distillation.to_text())

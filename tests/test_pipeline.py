@@ -110,3 +110,32 @@ def test_a_pass_that_feeds_another_one_way_must_come_first_in_a_spec():
     with pytest.raises(UsageError, match="pass avg-pool-as-conv must run before decompose-large-kernel"):
         parse_pipeline("decompose-large-kernel,avg-pool-as-conv")
     parse_pipeline("conv1x1-as-3x3,grouped-conv-as-dense")  # conv -> conv passes feed each other: either order
+
+
+class IgnoresItsInput(nn.Module):
+    """Its output is the same for every input (as a randomly initialised googlenet's is)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x))) * 0.0 + 1.0
+
+
+def test_a_teacher_that_ignores_its_input_is_verified_on_intermediate_tensors():
+    model, x = IgnoresItsInput().eval(), torch.randn(1, 3, 9, 9)
+    gm = symbolic(model, x)
+    wrong = broken_pass(lambda m, rw: rw.module(m["r"].node, "tanh", nn.Tanh(), m["r"].inputs[0]))
+    manager = PassManager([wrong], Instruments(verify_each=symbolic(model, x)))
+    with pytest.raises(VerificationError, match="after pass break-relu .* on its .* intermediate tensors"):
+        manager.run(gm, PassContext((x,)))
+
+
+def test_the_report_says_which_tensors_the_error_compares():
+    from fxrewrite import lower
+    model, x = IgnoresItsInput().eval(), torch.randn(1, 3, 9, 9)
+    report = lower(symbolic(model, x), (x,), target="npu-generic").report
+    assert "intermediate tensors" in report.verified_on and report.max_relative_error < 1e-5
+    assert lower(symbolic(model_and_input()[0], x), (x,), target="npu-generic").report.verified_on == "outputs"

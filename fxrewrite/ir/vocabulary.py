@@ -21,8 +21,8 @@ from torch import nn
 
 from fxrewrite.ir.attributes import (
     adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs, conv_transpose_module,
-    dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs, hardtanh_attrs,
-    linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
+    dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs,
+    hardtanh_attrs, linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
     permute_attrs, pool_attrs, pool_module, roll_attrs, sdpa_attrs, shape_change_attrs, transpose_attrs,
 )
 

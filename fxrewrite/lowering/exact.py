@@ -14,8 +14,8 @@ import fxrewrite.passes
 from fxrewrite.cost import Size
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.planner import TrialJudge
-from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, PassResult, canonical_order,
-                               fresh_inputs, relative_error)
+from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, PassResult, Verification,
+                               canonical_order, verify)
 from fxrewrite.target import Target
 
 MAX_ROUNDS = 4
@@ -29,7 +29,7 @@ class ExactLowering:
     gm: fx.GraphModule
     passes: list[PassResult]
     verdicts: CheckReport
-    max_relative_error: float
+    verification: Verification
     before: Size
     after: Size
     seconds: dict[str, float]
@@ -80,8 +80,6 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
 
     start = time.perf_counter()
     verdicts = check(gm, target, model)
-    with torch.no_grad():
-        error = max(relative_error(gm(*xs), teacher(*xs))
-                    for xs in (fresh_inputs(example_inputs, seed) for seed in VERIFY_SEEDS))
+    verification = verify(gm, teacher, example_inputs, VERIFY_SEEDS)
     times["verify"] = time.perf_counter() - start
-    return ExactLowering(gm, results, verdicts, error, before, Size.of(gm), times)
+    return ExactLowering(gm, results, verdicts, verification, before, Size.of(gm), times)

@@ -101,7 +101,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None
-    if training.calib is None or not needs_training or exact.max_relative_error > tolerance:
+    if training.calib is None or not needs_training or exact.verification.max_relative_error > tolerance:
         return outcome
     data = load_calibration(training.calib, example_inputs[0], training.calib_size, training.batch_size,
                             training.seed)

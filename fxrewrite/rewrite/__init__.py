@@ -1,7 +1,7 @@
 """Rewriting graphs: patterns and rules, the greedy driver, graph-building helpers for passes, what a
 pass is (contracts, registry) and the pass manager with its instruments."""
 
-from fxrewrite.rewrite.compare import fresh_inputs, relative_error
+from fxrewrite.rewrite.compare import relative_error
 from fxrewrite.rewrite.contracts import canonical_order, check_contracts, check_order, parse_pipeline
 from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, apply_rules
 from fxrewrite.rewrite.judge import ReplacementJudge
@@ -9,8 +9,9 @@ from fxrewrite.rewrite.manager import Instruments, PassManager
 from fxrewrite.rewrite.passes import Pass, PassContext, PassResult, PatternPass, register, registered_passes
 from fxrewrite.rewrite.pattern import Decline, Match, Pattern, Rule, RuleSet, op, same_shape
 from fxrewrite.rewrite.rewriter import Rewriter
+from fxrewrite.rewrite.verify import Verification, fresh_inputs, verify
 
 __all__ = ["Decline", "Instruments", "Match", "Pass", "PassContext", "PassManager", "PassResult", "Pattern",
            "PatternPass", "ReplacementJudge", "RewriteLoopError", "RewriteStats", "Rewriter", "Rule", "RuleSet",
-           "apply_rules", "canonical_order", "check_contracts", "check_order", "fresh_inputs", "op", "parse_pipeline",
-           "register", "registered_passes", "relative_error", "same_shape"]
+           "Verification", "apply_rules", "canonical_order", "check_contracts", "check_order", "fresh_inputs", "op",
+           "parse_pipeline", "register", "registered_passes", "relative_error", "same_shape", "verify"]

@@ -1,5 +1,5 @@
-"""Comparing a graph with its teacher: relative error over every output on fresh inputs (exact
-rewrites), agreement on held-out inputs (students)."""
+"""Comparing a graph with its teacher: relative error of tensors (exact rewrites), agreement on
+held-out inputs (students)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,6 @@ def relative_error(got: object, want: object) -> float:
         scale = w.abs().max().item() or 1.0
         worst = max(worst, (g.double() - w.double()).abs().max().item() / scale)
     return worst
-
-
-def fresh_inputs(like: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, ...]:
-    """Standard-normal inputs shaped like `like` (integer inputs are kept as they are)."""
-    generator = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(t.shape, generator=generator, dtype=t.dtype) if t.is_floating_point() else t
-                 for t in like)
 
 
 @dataclass(frozen=True)

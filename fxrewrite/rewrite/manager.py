@@ -14,9 +14,9 @@ from torch import fx, nn
 from fxrewrite.ir import annotate_shapes
 from fxrewrite.errors import FxrewriteError, VerificationError
 from fxrewrite.files import atomic_write_text
-from fxrewrite.rewrite.compare import fresh_inputs, relative_error
 from fxrewrite.rewrite.contracts import check_contracts
 from fxrewrite.rewrite.passes import Pass, PassContext, PassResult
+from fxrewrite.rewrite.verify import verify
 
 
 @dataclass
@@ -64,12 +64,11 @@ class PassManager:
         teacher = self.instruments.verify_each
         if teacher is None:
             return
-        inputs = fresh_inputs(ctx.example_inputs, seed=1234)
-        with torch.no_grad():
-            error = relative_error(gm(*inputs), teacher(*inputs))
-        if error > self.instruments.tolerance:
+        check = verify(gm, teacher, ctx.example_inputs, seeds=(1234,))
+        if check.max_relative_error > self.instruments.tolerance:
             raise VerificationError(f"--verify-each: after pass {name} the graph differs from the teacher by a "
-                                    f"relative error of {error:.3g} (tolerance {self.instruments.tolerance:g})")
+                                    f"relative error of {check.max_relative_error:.3g} on its {check.describe()} "
+                                    f"(tolerance {self.instruments.tolerance:g})")
 
     def _write_reproducer(self, code: str, pass_: Pass, exc: Exception) -> Path:
         directory = self.instruments.reproducer_dir or Path("fxrewrite-reproducer")
