@@ -2,6 +2,7 @@
 
 from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
+    approx_gelu_as_tanh,
     approx_large_kernel,
     avg_pool_as_conv,
     batch_norm_as_conv,
@@ -10,14 +11,17 @@ from fxrewrite.passes import (  # noqa: F401
     decompose_large_kernel,
     embedding_as_one_hot,
     fold_batch_norm,
+    gelu_as_erf,
     global_avg_pool_as_convs,
     grouped_conv_as_dense,
     hardsigmoid_as_relu6,
     hardswish_as_hardsigmoid_mul,
+    layer_norm_as_primitives,
     max_pool_as_relu_max,
     relu6_as_relus,
     remove_noops,
     silu_as_sigmoid_mul,
+    softmax_as_exp,
     split_input_channels,
 )
 from fxrewrite.rewrite.passes import registered_passes

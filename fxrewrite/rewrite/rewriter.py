@@ -37,6 +37,15 @@ class Rewriter:
             node = self.gm.graph.call_function(fn, args, kwargs)
         return self._annotate(node, lambda *xs, **kw: fn(*xs, **kw))
 
+    def constant(self, anchor: fx.Node, prefix: str, value: torch.Tensor) -> fx.Node:
+        """A get_attr node reading `value`, stored on the graph module as a buffer."""
+        name = self._unique(prefix)
+        self.gm.register_buffer(name, value.detach().clone())
+        with self.gm.graph.inserting_before(anchor):
+            node = self.gm.graph.get_attr(name)
+        node.meta["tensor_meta"] = _extract_tensor_metadata(value)
+        return node
+
     def _unique(self, prefix: str) -> str:
         # the next free index per prefix lives on the graph module, so naming stays O(1) per rewrite
         counters = self.gm.meta.setdefault("fxrewrite_next_name", collections.Counter())

@@ -39,7 +39,8 @@ def test_a_batch_norm_after_no_conv_is_a_depthwise_1x1_conv(form):
 DENSE_3X3_ONLY = chip("[ops.conv2d]\nkernels = [\"3x3\"]\ngroupings = [\"dense\"]\n[ops.relu]\n")
 
 
-@pytest.mark.parametrize("target, expected", [("npu-generic", ((1, 1), "depthwise")), (DENSE_3X3_ONLY, ((3, 3), "dense"))])
+@pytest.mark.parametrize("target, expected", [("npu-generic", ((1, 1), "depthwise")),
+                                              (DENSE_3X3_ONLY, ((3, 3), "dense"))])
 def test_the_lowering_takes_the_conv_to_the_form_the_target_runs(target, expected):
     """npu-generic runs the depthwise 1x1 itself; a chip with dense 3x3 convs only gets the
     zero-bordered dense diagonal conv, through the pipeline's trial legalization."""
