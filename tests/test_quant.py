@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from conftest import symbolic
-from fxrewrite.ir import annotate_shapes
+from fxrewrite.frontend import capture
+from fxrewrite.ir import annotate_shapes, is_fake_quant, op_view
 from fxrewrite.errors import UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.legality import check
@@ -143,3 +144,15 @@ def test_post_training_4_bit_error_is_bounded_and_8_bit_is_close():
         want = net(x)
         errors[bits] = ((model(x) - want).norm() / want.norm()).item()
     assert errors[8] < 0.02 and errors[4] < 0.25 and errors[8] < errors[4]
+
+
+def test_layers_of_an_exported_graph_are_quantized_too():
+    """Regression: convs and FC layers that torch.export writes as aten calls on get_attr weights were
+    left float, so a 4-bit lowering of a .pt2 ended with an illegal float linear."""
+    from fxrewrite.quant import post_training_quantize
+    net, x = small_net(), torch.rand(16, 1, 9, 9)
+    gm = capture(net, (x,), "export")
+    result = post_training_quantize(gm, scheme_for(ARCHNET, 4, 4), (x,), (x[:4],))
+    assert check(result.gm, ARCHNET).all_legal
+    layers = [n for n in result.gm.graph.nodes if op_view(n).kind in ("conv2d", "linear")]
+    assert len(layers) == 3 and all(is_fake_quant(n.args[1]) and is_fake_quant(n.args[0]) for n in layers)
