@@ -20,6 +20,8 @@ import copy
 import torch
 from torch import fx
 
+from fxrewrite.ir import tensor_leaves
+
 aten = torch.ops.aten
 
 #: GraphModule.meta key: why the graph runs at its example batch size only (absent when it is free)
@@ -39,10 +41,6 @@ def at_batch(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor
 def batch_dims(inputs: tuple[torch.Tensor, ...]) -> tuple[dict[int, torch.export.Dim] | None, ...]:
     batch = torch.export.Dim("batch", min=1)
     return tuple({0: batch} if t.dim() else None for t in inputs)
-
-
-def leaves(value: object) -> list[torch.Tensor]:
-    return [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
 
 
 def _reads_input(gm: fx.GraphModule) -> set[fx.Node]:
@@ -92,8 +90,8 @@ def release_batch(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) 
     pair = tuple(torch.randn_like(t) if t.is_floating_point() else t for t in pair)
     try:
         with torch.no_grad():
-            together = leaves(released(*pair))
-            apart = [leaves(gm(*at_batch(tuple(t[i:i + 1] for t in pair), batch))) for i in range(2)]
+            together = tensor_leaves(released(*pair))
+            apart = [tensor_leaves(gm(*at_batch(tuple(t[i:i + 1] for t in pair), batch))) for i in range(2)]
         same = all(len(part) == len(together) and all(
             torch.allclose(whole[i:i + 1], piece[:1], rtol=1e-4, atol=1e-5) for whole, piece in zip(together, part))
             for i, part in enumerate(apart))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from fxrewrite.ir import op_view
+from fxrewrite.ir import op_view, tensor_leaves
 
 aten = torch.ops.aten
 
@@ -141,8 +141,9 @@ def canonicalize(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -
     if functionalize_in_place(gm) + fold_constants(gm, example_inputs):
         with torch.no_grad():
             after = gm(*example_inputs)
-        same = all(torch.equal(a, b) for a, b in zip(torch.utils._pytree.tree_leaves(after),
-                                                      torch.utils._pytree.tree_leaves(before)))
+        after_leaves, before_leaves = tensor_leaves(after), tensor_leaves(before)
+        same = len(after_leaves) == len(before_leaves) and all(
+            torch.equal(a, b) for a, b in zip(after_leaves, before_leaves))
         if not same:
             raise RuntimeError("the canonical form of the exported graph computes something else")
     return gm

@@ -1,8 +1,8 @@
 """Capturing an `nn.Module` as a torch.fx GraphModule with shape and dtype metadata on every node.
 
 `auto` tries `torch.fx.symbolic_trace` first (it keeps module calls, so the graph reads like the
-model) and falls back to `torch.export` (ATen ops), which handles data-dependent Python such as
-the control flow of `transformers` models.
+model) and takes `torch.export`'s graph (ATen ops) where tracing fails, as on the data-dependent
+Python of `transformers` models, or leaves ops the vocabulary does not know.
 """
 
 from __future__ import annotations

@@ -77,6 +77,11 @@ def constant_value(value: Any) -> torch.Tensor | None:
     return None
 
 
+def tensor_leaves(value: object) -> list[torch.Tensor]:
+    """The tensors in a (possibly nested) result: a tuple, a dict, a model output class."""
+    return [t for t in torch.utils._pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+
+
 def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
     """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp."""
     with torch.no_grad():

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fxrewrite.ir import tensor_leaves
+
 
 def relative_error(got: object, want: object) -> float:
     """max |got - want| / max |want| over every output tensor; infinite when the outputs do not pair up."""
-    got_leaves = [t for t in torch.utils._pytree.tree_leaves(got) if isinstance(t, torch.Tensor)]
-    want_leaves = [t for t in torch.utils._pytree.tree_leaves(want) if isinstance(t, torch.Tensor)]
+    got_leaves, want_leaves = tensor_leaves(got), tensor_leaves(want)
     if len(got_leaves) != len(want_leaves):
         return float("inf")
     worst = 0.0
