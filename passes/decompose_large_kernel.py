@@ -1,4 +1,7 @@
-"""decompose-large-kernel (exact): a k x k conv (k = 2m + 1 >= 5) as a stack of m 3x3 convs.
+"""decompose-large-kernel (exact): a k x k conv (k = 2m + 1 >= 5) as 3x3 convs, in the cheaper of two forms.
+
+The partial-sums form (large_kernel_as_partial_sums) keeps the conv's grouping; this module's
+shift-first form is a stack of m 3x3 convs:
 
 Let x~ be x zero-padded by the original padding P. Layer 1 (3x3, padding P, groups C_in) copies each
 input channel into 9 shifted channels, y_1,d(p) = x~(p + 1 + d) for d in {-1, 0, 1}^2. Layer j
@@ -18,7 +21,8 @@ import torch
 
 from fxrewrite.cost import node_macs, nodes_macs
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
-from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
+from fxrewrite.passes.large_kernel_as_partial_sums import PARTIAL_SUMS_RULE
+from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, odd_square_conv
 
 
 def _offsets(radius: int) -> list[tuple[int, int]]:
@@ -56,19 +60,12 @@ def _final_layer(weight: torch.Tensor, m: int, groups: int) -> torch.Tensor:
 
 def _decompose(match: Match, rewriter: Rewriter):
     conv = match["conv"]
+    squared = odd_square_conv(conv, "decompose into 3x3 stacks")
+    if isinstance(squared, Decline):
+        return squared
+    square, bias, padding = squared
     kh, kw = conv.attrs["kernel"]
-    if kh % 2 == 0 or kw % 2 == 0:
-        return Decline(f"even kernel {kh}x{kw}: only odd kernels decompose into 3x3 stacks")
-    weights = plain_conv_weights(conv)
-    if isinstance(weights, Decline):
-        return weights
-    weight, bias = weights
-    k = max(kh, kw)
-    m = (k - 1) // 2
-    square = torch.zeros(weight.shape[0], weight.shape[1], k, k, dtype=weight.dtype)
-    top, left = (k - kh) // 2, (k - kw) // 2
-    square[:, :, top:top + kh, left:left + kw] = weight
-    padding = (conv.attrs["padding"][0] + top, conv.attrs["padding"][1] + left)
+    m = (square.shape[-1] - 1) // 2
     first = tuple(p - m + 1 if p >= m else p for p in padding)
     later = tuple(1 if p >= m else 0 for p in padding)
     in_ch, groups = conv.attrs["in_ch"], conv.attrs["groups"]
@@ -86,9 +83,8 @@ def _decompose(match: Match, rewriter: Rewriter):
 
 register(PatternPass(
     name="decompose-large-kernel",
-    summary="k x k conv (odd k >= 5) as an exact stack of 3x3 convs",
-    rules=RuleSet((Rule("large-kernel", LARGE_KERNEL_CONV,
-                        _decompose),)),
+    summary="k x k conv (odd k >= 5) as exact 3x3 convs: shift-first stack or partial sums, the cheaper",
+    rules=RuleSet((Rule("shift-first", LARGE_KERNEL_CONV, _decompose, priority=1), PARTIAL_SUMS_RULE)),
     produces_ops=frozenset({"conv2d"}),
     must_precede=("grouped-conv-as-dense",),
 ))

@@ -6,6 +6,11 @@ rewrites (an add that becomes a 1x1 conv the chip runs only as a 3x3) is kept wh
 legal, and a rewrite whose products stay illegal (a 7x7 depthwise conv as shift layers the chip
 cannot run) is declined. Among the rules that could replace one node, the cheapest by the target's
 cost estimate wins (fxrewrite.rewrite.judge).
+
+Trials are memoized by the products' signature (each node's op, attributes, scalar arguments and
+shapes, and how they connect) for one target: legality and cost do not depend on weight values, and
+a decomposition repeats the same few products many times (the shifts of a large kernel, the adds
+that sum its windows), so without the memo trials of trials grow exponentially with depth.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import fx
 
+from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.rewrite import Decline, Match, PassContext, ReplacementJudge
-from fxrewrite.rewrite.judge import JudgedPass
+from fxrewrite.rewrite.judge import JudgedPass, Outcome
 from fxrewrite.target import Target
 
 #: how deep trials of trials may go before products are judged as they are
@@ -51,20 +57,41 @@ def extract_subgraph(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[fx.Graph
     return fx.GraphModule(gm, graph), tuple(inputs)
 
 
+def products_signature(nodes: list[fx.Node]) -> tuple:
+    """What a trial's result depends on: ops, attributes, scalar arguments, shapes and wiring, not weights."""
+    index = {node: i for i, node in enumerate(nodes)}
+
+    def wire(arg: fx.Node) -> tuple:
+        return ("made", index[arg]) if arg in index else ("read", arg.op == "get_attr", tensor_shape(arg))
+
+    parts = []
+    for node in nodes:
+        view = op_view(node)
+        scalars = repr(fx.node.map_arg((node.args, node.kwargs), lambda _: None))
+        parts.append((view.kind, repr(sorted(view.attrs.items())), scalars if node.op != "call_module" else "",
+                      tuple(wire(a) for a in node.all_input_nodes), view.output_shape))
+    return tuple(parts)
+
+
 class TrialJudge(ReplacementJudge):
     """Legalizes a replacement's products in a trial before judging them (see the module docstring)."""
 
-    def __init__(self, target: Target, legalize: Legalize, depth: int = 0, debug: bool = False):
+    def __init__(self, target: Target, legalize: Legalize, depth: int = 0, debug: bool = False,
+                 memo: dict[tuple, Outcome] | None = None):
         super().__init__(target)
         self.legalize, self.depth, self.debug = legalize, depth, debug
+        self.memo = {} if memo is None else memo
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
         if not created:
             return 0.0
         if all(self.target.verdict(n).legal for n in created) or self.depth >= MAX_TRIAL_DEPTH:
             return self.judge_products(pass_, root, match, created)
-        products, inputs = extract_subgraph(root.graph.owning_module, created)
-        deeper = TrialJudge(self.target, self.legalize, self.depth + 1, self.debug)
-        self.legalize(products, PassContext(inputs, self.target, self.debug, deeper))
-        return self.judge_products(pass_, root, match, [n for n in products.graph.nodes
-                                                         if n.op not in ("placeholder", "output", "get_attr")])
+        key = (self.depth, products_signature(created))
+        if key not in self.memo:
+            products, inputs = extract_subgraph(root.graph.owning_module, created)
+            deeper = TrialJudge(self.target, self.legalize, self.depth + 1, self.debug, self.memo)
+            self.legalize(products, PassContext(inputs, self.target, self.debug, deeper))
+            self.memo[key] = self.outcome(n for n in products.graph.nodes
+                                          if n.op not in ("placeholder", "output", "get_attr"))
+        return self.compare(pass_, root, match, self.memo[key])

@@ -93,5 +93,22 @@ def nchw_shape(view: OpView) -> tuple[int, ...] | Decline:
     return shape if shape is not None and len(shape) == 4 else Decline("only NCHW (4-D) inputs")
 
 
+def odd_square_conv(view: OpView, form: str) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]] | Decline:
+    """An odd k x k conv's weight embedded in a square kernel with zero taps (padding grows to match),
+    its bias and that padding; declined for even kernels or convs rewrites do not rebuild."""
+    kh, kw = view.attrs["kernel"]
+    if kh % 2 == 0 or kw % 2 == 0:
+        return Decline(f"even kernel {kh}x{kw}: only odd kernels {form}")
+    weights = plain_conv_weights(view)
+    if isinstance(weights, Decline):
+        return weights
+    weight, bias = weights
+    k = max(kh, kw)
+    square = weight.new_zeros(*weight.shape[:2], k, k)
+    top, left = (k - kh) // 2, (k - kw) // 2
+    square[:, :, top:top + kh, left:left + kw] = weight
+    return square, bias, (view.attrs["padding"][0] + top, view.attrs["padding"][1] + left)
+
+
 #: a conv with a kernel side over 3, the root of the large-kernel rewrites
 LARGE_KERNEL_CONV = op("conv2d", name="conv", where={"a kernel larger than 3x3": lambda v: max(v.attrs["kernel"]) > 3})

@@ -43,4 +43,5 @@ def test_even_kernels_are_declined_with_a_reason():
 
     result = registered_passes()["decompose-large-kernel"].run(gm, PassContext((x,)))
     assert result.rewrites == 0
-    assert result.stats.declined["large-kernel"] == ["_0: even kernel 4x4: only odd kernels decompose into 3x3 stacks"]
+    assert result.stats.declined["shift-first"] == ["_0: even kernel 4x4: only odd kernels decompose into 3x3 stacks"]
+    assert result.stats.declined["partial-sums"] == ["_0: even kernel 4x4: only odd kernels split into 3x3 windows"]

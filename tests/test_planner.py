@@ -1,0 +1,51 @@
+"""The planner's trial legalization: memoized by what the products are, not by their weights."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from conftest import symbolic
+from fxrewrite.lowering.exact import lower_exact
+from fxrewrite.lowering.planner import TrialJudge, products_signature
+from fxrewrite.rewrite import Decline, Match
+from fxrewrite.target import Target
+
+
+class TwinDepthwise(nn.Module):
+    """Two 5x5 depthwise convs of one shape with different weights, and a third of another width."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(4, 4, 5, padding=2, groups=4), nn.Conv2d(4, 4, 5, padding=2, groups=4)
+        self.c = nn.Conv2d(4, 4, 5, padding=1, groups=4)
+
+    def forward(self, x):
+        return self.c(self.b(torch.relu(self.a(x))))
+
+
+def test_products_signature_ignores_weights_but_not_shapes_or_attributes():
+    gm = symbolic(TwinDepthwise(), torch.randn(1, 4, 11, 11))
+    a, b, c = (n for n in gm.graph.nodes if n.op == "call_module")
+    assert products_signature([a]) == products_signature([b])
+    assert products_signature([a]) != products_signature([c])
+
+
+def test_identical_products_are_legalized_once_per_depth():
+    gm = symbolic(TwinDepthwise(), torch.randn(1, 4, 11, 11))
+    a, b, c = (n for n in gm.graph.nodes if n.op == "call_module")
+    trials = []
+    judge = TrialJudge(Target.load("archnet"), lambda products, context: trials.append(products))
+    decompose = SimpleNamespace(name="decompose-large-kernel", trigger="illegal")
+    verdicts = [judge(decompose, node, Match({}, (node,)), [node]) for node in (a, b, c)]
+    assert len(trials) == 2  # a and b share one trial; c has another padding
+    assert all(isinstance(v, Decline) and "stays illegal on archnet" in v.reason for v in verdicts)
+
+
+def test_memoized_lowering_stays_exact():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 11, 11)
+    lowered = lower_exact(symbolic(TwinDepthwise(), x), Target.load("archnet"), (x,))
+    assert lowered.verdicts.all_legal and lowered.verification.max_relative_error <= 1e-5
