@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite import legality, viz
+from fxrewrite.errors import UsageError
 from fxrewrite.frontend import Frontend, capture, load_model
 from fxrewrite.legality import CheckReport
 from fxrewrite.lowering import TrainingOptions, lower_graph
@@ -100,6 +103,7 @@ def lower(
     passes: str | list[Pass] | None = None,
     instruments: Instruments | None = None,
     tolerance: float = 1e-5,
+    max_growth: float | None = None,
     frontend: Frontend = "auto",
     input_shapes: Sequence[str] | None = None,
     name: str = "",
@@ -113,9 +117,15 @@ def lower(
     (rewritten in place). Exact rewrites run first; with
     `calib` (a --calib source or a tensor of inputs) what stays illegal is distilled into students,
     quantized in the target's formats when `wbits`/`abits` are given. Further keywords are the
-    fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...).
+    fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...). `max_growth`
+    overrides the target's `performance.growth_max` (how many times the estimated cycles of what
+    it replaces an exact rewrite may cost).
     """
     chip = _as_target(target)
+    if max_growth is not None:
+        if max_growth <= 0:
+            raise UsageError(f"max_growth must be positive, got {max_growth:g}")
+        chip = dataclasses.replace(chip, performance=dataclasses.replace(chip.performance, growth_max=max_growth))
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else example_inputs)
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after each pass, compare with the teacher on fresh inputs and stop at the first "
                             "pass whose relative error exceeds --tolerance")
     lower.add_argument("--tolerance", type=float, default=1e-5, help="relative error allowed (default 1e-5)")
+    lower.add_argument("--max-growth", type=float, metavar="X",
+                       help="decline exact rewrites costing more than X times the estimated cycles of what they "
+                            "replace (default: the target's performance.growth_max)")
     data = lower.add_argument_group("distillation and quantization (need --calib)")
     data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
                                                       "labels are never read")
@@ -168,6 +171,7 @@ def _run_lower(args: argparse.Namespace) -> int:
     bars = ProgressBars()
     try:
         lowered = api.lower(gm, target=target, passes=args.passes, instruments=instruments, tolerance=args.tolerance,
+                            max_growth=args.max_growth,
                             name=args.model, debug=args.debug, calib=args.calib, wbits=args.wbits, abits=args.abits,
                             calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
                             schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,

@@ -1,15 +1,21 @@
-"""Cost of a graph: multiply-accumulates, bytes moved, parameters, and a target's weighted estimate."""
+"""Cost of a graph: multiply-accumulates, parameters, and a target's latency estimate in cycles.
+
+The estimate follows the target's performance model (fxrewrite.target.performance): per node,
+max(work / throughput of its unit, bytes moved / bandwidth) + per-op overhead. Views that move no
+data (reshape, flatten, getitem) cost nothing; everything else costs at least its overhead.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import fx
 
 from fxrewrite.ir import OpView, op_view, tensor_shape
-from fxrewrite.target import CostWeights
+from fxrewrite.target import Performance
 
 
 def node_macs(view: OpView) -> int:
@@ -43,17 +49,74 @@ def node_activation_elements(view: OpView) -> int:
     return sum(math.prod(s) for s in shapes)
 
 
-def node_cost(view: OpView, weights: CostWeights) -> float:
-    """The target's estimate for one node: weighted MACs (grouped ones dearer) plus weighted bytes."""
-    grouped = view.kind in ("conv1d", "conv2d") and view.attrs["groups"] > 1
-    compute = weights.mac * node_macs(view) * (weights.grouped_mac if grouped else 1.0)
-    moved = (weights.activation_bytes * node_activation_elements(view)
-             + weights.weight_bytes * node_weight_elements(view))
-    return compute + weights.byte * moved
+#: kinds that cost nothing on the chip: shape relabels move no data, and fake quantization stands
+#: for the rounding an integer op does as it writes its output
+FREE_KINDS = frozenset({"reshape", "flatten", "getitem", "fake_quant"})
+#: kinds that reduce windows or axes on the pooling unit
+POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean", "sum", "amax"})
 
 
-def nodes_cost(nodes: Iterable[fx.Node], weights: CostWeights) -> float:
-    return sum(node_cost(op_view(n), weights) for n in nodes if n.op not in ("placeholder", "output", "get_attr"))
+def _work_cycles(view: OpView, perf: Performance) -> float:
+    if view.kind in ("conv1d", "conv2d"):
+        rate = perf.dense_macs_per_cycle if view.attrs["groups"] == 1 else perf.depthwise_macs_per_cycle
+        return node_macs(view) / rate
+    if view.kind in ("linear", "matmul"):
+        return node_macs(view) / perf.dense_macs_per_cycle
+    out = math.prod(view.output_shape) if view.output_shape is not None else 0
+    if view.kind in POOLING_KINDS:
+        window = math.prod(view.attrs.get("kernel", (1,)))
+        reads = out * window if "kernel" in view.attrs else sum(math.prod(s) for s in view.input_shapes[:1])
+        return reads / perf.pooling_per_cycle
+    if view.kind in perf.lut_ops:
+        return out / perf.lut_per_cycle
+    return out / perf.elementwise_per_cycle
+
+
+def op_cycles(perf: Performance, work_cycles: float, activation_elements: int, weight_elements: int) -> float:
+    """max(compute, memory) + overhead for an op of this work and these tensor sizes."""
+    moved = perf.activation_bytes * activation_elements + perf.weight_bytes * weight_elements
+    return max(work_cycles, moved / perf.bytes_per_cycle) + perf.op_overhead_cycles
+
+
+def node_cycles(view: OpView, perf: Performance) -> float:
+    """Estimated cycles of one node on the target (see the module docstring)."""
+    if view.structural or view.kind in FREE_KINDS:
+        return 0.0
+    return op_cycles(perf, _work_cycles(view, perf), node_activation_elements(view), node_weight_elements(view))
+
+
+def nodes_cycles(nodes: Iterable[fx.Node], perf: Performance) -> float:
+    return sum(node_cycles(op_view(n), perf) for n in nodes if n.op not in ("placeholder", "output", "get_attr"))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A graph's estimated latency on one target: in total, per op kind, and its dearest nodes."""
+
+    cycles: float
+    milliseconds: float
+    by_kind: dict[str, float]
+    dearest: tuple[tuple[str, str, float], ...]
+
+    @classmethod
+    def of(cls, gm: fx.GraphModule, perf: Performance, top: int = 10) -> Estimate:
+        rows = [(n.name, v.kind, node_cycles(v, perf)) for n in gm.graph.nodes
+                if n.op not in ("placeholder", "output", "get_attr") and not (v := op_view(n)).structural]
+        by_kind: dict[str, float] = {}
+        for _, kind, cycles in rows:
+            by_kind[kind] = by_kind.get(kind, 0.0) + cycles
+        total = sum(by_kind.values())
+        dearest = tuple(sorted((r for r in rows if r[2] > 0), key=lambda r: -r[2])[:top])
+        return cls(total, perf.milliseconds(total), dict(sorted(by_kind.items(), key=lambda kv: -kv[1])), dearest)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cycles": round(self.cycles), "ms": round(self.milliseconds, 4),
+                "by_kind": {k: round(v) for k, v in self.by_kind.items()},
+                "dearest": [{"node": name, "kind": kind, "cycles": round(c)} for name, kind, c in self.dearest]}
+
+    def to_text(self) -> str:
+        kinds = ", ".join(f"{k} {v / max(self.cycles, 1e-12):.0%}" for k, v in list(self.by_kind.items())[:6])
+        return f"{self.cycles:,.0f} cycles ({self.milliseconds:.3f} ms): {kinds}"
 
 
 def graph_macs(gm: fx.GraphModule) -> int:
@@ -70,15 +133,20 @@ def nodes_macs(nodes: list[fx.Node]) -> int:
 
 @dataclass(frozen=True)
 class Size:
-    """What a graph costs in the report: MACs (per the batch its shapes were recorded at), parameters, nodes."""
+    """What a graph costs in the report: MACs (per the batch its shapes were recorded at), parameters,
+    nodes, and with a target, its latency estimate there."""
 
     macs: int
     params: int
     nodes: int | None = None
+    estimate: Estimate | None = None
 
     @classmethod
-    def of(cls, gm: fx.GraphModule, count_nodes: bool = True) -> Size:
-        return cls(graph_macs(gm), parameter_count(gm), len(gm.graph.nodes) if count_nodes else None)
+    def of(cls, gm: fx.GraphModule, count_nodes: bool = True, performance: Performance | None = None) -> Size:
+        return cls(graph_macs(gm), parameter_count(gm), len(gm.graph.nodes) if count_nodes else None,
+                   Estimate.of(gm, performance) if performance is not None else None)
 
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in (("macs", self.macs), ("params", self.params), ("nodes", self.nodes)) if v is not None}
+    def as_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {k: v for k, v in (("macs", self.macs), ("params", self.params),
+                                                      ("nodes", self.nodes)) if v is not None}
+        return document | (self.estimate.as_dict() if self.estimate is not None else {})

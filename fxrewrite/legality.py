@@ -9,10 +9,11 @@ from typing import Any
 
 from torch import fx
 
+from fxrewrite.cost import Estimate
 from fxrewrite.ir import format_value, op_view
 from fxrewrite.target import Target
 
-JSON_VERSION = 2  # 2: regions left the check report (the lowering computes them)
+JSON_VERSION = 3  # 2: regions left the check report (the lowering computes them); 3: `estimate` added
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class CheckReport:
     target: str
     model: str
     rows: tuple[NodeVerdict, ...]
+    #: the graph's latency on the target as it stands (illegal nodes costed as if the target ran them)
+    estimate: Estimate | None = None
 
     @property
     def illegal(self) -> tuple[NodeVerdict, ...]:
@@ -57,6 +60,8 @@ class CheckReport:
             "nodes": [asdict(r) for r in self.rows],
             "counts": self.counts(),
         }
+        if self.estimate is not None:
+            document["estimate"] = self.estimate.as_dict()
         return json.dumps(document, indent=2)
 
     def to_text(self) -> str:
@@ -74,6 +79,10 @@ class CheckReport:
         lines.append("")
         lines.append(f"{self.model} on {self.target}: {len(self.rows)} nodes, {len(self.illegal)} illegal"
                      + ("" if self.illegal else " -- every node is legal"))
+        if self.estimate is not None:
+            lines.append(f"estimated: {self.estimate.to_text()}")
+            lines.append("dearest nodes: " + ", ".join(f"{name} ({kind}) {cycles:,.0f}"
+                                                      for name, kind, cycles in self.estimate.dearest))
         return "\n".join(lines)
 
 
@@ -93,4 +102,4 @@ def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
             reason=verdict.reason,
             source=view.source,
         ))
-    return CheckReport(target.name, model or type(gm).__name__, tuple(rows))
+    return CheckReport(target.name, model or type(gm).__name__, tuple(rows), Estimate.of(gm, target.performance))

@@ -5,7 +5,8 @@ rewrites, seconds) and `rewrites` (totals per pass); `declined` (per pass, the r
 were declined) and `notes`; `still_illegal` (name, kind, reason) and `needs_distillation`;
 `regions` (what distillation replaces: region, nodes, kinds, inputs, outputs, teacher_macs);
 `max_relative_error` of the exact phase against the teacher and `verified_on`, what it compared;
-`before` and `after` (macs, params, nodes), and `exact_after` when training changed the graph;
+`before` and `after` (macs, params, nodes; the target's latency estimate: cycles, ms, cycles by op
+kind, the ten dearest nodes), and `exact_after` when training changed the graph;
 `seconds` per phase; `distillation`
 (schedule, quantization, calibration, samples, per-region students, held-out agreement, before,
 after, seconds) when calibration data was given.
@@ -172,7 +173,7 @@ class LoweringReport:
         schedule = trained.schedule if isinstance(trained, Distilled) else "post-training calibration"
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
                                                  trained.agreement, trained.before, trained.after, trained.seconds)
-        report.exact_after, report.after = exact.after, Size.of(outcome.gm)
+        report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report
 
@@ -208,6 +209,11 @@ class LoweringReport:
             lines.append(self.distillation.to_text())
         lines.append(f"MACs {self.before.macs:,} -> {self.after.macs:,}; "
                      f"params {self.before.params:,} -> {self.after.params:,}")
+        if self.before.estimate is not None and self.after.estimate is not None:
+            lines.append(f"estimated on {self.target}: {self.before.estimate.to_text()}\n"
+                         f"                    -> {self.after.estimate.to_text()}")
+            lines.append("dearest nodes after: " + ", ".join(f"{name} ({kind}) {cycles:,.0f}"
+                                                            for name, kind, cycles in self.after.estimate.dearest))
         if self.still_illegal:
             lines.append(f"{len(self.still_illegal)} nodes are still illegal on {self.target} and need distillation:")
             lines += [f"  {n.name} ({n.kind}): {n.reason}" for n in self.still_illegal]

@@ -11,8 +11,11 @@ activations becomes one dense k x k conv). It fires only where the target's cost
 the merged conv is cheaper, and its product must be legal (or legalizable) on the target.
 """
 
+import math
+
 import torch
 
+from fxrewrite.cost import nodes_cycles, op_cycles
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
 from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
 
@@ -29,8 +32,27 @@ def _compose(second: torch.Tensor, first: torch.Tensor, pairing: str) -> torch.T
     return merged
 
 
+def _merged_cycles(first, second, depthwise: bool, perf) -> float:
+    """The merged conv's estimated cycles, from shapes alone (before any weight is composed)."""
+    kernel = math.prod(a + b - 1 for a, b in zip(first.attrs["kernel"], second.attrs["kernel"]))
+    in_ch, out_ch = first.attrs["in_ch"], second.attrs["out_ch"]
+    outputs = math.prod(second.output_shape)
+    macs = outputs * kernel * (1 if depthwise else in_ch)
+    rate = perf.depthwise_macs_per_cycle if depthwise else perf.dense_macs_per_cycle
+    weights = out_ch * kernel * (1 if depthwise else in_ch)
+    return op_cycles(perf, macs / rate, math.prod(first.input_shapes[0]) + outputs, weights)
+
+
 def _collapse(match: Match, rewriter: Rewriter):
     first, second = match["first"], match["second"]
+    both_depthwise = first.attrs["grouping"] == second.attrs["grouping"] == "depthwise" and \
+        first.attrs["out_ch"] == first.attrs["in_ch"] == second.attrs["out_ch"]
+    perf = getattr(rewriter.target, "performance", None)
+    if perf is not None and first.input_shapes and second.output_shape is not None:
+        before = nodes_cycles([first.node, second.node], perf)
+        after = _merged_cycles(first, second, both_depthwise, perf)
+        if after >= before:
+            return Decline(f"not cheaper: the merged conv would take {after:.3g} estimated cycles against {before:.3g}")
     weights_1, weights_2 = plain_conv_weights(first), plain_conv_weights(second)
     for weights in (weights_1, weights_2):
         if isinstance(weights, Decline):
@@ -44,8 +66,6 @@ def _collapse(match: Match, rewriter: Rewriter):
         return Decline("the second conv pads its input, which the merged conv cannot reproduce at the border "
                        "(exact only when the second conv has no padding or the first is a bias-free 1x1)")
     w1, w2 = w1.double(), w2.double()
-    both_depthwise = first.attrs["grouping"] == second.attrs["grouping"] == "depthwise" and \
-        first.attrs["out_ch"] == first.attrs["in_ch"] == second.attrs["out_ch"]
     if both_depthwise:
         merged, groups = _compose(w2, w1, "oi,oikl->oikl"), first.attrs["in_ch"]
         channel_sums = w2.sum(dim=(1, 2, 3))

@@ -18,7 +18,10 @@ def test_lower_a_torchvision_spec_exactly_and_read_the_report():
     report = lowered.report
     assert lowered.legal and not report.still_illegal and not report.needs_distillation
     assert report.max_relative_error < 1e-5
-    assert report.rewrites["fold-batch-norm"] == 20 and report.after.nodes < report.before.nodes
+    assert report.rewrites["fold-batch-norm"] == 20
+    # the 7x7 stem as 3x3 windows on shifted copies, the cheaper of the two exact forms
+    assert any("chose partial-sums" in note for note in report.notes)
+    assert report.after.macs < 1.1 * report.before.macs
     document = json.loads(report.to_json())
     assert document["version"] == VERSION and document["target"] == "npu-generic"
     assert {"still_illegal", "regions", "max_relative_error", "before", "after", "seconds"} <= document.keys()

@@ -28,7 +28,8 @@ def test_check_lists_each_node_with_its_verdict_and_exits_1_when_illegal(run_cli
     assert "ILLEGAL: conv2d kernel 7x7 not in allowed kernels {3x3}" in out
     assert "ILLEGAL: mean is not supported by target archnet" in out
     assert "features_0" in out and "legal" in out
-    assert out.rstrip().endswith("on archnet: 10 nodes, 2 illegal")
+    assert "on archnet: 10 nodes, 2 illegal\nestimated: " in out
+    assert "cycles (" in out and "dearest nodes: " in out
 
 
 def test_check_exits_0_when_every_node_is_legal(run_cli):
@@ -41,7 +42,8 @@ def test_check_json(run_cli):
     code, out, _ = run_cli("check", f"{ZOO}:tiny_cnn", "--target", "npu-generic", "--json", *SMALL)
     report = json.loads(out)
     assert code == 1
-    assert report["version"] == 2 and report["target"] == "npu-generic"
+    assert report["version"] == 3 and report["target"] == "npu-generic"
+    assert report["estimate"]["cycles"] > 0 and len(report["estimate"]["dearest"]) <= 10
     assert report["summary"] == {"nodes": 10, "legal": 7, "illegal": 3}
     conv7 = next(n for n in report["nodes"] if n["name"] == "features_4")
     assert conv7["kind"] == "conv2d" and conv7["verdict"] == "illegal"
@@ -195,7 +197,7 @@ def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies
                                    "--calib-size", "40", "--epochs", "1", "--finetune-epochs", "1", "--wbits", "4",
                                    "--abits", "4", "-o", str(out), "--report", str(report))
     assert code == 0, stderr
-    assert "every node is legal on archnet" in stdout and "region_0: MlpStudent" in stdout
+    assert "every node is legal on archnet" in stdout and ": MlpStudent" in stdout
     document = json.loads(report.read_text())
     distilled = document["distillation"]
     assert distilled["quantization"] == "lsq: weights int4 per-channel, activations uint4 per-tensor"

@@ -63,7 +63,7 @@ def test_passes_lists_every_pass(run_cli):
 
 def test_growth_max_leaves_an_expensive_exact_rewrite_for_distillation():
     body = """
-        [cost]
+        [performance]
         growth_max = 2.0
         [ops.conv2d]
         kernels = ["3x3"]
@@ -72,6 +72,22 @@ def test_growth_max_leaves_an_expensive_exact_rewrite_for_distillation():
     x = torch.randn(1, 3, 15, 15)
     thrifty = lower(capture(model, (x,)), (x,), target=chip(body, "thrifty.toml"))
     assert not thrifty.legal
-    assert "cost.growth_max = 2 of test-chip; left for distillation" in " ".join(
-        thrifty.report.to_dict()["declined"]["decompose-large-kernel"])
+    reasons = " ".join(thrifty.report.to_dict()["declined"]["decompose-large-kernel"])
+    assert "decompose-large-kernel would cost x" in reasons and "(limit 2 on test-chip)" in reasons
+    assert "pass --calib to distil a cheaper replacement, or --max-growth" in reasons
     assert lower(capture(model, (x,)), (x,), target=chip(body.replace("growth_max = 2.0", ""))).legal
+
+
+def test_max_growth_overrides_the_target_limit_from_the_cli(tmp_path, run_cli):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 7, padding=3)).eval()
+    x = torch.randn(1, 3, 15, 15)
+    program = tmp_path / "seven.pt2"
+    torch.export.save(torch.export.export(model, (x,)), program)
+    report = tmp_path / "report.json"
+    code, _, _ = run_cli("lower", str(program), "--target", "archnet", "--max-growth", "1.01",
+                         "-o", str(tmp_path / "out.pt2"), "--report", str(report))
+    reasons = " ".join(json.loads(report.read_text())["declined"]["decompose-large-kernel"])
+    assert code == 1 and "decompose-large-kernel would cost x" in reasons and "(limit 1.01 on archnet)" in reasons
+    code, _, err = run_cli("lower", str(program), "--target", "archnet", "--max-growth", "0",
+                           "-o", str(tmp_path / "out.pt2"))
+    assert code == 2 and "max_growth must be positive" in err

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fxrewrite.cost import node_cost
+from fxrewrite.cost import node_cycles
 from fxrewrite.errors import TargetError
 from fxrewrite.target import QuantFormat, Target, builtin_targets
 
@@ -127,8 +127,11 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
         (('name = "chip"', 'name = 7'), "target.name: expected a string"),
         (("[quantization.weights]", "[quantisation.weights]"), "unknown key quantisation"),
         (("[ops.relu]", "[ops.relu"), "not valid TOML"),
-        (("[ops.relu]", "[cost]\nmacs = 1\n[ops.relu]"), "unknown key cost.macs"),
-        (("[ops.relu]", "[cost]\nbyte = -1\n[ops.relu]"), "cost.byte: expected a non-negative number"),
+        (("[ops.relu]", "[performance]\nmacs = 1\n[ops.relu]"), "unknown key performance.macs"),
+        (("[ops.relu]", "[performance]\nclock_mhz = 0\n[ops.relu]"), "performance.clock_mhz: expected a positive"),
+        (("[ops.relu]", "[performance]\nlut_ops = [\"tanh\"]\n[ops.relu]"),
+         "performance.lut_ops: tanh not declared under [ops]"),
+        (("[ops.relu]", "[cost]\nmac = 1\n[ops.relu]"), "the [cost] table was replaced by [performance]"),
     ],
 )
 def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edit, message):
@@ -142,13 +145,29 @@ def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edi
     assert message in str(error.value)
 
 
-def test_cost_weights_come_from_the_file_and_the_formats():
-    npu = Target.load("npu-generic").cost
-    assert (npu.mac, npu.byte, npu.grouped_mac, npu.activation_bytes, npu.growth_max) == (1.0, 1.0, 4.0, 1.0, None)
-    archnet = Target.load("archnet").cost
-    assert (archnet.grouped_mac, archnet.weight_bytes, archnet.activation_bytes) == (1.0, 1.0, 1.0)
-    view = only_view(nn.Conv2d(8, 8, 3, groups=8, bias=False), 1, 8, 5, 5)
-    assert node_cost(view, npu) == 4.0 * 9 * 8 * 9 + (8 * 25 + 8 * 9) + 8 * 9
+def test_performance_model_comes_from_the_file_and_the_formats():
+    npu = Target.load("npu-generic").performance
+    assert (npu.dense_macs_per_cycle, npu.depthwise_macs_per_cycle, npu.op_overhead_cycles) == (512, 128, 100)
+    assert (npu.activation_bytes, npu.weight_bytes, npu.growth_max, npu.lut_ops) == (1.0, 1.0, None, {"sigmoid"})
+    u55 = Target.load("ethos-u55").performance
+    assert (u55.clock_mhz, u55.dense_macs_per_cycle, u55.depthwise_macs_per_cycle, u55.bytes_per_cycle) == (
+        500, 256, 32, 8)
+    archnet = Target.load("archnet").performance
+    assert archnet.weight_bytes == 1.0 and archnet.activation_bytes == 1.0  # int8 and uint8 are the widest
+
+
+def test_node_cycles_are_the_slower_of_compute_and_memory_plus_overhead():
+    npu = Target.load("npu-generic").performance
+    depthwise = only_view(nn.Conv2d(8, 8, 3, groups=8, bias=False), 1, 8, 5, 5)
+    macs, moved = 9 * 8 * 9, (8 * 25 + 8 * 9) + 8 * 9  # 3x3 output; input, output and weight bytes
+    assert node_cycles(depthwise, npu) == max(macs / 128, moved / 32) + 100
+    dense = only_view(nn.Conv2d(64, 64, 3, padding=1, bias=False), 1, 64, 32, 32)
+    assert node_cycles(dense, npu) == 64 * 64 * 9 * 32 * 32 / 512 + 100  # compute-bound
+    sigmoid = only_view(nn.Sigmoid(), 1, 64, 32, 32)
+    assert node_cycles(sigmoid, npu) == max(64 * 32 * 32 / 16, 2 * 64 * 32 * 32 / 32) + 100  # a table lookup
+    relu = only_view(nn.ReLU(), 1, 64, 32, 32)
+    assert node_cycles(relu, npu) == 2 * 64 * 32 * 32 / 32 + 100  # memory-bound
+    assert node_cycles(only_view(nn.Flatten(), 1, 64, 2, 2), npu) == 0.0
 
 
 def test_unknown_target_name_lists_the_builtins():

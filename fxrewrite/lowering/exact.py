@@ -64,7 +64,7 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     times: dict[str, float] = {}
     start = time.perf_counter()
     teacher = copy.deepcopy(gm)
-    before = Size.of(gm)
+    before = Size.of(gm, performance=target.performance)
     times["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -82,4 +82,5 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     verdicts = check(gm, target, model)
     verification = verify(gm, teacher, example_inputs, VERIFY_SEEDS)
     times["verify"] = time.perf_counter() - start
-    return ExactLowering(gm, results, verdicts, verification, before, Size.of(gm), times)
+    return ExactLowering(gm, results, verdicts, verification, before,
+                         Size.of(gm, performance=target.performance), times)

@@ -6,14 +6,22 @@ products, so a rewrite that needs further rewrites is judged by where they lead)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from torch import fx
 
-from fxrewrite.cost import nodes_cost
+from fxrewrite.cost import nodes_cycles
 from fxrewrite.rewrite.pattern import Decline, Match
 from fxrewrite.target import Target
+
+
+class Outcome(NamedTuple):
+    """What a replacement ends as: the reason one of its nodes is illegal (None if all are legal), its cost."""
+
+    illegal: str | None
+    cost: float
 
 
 class JudgedPass(Protocol):
@@ -34,19 +42,30 @@ class ReplacementJudge:
 
     def judge_products(self, pass_: JudgedPass, root: fx.Node, match: Match,
                        products: Iterable[fx.Node]) -> float | Decline:
-        target = self.target
+        return self.compare(pass_, root, match, self.outcome(products))
+
+    def outcome(self, products: Iterable[fx.Node]) -> Outcome:
+        """Why the products are illegal (None when they are legal), and their estimated cost."""
         products = list(products)
         for node in products:
-            verdict = target.verdict(node)
+            verdict = self.target.verdict(node)
             if not verdict.legal:
-                return Decline(f"what it produces stays illegal on {target.name} ({verdict.reason}); "
-                               "left for distillation")
+                return Outcome(verdict.reason, 0.0)
+        return Outcome(None, nodes_cycles(products, self.target.performance))
+
+    def compare(self, pass_: JudgedPass, root: fx.Node, match: Match, outcome: Outcome) -> float | Decline:
+        target = self.target
+        if outcome.illegal is not None:
+            return Decline(f"what it produces stays illegal on {target.name} ({outcome.illegal}); "
+                           "left for distillation")
         replaced = [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
-        before, after = nodes_cost(replaced, target.cost), nodes_cost(products, target.cost)
+        before, after = nodes_cycles(replaced, target.performance), outcome.cost
         if pass_.trigger == "cheaper" and after >= before:
-            return Decline(f"not cheaper on {target.name}: estimated cost {after:.3g} against {before:.3g} now")
-        growth_max = target.cost.growth_max
+            return Decline(f"not cheaper on {target.name}: estimated {after:.3g} cycles against {before:.3g} now")
+        growth_max = target.performance.growth_max
         if growth_max is not None and after > growth_max * before:
-            return Decline(f"its legal form costs {after / max(before, 1e-12):.3g}x the nodes it replaces, over "
-                           f"cost.growth_max = {growth_max:g} of {target.name}; left for distillation")
+            growth = after / max(before, 1e-12)
+            return Decline(f"{pass_.name} would cost x{growth:.3g} the original's estimated cycles (limit "
+                           f"{growth_max:g} on {target.name}): pass --calib to distil a cheaper replacement, "
+                           f"or --max-growth {math.ceil(growth)}")
         return after - before

@@ -3,8 +3,8 @@ schema, and `Target` with its one `verdict(node)`."""
 
 from fxrewrite.target.constraints import CONSTRAINTS, OpRule, Verdict
 from fxrewrite.target.formats import QuantFormat, QuantSpec
-from fxrewrite.target.performance import CostWeights
+from fxrewrite.target.performance import Performance
 from fxrewrite.target.target import Target, builtin_targets, parse_target
 
-__all__ = ["CONSTRAINTS", "CostWeights", "OpRule", "QuantFormat", "QuantSpec", "Target", "Verdict", "builtin_targets",
+__all__ = ["CONSTRAINTS", "Performance", "OpRule", "QuantFormat", "QuantSpec", "Target", "Verdict", "builtin_targets",
            "parse_target"]

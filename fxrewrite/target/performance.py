@@ -1,4 +1,11 @@
-"""A target's performance section: the weights of its cost estimate (`[cost]` in the target file)."""
+"""A target's performance model (`[performance]` in the target file): the latency estimate every choice minimizes.
+
+As in Arm Vela's estimate, an op costs max(compute cycles, memory cycles) plus a fixed overhead:
+compute is its work divided by the throughput of the unit that runs it (dense conv and FC MACs,
+depthwise or grouped conv MACs, pooling and reduction window elements, elementwise output
+elements, table-lookup outputs), memory is the bytes it reads and writes (activations at the
+target's widest activation format, weights at its widest weight format) divided by the bandwidth.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +13,24 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class CostWeights:
-    """A target's cost estimate: mac * MACs + byte * bytes moved, in arbitrary units (fxrewrite.cost).
+class Performance:
+    """Throughputs per cycle, clock, bandwidth and per-op overhead of one target (see the module docstring)."""
 
-    Grouped and depthwise convs count `grouped_mac` per MAC because NPUs run them at a fraction of
-    their dense throughput. Bytes use the target's widest activation and weight formats.
-    `growth_max` bounds how much dearer an exact rewrite may make the nodes it replaces.
-    """
-
-    mac: float = 1.0
-    byte: float = 1.0
-    grouped_mac: float = 1.0
+    clock_mhz: float = 1000.0
+    dense_macs_per_cycle: float = 256.0
+    depthwise_macs_per_cycle: float = 64.0
+    pooling_per_cycle: float = 32.0
+    elementwise_per_cycle: float = 16.0
+    lut_per_cycle: float = 4.0
+    bytes_per_cycle: float = 16.0
+    op_overhead_cycles: float = 0.0
+    #: ops the target runs as a lookup table (at lut_per_cycle rather than elementwise_per_cycle)
+    lut_ops: frozenset[str] = frozenset()
     activation_bytes: float = 1.0
     weight_bytes: float = 1.0
-    #: an exact rewrite costing more than this many times what it replaces is left for distillation
+    #: an exact rewrite whose estimated cycles exceed this many times those of what it replaces is
+    #: left for distillation (None: no limit)
     growth_max: float | None = None
+
+    def milliseconds(self, cycles: float) -> float:
+        return cycles / (self.clock_mhz * 1e3)

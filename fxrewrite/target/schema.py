@@ -11,7 +11,7 @@ from fxrewrite.errors import TargetError
 from fxrewrite.ir import KINDS, STRUCTURAL_KINDS, UNKNOWN
 from fxrewrite.target.constraints import CONSTRAINTS, MAC_KINDS, Invalid, OpRule, choices
 from fxrewrite.target.formats import GRANULARITIES, QuantFormat, QuantSpec
-from fxrewrite.target.performance import CostWeights
+from fxrewrite.target.performance import Performance
 
 
 def _expect_table(value: Any, where: str, origin: str) -> Mapping[str, Any]:
@@ -69,7 +69,7 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise TargetError(f"{origin}: not valid TOML ({exc})") from None
-    _check_keys(doc, ("target", "quantization", "defaults", "cost", "ops"), "", origin)
+    _check_keys(doc, ("target", "quantization", "defaults", "performance", "cost", "ops"), "", origin)
     meta = _expect_table(doc.get("target", {}), "target", origin)
     _check_keys(meta, ("name", "description", "source", "allow_all_ops"), "target.", origin)
     for key in ("name", "description", "source"):
@@ -113,16 +113,37 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
         allow_all_ops=allow_all,
         source=meta.get("source", ""),
         defaults=defaults,
-        cost=_parse_cost(doc.get("cost", {}), weights, activations, origin),
+        performance=_parse_performance(doc, weights, activations, origin),
     )
 
 
-def _parse_cost(table: Any, weights: QuantSpec, activations: QuantSpec, origin: str) -> CostWeights:
-    table = _expect_table(table, "cost", origin)
-    _check_keys(table, ("mac", "byte", "grouped_mac", "growth_max"), "cost.", origin)
-    for key, value in table.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise TargetError(f"{origin}: cost.{key}: expected a non-negative number, got {value!r}")
-    return CostWeights(**{k: float(v) for k, v in table.items()},
+#: numeric keys of the [performance] table
+PERFORMANCE_NUMBERS = ("clock_mhz", "dense_macs_per_cycle", "depthwise_macs_per_cycle", "pooling_per_cycle",
+                       "elementwise_per_cycle", "lut_per_cycle", "bytes_per_cycle", "op_overhead_cycles",
+                       "growth_max")
+
+
+def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, origin: str) -> Performance:
+    if "cost" in doc:
+        raise TargetError(f"{origin}: the [cost] table was replaced by [performance] (throughputs per cycle, "
+                          "bandwidth, clock, per-op overhead, growth_max); see the README's target file section")
+    table = _expect_table(doc.get("performance", {}), "performance", origin)
+    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops"), "performance.", origin)
+    numbers = {}
+    for key in PERFORMANCE_NUMBERS:
+        if key not in table:
+            continue
+        value = table[key]
+        minimum_ok = value >= 0 if key == "op_overhead_cycles" else value > 0
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not minimum_ok:
+            raise TargetError(f"{origin}: performance.{key}: expected a positive number, got {value!r}")
+        numbers[key] = float(value)
+    lut_ops = table.get("lut_ops", [])
+    if not isinstance(lut_ops, list) or not all(isinstance(k, str) for k in lut_ops):
+        raise TargetError(f"{origin}: performance.lut_ops: expected a list of op kinds, got {lut_ops!r}")
+    undeclared = sorted(set(lut_ops) - set(doc.get("ops", {})))
+    if undeclared:
+        raise TargetError(f"{origin}: performance.lut_ops: {', '.join(undeclared)} not declared under [ops]")
+    return Performance(**numbers, lut_ops=frozenset(lut_ops),
                        activation_bytes=max(f.bits for f in activations.formats) / 8,
                        weight_bytes=max(f.bits for f in weights.formats) / 8)

@@ -15,7 +15,7 @@ from fxrewrite.errors import TargetError
 from fxrewrite.ir import UNKNOWN, OpView, op_view
 from fxrewrite.target.constraints import CONSTRAINTS, OpRule, Verdict
 from fxrewrite.target.formats import QuantFormat, QuantSpec
-from fxrewrite.target.performance import CostWeights
+from fxrewrite.target.performance import Performance
 from fxrewrite.target.schema import read_target
 
 BUILTIN_PACKAGE = "fxrewrite.targets"
@@ -32,7 +32,7 @@ class Target:
     source: str = ""
     #: shape limits applied to every op, including those allowed by allow_all_ops
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    cost: CostWeights = CostWeights()
+    performance: Performance = Performance()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Target:

@@ -50,9 +50,9 @@ def test_add_folds_into_the_conv_it_adds_to(form, kernel, alpha, conv_left):
 def test_the_target_cost_chooses_between_the_forms_and_says_so():
     x = torch.randn(1, 4, 9, 9)
     gm = captured(Residual().eval(), x, "module")
-    with_1x1 = chip("[ops.conv2d]\n[ops.cat]\n")
+    # a compute-bound chip: a 1x1 summing conv costs less than widening the 3x3 conv by four identity inputs
+    with_1x1 = chip("[ops.conv2d]\n[ops.cat]\n[performance]\ndense_macs_per_cycle = 1\nbytes_per_cycle = 1000\n")
     result = registered_passes()["add-as-concat-conv"].run(gm, PassContext((x,), with_1x1))
-    # a 1x1 summing conv costs less than widening the 3x3 conv by four identity inputs
     assert any(note.startswith("add: chose add (") and "over add-into-right-conv" in note for note in result.stats.notes)
 
 

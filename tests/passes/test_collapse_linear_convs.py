@@ -61,7 +61,7 @@ def test_fires_only_where_the_target_cost_says_it_is_cheaper():
     x = torch.randn(1, 8, 16, 16)
     ops = "[ops.conv2d]\n"
     _, plain = run_pass("collapse-linear-convs", captured(model, x, "module"), x, chip(ops))
-    slow_depthwise = chip(ops + "[cost]\ngrouped_mac = 16.0\n")
+    slow_depthwise = chip(ops + "[performance]\ndepthwise_macs_per_cycle = 1.0\n")
     gm, collapsed = run_pass("collapse-linear-convs", captured(model, x, "module"), x, slow_depthwise)
     assert (plain, collapsed) == (0, 1)
     assert_same(gm, model, x)
