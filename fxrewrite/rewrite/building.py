@@ -46,8 +46,9 @@ def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int
            padding: tuple[int, int] = (0, 0), groups: int = 1) -> nn.Conv2d:
     """An nn.Conv2d holding exactly these weights (float32, zero padding, dilation 1)."""
     out_ch, in_per_group, kh, kw = weight.shape
-    conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride=stride, padding=padding, groups=groups,
-                     bias=bias is not None)
+    # skip_init: the random initialisation would be overwritten at once, and costs more than the copy
+    conv = nn.utils.skip_init(nn.Conv2d, in_per_group * groups, out_ch, (kh, kw), stride=stride, padding=padding,
+                              groups=groups, bias=bias is not None)
     with torch.no_grad():
         conv.weight.copy_(weight)
         if bias is not None:
@@ -68,7 +69,7 @@ def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An nn.Linear holding exactly these weights (float32)."""
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:

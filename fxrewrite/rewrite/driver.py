@@ -63,6 +63,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
     queued = set(worklist)
     erased: set[fx.Node] = set()
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    built = False  # whether any replacement was built (it may have added submodules, kept or not)
     while worklist:
         node = worklist.popleft()
         queued.discard(node)
@@ -78,6 +79,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
                     stats.misses[rule.name].append(found)
                 continue
             rewriter = Rewriter(gm, fake_mode, target)
+            built = True
             result = rule.replace(found, rewriter)
             if not isinstance(result, Decline) and evaluate is not None:
                 verdict = evaluate(node, found, rewriter.created)
@@ -113,9 +115,12 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
             if fresh not in queued:
                 worklist.append(fresh)
                 queued.add(fresh)
-    _drop_unused_attributes(gm)
-    gm.graph.lint()
-    gm.recompile()
+    # an untouched graph needs neither cleaning nor new code (most trial runs rewrite nothing)
+    if built:
+        _drop_unused_attributes(gm)
+    if stats.total:
+        gm.graph.lint()
+        gm.recompile()
     return stats
 
 
