@@ -139,3 +139,18 @@ def test_the_report_says_which_tensors_the_error_compares():
     report = lower(symbolic(model, x), (x,), target="npu-generic").report
     assert "intermediate tensors" in report.verified_on and report.max_relative_error < 1e-5
     assert lower(symbolic(model_and_input()[0], x), (x,), target="npu-generic").report.verified_on == "outputs"
+
+
+def test_a_pass_with_nothing_to_root_on_is_skipped_before_any_work(monkeypatch):
+    from fxrewrite.passes import registered_passes
+    from fxrewrite.rewrite import PassContext, PassManager, PatternPass
+
+    x = torch.randn(1, 3, 8, 8)
+    gm = symbolic(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()), x)
+    softmax, collapse = registered_passes()["softmax-as-exp"], registered_passes()["collapse-linear-convs"]
+    ran = []
+    original = PatternPass.run
+    monkeypatch.setattr(PatternPass, "run", lambda self, gm, ctx: ran.append(self.name) or original(self, gm, ctx))
+    results = PassManager([softmax, collapse]).run(gm, PassContext((x,)))
+    assert [r.name for r in results] == ["softmax-as-exp", "collapse-linear-convs"]
+    assert ran == ["collapse-linear-convs"]  # the graph has a conv but no softmax

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
-from fxrewrite.ir import annotate_shapes
+from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.errors import FxrewriteError, VerificationError
 from fxrewrite.files import atomic_write_text
 from fxrewrite.rewrite.contracts import check_contracts
@@ -36,7 +36,16 @@ class PassManager:
 
     def run(self, gm: fx.GraphModule, ctx: PassContext, round_index: int = 0) -> list[PassResult]:
         results = []
+        kinds: set[str] | None = None  # the op kinds in the graph, recomputed after a pass changed it
         for index, pass_ in enumerate(self.passes):
+            if kinds is None:
+                kinds = {op_view(node).kind for node in gm.graph.nodes}
+            if pass_.root_ops and not pass_.root_ops & kinds:
+                # nothing to root on: skipped before any work (no worklist, no fake tensors)
+                results.append(PassResult(pass_.name, 0, 0.0))
+                if self.instruments.on_result:
+                    self.instruments.on_result(results[-1])
+                continue
             before = gm.code
             try:
                 result = pass_.run(gm, ctx)
@@ -45,6 +54,7 @@ class PassManager:
                 raise FxrewriteError(f"pass {pass_.name} failed: {type(exc).__name__}: {exc}; "
                                      f"reproducer written to {path}") from exc
             if result.rewrites:
+                kinds = None
                 annotate_shapes(gm, ctx.example_inputs)
                 self._dump(round_index, index, pass_.name, before, gm.code)
                 self._verify(gm, ctx, pass_.name)
