@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +123,7 @@ def lower(
     if max_growth is not None:
         if max_growth <= 0:
             raise UsageError(f"max_growth must be positive, got {max_growth:g}")
-        chip = dataclasses.replace(chip, performance=dataclasses.replace(chip.performance, growth_max=max_growth))
+        chip = replace(chip, performance=replace(chip.performance, growth_max=max_growth))
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else example_inputs)
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes

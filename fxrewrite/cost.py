@@ -118,6 +118,9 @@ class Estimate:
         kinds = ", ".join(f"{k} {v / max(self.cycles, 1e-12):.0%}" for k, v in list(self.by_kind.items())[:6])
         return f"{self.cycles:,.0f} cycles ({self.milliseconds:.3f} ms): {kinds}"
 
+    def dearest_text(self) -> str:
+        return ", ".join(f"{name} ({kind}) {cycles:,.0f}" for name, kind, cycles in self.dearest)
+
 
 def graph_macs(gm: fx.GraphModule) -> int:
     return sum(node_macs(op_view(n)) for n in gm.graph.nodes)

@@ -81,8 +81,7 @@ class CheckReport:
                      + ("" if self.illegal else " -- every node is legal"))
         if self.estimate is not None:
             lines.append(f"estimated: {self.estimate.to_text()}")
-            lines.append("dearest nodes: " + ", ".join(f"{name} ({kind}) {cycles:,.0f}"
-                                                      for name, kind, cycles in self.estimate.dearest))
+            lines.append(f"dearest nodes: {self.estimate.dearest_text()}")
         return "\n".join(lines)
 
 

@@ -212,8 +212,7 @@ class LoweringReport:
         if self.before.estimate is not None and self.after.estimate is not None:
             lines.append(f"estimated on {self.target}: {self.before.estimate.to_text()}\n"
                          f"                    -> {self.after.estimate.to_text()}")
-            lines.append("dearest nodes after: " + ", ".join(f"{name} ({kind}) {cycles:,.0f}"
-                                                            for name, kind, cycles in self.after.estimate.dearest))
+            lines.append(f"dearest nodes after: {self.after.estimate.dearest_text()}")
         if self.still_illegal:
             lines.append(f"{len(self.still_illegal)} nodes are still illegal on {self.target} and need distillation:")
             lines += [f"  {n.name} ({n.kind}): {n.reason}" for n in self.still_illegal]

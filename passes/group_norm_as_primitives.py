@@ -12,6 +12,7 @@ import math
 import torch
 
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import standardized
 
 
 def _per_channel(rewriter: Rewriter, anchor, value, prefix: str, rank: int):
@@ -30,10 +31,7 @@ def _as_primitives(match: Match, rewriter: Rewriter):
     groups = norm.attrs["num_groups"]
     anchor, x, fn = norm.node, norm.inputs[0], rewriter.function
     grouped = fn(anchor, torch.reshape, x, (-1, groups, shape[1] // groups * math.prod(shape[2:])))
-    mean = fn(anchor, torch.mean, grouped, [-1], keepdim=True)
-    centred = fn(anchor, torch.sub, grouped, mean)
-    variance = fn(anchor, torch.mean, fn(anchor, torch.mul, centred, centred), [-1], keepdim=True)
-    scaled = fn(anchor, torch.mul, centred, fn(anchor, torch.rsqrt, fn(anchor, torch.add, variance, norm.attrs["eps"])))
+    scaled = standardized(rewriter, anchor, grouped, [-1], norm.attrs["eps"])
     y = fn(anchor, torch.reshape, scaled, (-1, *shape[1:]))
     if norm.args.get("weight") is not None:
         y = fn(anchor, torch.mul, y, _per_channel(rewriter, anchor, norm.args["weight"], "norm_weight", len(shape)))

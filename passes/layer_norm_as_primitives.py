@@ -8,6 +8,7 @@ numerically stable form), as torch computes it, so the result agrees to float32 
 import torch
 
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import standardized
 
 
 def _operand(rewriter: Rewriter, anchor, value, prefix: str):
@@ -22,10 +23,7 @@ def _as_primitives(match: Match, rewriter: Rewriter):
         return Decline("its input shape is unknown")
     dims = list(range(len(shape) - len(norm.attrs["normalized_shape"]), len(shape)))
     anchor, x, fn = norm.node, norm.inputs[0], rewriter.function
-    mean = fn(anchor, torch.mean, x, dims, keepdim=True)
-    centred = fn(anchor, torch.sub, x, mean)
-    variance = fn(anchor, torch.mean, fn(anchor, torch.mul, centred, centred), dims, keepdim=True)
-    y = fn(anchor, torch.mul, centred, fn(anchor, torch.rsqrt, fn(anchor, torch.add, variance, norm.attrs["eps"])))
+    y = standardized(rewriter, anchor, x, dims, norm.attrs["eps"])
     if norm.args.get("weight") is not None:
         y = fn(anchor, torch.mul, y, _operand(rewriter, anchor, norm.args["weight"], "norm_weight"))
     if norm.args.get("bias") is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import fx
@@ -82,5 +82,6 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     verdicts = check(gm, target, model)
     verification = verify(gm, teacher, example_inputs, VERIFY_SEEDS)
     times["verify"] = time.perf_counter() - start
-    return ExactLowering(gm, results, verdicts, verification, before,
-                         Size.of(gm, performance=target.performance), times)
+    # check() has estimated the lowered graph's latency already
+    after = replace(Size.of(gm), estimate=verdicts.estimate)
+    return ExactLowering(gm, results, verdicts, verification, before, after, times)

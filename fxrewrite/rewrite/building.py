@@ -1,13 +1,15 @@
 """Graph-building helpers that passes share: reading a conv's weights in any form, making conv
-modules, and the block-diagonal form of a grouped kernel."""
+modules, the block-diagonal form of a grouped kernel, an odd kernel made square, and the stable
+standardization the norm decompositions build."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from fxrewrite.ir import OpView, constant_value
 from fxrewrite.rewrite.pattern import Decline, op
+from fxrewrite.rewrite.rewriter import Rewriter
 
 
 def conv_weights(view: OpView) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
@@ -109,6 +111,15 @@ def odd_square_conv(view: OpView, form: str) -> tuple[torch.Tensor, torch.Tensor
     top, left = (k - kh) // 2, (k - kw) // 2
     square[:, :, top:top + kh, left:left + kw] = weight
     return square, bias, (view.attrs["padding"][0] + top, view.attrs["padding"][1] + left)
+
+
+def standardized(rewriter: Rewriter, anchor: fx.Node, x: fx.Node, dims: list[int], eps: float) -> fx.Node:
+    """(x - mean(x)) * rsqrt(mean((x - mean(x))^2) + eps) over `dims`, as nodes before `anchor`: the
+    two-pass, numerically stable variance that torch's norms use."""
+    fn = rewriter.function
+    centred = fn(anchor, torch.sub, x, fn(anchor, torch.mean, x, dims, keepdim=True))
+    variance = fn(anchor, torch.mean, fn(anchor, torch.mul, centred, centred), dims, keepdim=True)
+    return fn(anchor, torch.mul, centred, fn(anchor, torch.rsqrt, fn(anchor, torch.add, variance, eps)))
 
 
 #: a conv with a kernel side over 3, the root of the large-kernel rewrites
