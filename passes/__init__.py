@@ -15,6 +15,7 @@ from fxrewrite.passes import (  # noqa: F401
     global_avg_pool_as_convs,
     group_norm_as_primitives,
     grouped_conv_as_dense,
+    grouped_conv_as_split_convs,
     hardsigmoid_as_relu6,
     hardswish_as_hardsigmoid_mul,
     large_kernel_as_partial_sums,

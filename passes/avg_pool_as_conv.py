@@ -3,7 +3,7 @@
 avg_pool(x)(q) = (1 / (kh kw)) sum_t x_pad(s q + t) with zero padding when count_include_pad is
 true, which is the depthwise conv with that constant kernel, the same stride and padding. With
 count_include_pad false the border divisor changes, so only padding 0 (no border) is accepted then.
-decompose-large-kernel and grouped-conv-as-dense take the conv further where the target needs.
+decompose-large-kernel and decompose-grouped-conv take the conv further where the target needs.
 """
 
 import torch
@@ -35,5 +35,5 @@ register(PatternPass(
     summary="k x k average pool as a depthwise conv with constant weights",
     rules=RuleSet((Rule("avg-pool", op("avg_pool2d", name="pool"), _as_conv),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv"),
 ))

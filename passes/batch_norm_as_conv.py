@@ -3,7 +3,7 @@
 bn(x)_c = s_c x_c + t_c with s = gamma / sqrt(var + eps) and t = beta - mean s: a depthwise 1x1 conv
 with weight s_c and bias t_c, stride 1, no padding, so every pixel, borders included, is the same
 product and sum. Where the target runs the conv in another form, the rest of the pipeline takes it
-there: conv1x1-as-3x3 gives the zero-bordered 3x3, grouped-conv-as-dense the dense diagonal conv;
+there: conv1x1-as-3x3 gives the zero-bordered 3x3, decompose-grouped-conv the dense diagonal conv;
 and where a conv follows with nothing non-linear between (a pre-activation block without its
 activation), collapse-linear-convs merges the two when that is exact and cheaper.
 """

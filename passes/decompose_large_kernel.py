@@ -86,5 +86,5 @@ register(PatternPass(
     summary="k x k conv (odd k >= 5) as exact 3x3 convs: shift-first stack or partial sums, the cheaper",
     rules=RuleSet((Rule("shift-first", LARGE_KERNEL_CONV, _decompose, priority=1), PARTIAL_SUMS_RULE)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("grouped-conv-as-dense",),
+    must_precede=("decompose-grouped-conv",),
 ))

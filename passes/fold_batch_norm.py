@@ -38,5 +38,5 @@ register(PatternPass(
     rules=RuleSet((Rule("bn-after-layer", op("batch_norm", op(("conv2d", "linear"), name="layer", single_user=True),
                                               name="bn"), _fold),)),
     produces_ops=frozenset({"conv2d", "linear"}),
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "grouped-conv-as-dense"),
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv"),
 ))

@@ -49,5 +49,5 @@ register(PatternPass(
                    Rule("spatial-mean", op("mean", name="pool", where={"a mean over H and W of a map": lambda v: (
                        v.attrs["dims"] == (2, 3) and len(v.input_shapes[0]) == 4)}), _as_convs))),
     produces_ops=frozenset({"conv2d", "flatten"}),
-    must_precede=("collapse-linear-convs", "grouped-conv-as-dense"),
+    must_precede=("collapse-linear-convs", "decompose-grouped-conv"),
 ))

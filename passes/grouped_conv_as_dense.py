@@ -1,15 +1,16 @@
-"""grouped-conv-as-dense (exact): a grouped or depthwise conv is a dense conv with a block-diagonal weight.
+"""decompose-grouped-conv (exact): a grouped or depthwise conv as dense convs, in the cheaper of two forms.
 
-For groups g, output channels of group j read only input channels of group j:
-W_dense[j*O/g:(j+1)*O/g, j*I/g:(j+1)*I/g] = W[j*O/g:(j+1)*O/g] and zero elsewhere. The MACs grow by g.
-Declines when the dense weight would exceed MAX_DENSE_WEIGHT_ELEMENTS.
+This module's dense form is one conv with a block-diagonal weight: for groups g, output channels of
+group j read only input channels of group j, so W_dense[j*O/g:(j+1)*O/g, j*I/g:(j+1)*I/g] =
+W[j*O/g:(j+1)*O/g] and zero elsewhere. The MACs grow by g. The split form
+(grouped_conv_as_split_convs) keeps the MACs but pays one conv per group. The dense form declines
+when its weight would exceed MAX_DENSE_WEIGHT_ELEMENTS.
 """
 
 from fxrewrite.cost import node_macs
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.passes.grouped_conv_as_split_convs import GROUPED_CONV, SPLIT_CONVS_RULE
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
 from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
-
-
 #: largest dense weight this pass builds (64 MB of float32); beyond it distillation is the better answer
 MAX_DENSE_WEIGHT_ELEMENTS = 1 << 24
 
@@ -34,10 +35,9 @@ def _densify(match: Match, rewriter: Rewriter):
 
 
 register(PatternPass(
-    name="grouped-conv-as-dense",
-    summary="grouped or depthwise conv as a dense conv with a block-diagonal weight",
-    rules=RuleSet((Rule("grouped", op("conv2d", name="conv", where={"grouped": lambda v: v.attrs["groups"] > 1}),
-                        _densify),)),
-    produces_ops=frozenset({"conv2d"}),
+    name="decompose-grouped-conv",
+    summary="grouped or depthwise conv as dense convs: block-diagonal, or one per group on channel slices",
+    rules=RuleSet((Rule("dense", GROUPED_CONV, _densify), SPLIT_CONVS_RULE)),
+    produces_ops=frozenset({"conv2d", "split", "cat"}),
     must_precede=("split-input-channels",),
 ))

@@ -85,6 +85,6 @@ register(PatternPass(
     rules=RuleSet((Rule("max-pool", op("max_pool2d", name="pool"), _as_relu_max),)),
     produces_ops=frozenset({"conv2d", "cat", "relu"}),
     reads_ops=NON_NEGATIVE_PRODUCERS,
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "grouped-conv-as-dense", "hardsigmoid-as-relu6",
+    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-grouped-conv", "hardsigmoid-as-relu6",
                   "relu6-as-relus"),
 ))

@@ -40,7 +40,7 @@ def model_and_input():
 def test_dump_ir_writes_numbered_before_and_after_only_for_passes_that_changed(tmp_path):
     model, x = model_and_input()
     gm = symbolic(model, x)
-    PassManager(parse_pipeline("conv1x1-as-3x3,grouped-conv-as-dense,remove-noops"),
+    PassManager(parse_pipeline("conv1x1-as-3x3,decompose-grouped-conv,remove-noops"),
                 Instruments(dump_ir=tmp_path)).run(gm, PassContext((x,)))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["00-00-conv1x1-as-3x3.after.py", "00-00-conv1x1-as-3x3.before.py",
@@ -109,7 +109,7 @@ def test_a_cycle_of_edges_is_refused():
 def test_a_pass_that_feeds_another_one_way_must_come_first_in_a_spec():
     with pytest.raises(UsageError, match="pass avg-pool-as-conv must run before decompose-large-kernel"):
         parse_pipeline("decompose-large-kernel,avg-pool-as-conv")
-    parse_pipeline("conv1x1-as-3x3,grouped-conv-as-dense")  # conv -> conv passes feed each other: either order
+    parse_pipeline("conv1x1-as-3x3,decompose-grouped-conv")  # conv -> conv passes feed each other: either order
 
 
 class IgnoresItsInput(nn.Module):

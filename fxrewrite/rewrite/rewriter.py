@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.passes.shape_prop import _extract_tensor_metadata
+from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 
 
 class Rewriter:
@@ -56,14 +56,20 @@ class Rewriter:
         return f"{base}_{counters[base] - 1}"
 
     def _annotate(self, node: fx.Node, run: Callable[..., Any]) -> fx.Node:
-        def fake(arg: fx.Node) -> torch.Tensor:
-            meta = arg.meta["tensor_meta"]
+        def empty(meta: TensorMetadata) -> torch.Tensor:
             return torch.empty(meta.shape, dtype=meta.dtype)
+
+        def fake(arg: fx.Node) -> Any:
+            meta = arg.meta["tensor_meta"]
+            # TensorMetadata is itself a tuple: an op with several results records a tuple of them
+            return empty(meta) if isinstance(meta, TensorMetadata) else tuple(map(empty, meta))
 
         with self._fake:
             args = fx.node.map_arg(node.args, fake)
             kwargs = fx.node.map_arg(node.kwargs, fake)
             result = run(*args, **kwargs)
-        node.meta["tensor_meta"] = _extract_tensor_metadata(result)
+        # an op with several results (split) gets one metadata per result, as ShapeProp records them
+        node.meta["tensor_meta"] = fx.node.map_aggregate(
+            result, lambda value: _extract_tensor_metadata(value) if isinstance(value, torch.Tensor) else value)
         self.created.append(node)
         return node
