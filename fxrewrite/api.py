@@ -116,8 +116,8 @@ def lower(
     `calib` (a --calib source or a tensor of inputs) what stays illegal is distilled into students,
     quantized in the target's formats when `wbits`/`abits` are given. Further keywords are the
     fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...). `max_growth`
-    overrides the target's `performance.growth_max` (how many times the estimated cycles of what
-    it replaces an exact rewrite may cost).
+    overrides the target's `performance.growth_max` (how many times the teacher's estimated cycles
+    and MACs the exactly lowered model may cost; see fxrewrite.lowering.budget).
     """
     chip = _as_target(target)
     if max_growth is not None:

@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "pass whose relative error exceeds --tolerance")
     lower.add_argument("--tolerance", type=float, default=1e-5, help="relative error allowed (default 1e-5)")
     lower.add_argument("--max-growth", type=float, metavar="X",
-                       help="decline exact rewrites costing more than X times the estimated cycles of what they "
-                            "replace (default: the target's performance.growth_max)")
+                       help="let exact rewrites make the model at most X times the teacher's estimated cycles and "
+                            "MACs; nodes past it are kept for distillation (default: the target's "
+                            "performance.growth_max)")
     data = lower.add_argument_group("distillation and quantization (need --calib)")
     data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
                                                       "labels are never read")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 
 import pytest
@@ -30,6 +32,11 @@ formats = ["int8"]
 def chip(body: str, name: str = "test-chip.toml") -> Target:
     """A target from the TOML tables in `body` (ops, cost), int8 weights and activations."""
     return parse_target((CHIP_HEADER + textwrap.dedent(body)).encode(), name)
+
+
+def without_growth_limit(target: Target) -> Target:
+    """`target` letting exact rewrites make a model as dear as they need (tests of one rewrite's form)."""
+    return dataclasses.replace(target, performance=dataclasses.replace(target.performance, growth_max=None))
 
 
 def symbolic(module: nn.Module, *inputs: torch.Tensor) -> fx.GraphModule:

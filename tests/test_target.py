@@ -148,7 +148,7 @@ def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edi
 def test_performance_model_comes_from_the_file_and_the_formats():
     npu = Target.load("npu-generic").performance
     assert (npu.dense_macs_per_cycle, npu.depthwise_macs_per_cycle, npu.op_overhead_cycles) == (512, 128, 100)
-    assert (npu.activation_bytes, npu.weight_bytes, npu.growth_max, npu.lut_ops) == (1.0, 1.0, None, {"sigmoid"})
+    assert (npu.activation_bytes, npu.weight_bytes, npu.growth_max, npu.lut_ops) == (1.0, 1.0, 1.5, {"sigmoid"})
     u55 = Target.load("ethos-u55").performance
     assert (u55.clock_mhz, u55.dense_macs_per_cycle, u55.depthwise_macs_per_cycle, u55.bytes_per_cycle) == (
         500, 256, 32, 8)

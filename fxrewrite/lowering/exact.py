@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import fx
@@ -13,12 +13,15 @@ from torch import fx
 import fxrewrite.passes
 from fxrewrite.cost import Size
 from fxrewrite.legality import CheckReport, check
+from fxrewrite.lowering.budget import GrowthBudget
 from fxrewrite.lowering.planner import TrialJudge
 from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, PassResult, Verification,
-                               canonical_order, verify)
+                               canonical_order, origin_of, verify)
 from fxrewrite.target import Target
 
 MAX_ROUNDS = 4
+#: lowerings tried while the growth budget keeps more nodes (a kept node can leave others illegal too)
+MAX_BUDGET_ATTEMPTS = 3
 VERIFY_SEEDS = (1, 2, 3)
 
 
@@ -33,6 +36,8 @@ class ExactLowering:
     before: Size
     after: Size
     seconds: dict[str, float]
+    #: teacher nodes the growth budget kept for distillation, with the reason
+    kept: dict[str, str] = field(default_factory=dict)
 
 
 def default_pipeline() -> list[Pass]:
@@ -53,18 +58,23 @@ def run_rounds(manager: PassManager, gm: fx.GraphModule, context: PassContext, r
 def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...], *,
                 passes: list[Pass] | None = None, instruments: Instruments | None = None, model: str = "",
                 debug: bool = False) -> ExactLowering:
-    """Rewrite `gm` (in place) until its illegal nodes are legal or no exact pass applies.
+    """Rewrite `gm` until its illegal nodes are legal or no exact pass applies, within the target's
+    growth budget; the result is `ExactLowering.gm`.
 
     Each pass only rewrites nodes the target rejects (or, for passes that fire on cost, nodes it can
     make cheaper); the planner keeps a replacement only when its products end legal after a trial
     run of the pipeline on them, and where several rules match one node, the cheapest wins. The
     default pipeline repeats the exact passes in contract order until a round changes nothing, since
     one rewrite can expose another (an add becomes a 1x1 conv that the target may need as a 3x3).
+    When the result costs more than `growth_max` times the teacher (fxrewrite.lowering.budget), a
+    copy of the teacher is lowered again with the dearest nodes kept for distillation; otherwise
+    `gm` itself is the result, rewritten in place.
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
     teacher = copy.deepcopy(gm)
     before = Size.of(gm, performance=target.performance)
+    budget = GrowthBudget.of(gm, target, target.performance.growth_max)
     times["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -74,14 +84,36 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     def legalize(products: fx.GraphModule, context: PassContext) -> None:
         run_rounds(PassManager(pipeline), products, context, rounds)
 
-    context = PassContext(example_inputs, target, debug, TrialJudge(target, legalize, debug=debug))
-    results = run_rounds(PassManager(pipeline, instruments), gm, context, rounds)
+    memo: dict = {}
+    kept: dict[str, str] = {}
+    all_exact_growth = None
+    for attempt in range(MAX_BUDGET_ATTEMPTS):
+        if attempt:
+            gm = copy.deepcopy(teacher)
+        judge = TrialJudge(target, legalize, debug=debug, memo=memo, kept=kept)
+        results = run_rounds(PassManager(pipeline, instruments), gm, PassContext(example_inputs, target, debug, judge),
+                             rounds)
+        all_exact_growth = all_exact_growth or budget.growth(gm, target)
+        more = budget.over(gm, target, kept, all_exact_growth)
+        if not more:
+            break
+        kept |= more
     times["rewrite"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    verdicts = check(gm, target, model)
+    verdicts = _with_budget_reasons(check(gm, target, model), gm, kept)
     verification = verify(gm, teacher, example_inputs, VERIFY_SEEDS)
     times["verify"] = time.perf_counter() - start
     # check() has estimated the lowered graph's latency already
     after = replace(Size.of(gm), estimate=verdicts.estimate)
-    return ExactLowering(gm, results, verdicts, verification, before, after, times)
+    return ExactLowering(gm, results, verdicts, verification, before, after, times, kept)
+
+
+def _with_budget_reasons(verdicts: CheckReport, gm: fx.GraphModule, kept: dict[str, str]) -> CheckReport:
+    """The verdicts, with the growth budget's reason added to each illegal node it kept."""
+    if not kept:
+        return verdicts
+    origins = {node.name: origin_of(node) for node in gm.graph.nodes}
+    rows = tuple(replace(row, reason=f"{row.reason}; {kept[origins[row.name]]}")
+                 if row.verdict == "illegal" and origins.get(row.name) in kept else row for row in verdicts.rows)
+    return replace(verdicts, rows=rows)

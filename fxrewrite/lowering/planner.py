@@ -15,7 +15,7 @@ that sum its windows), so without the memo trials of trials grow exponentially w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import fx
@@ -77,12 +77,14 @@ class TrialJudge(ReplacementJudge):
     """Legalizes a replacement's products in a trial before judging them (see the module docstring)."""
 
     def __init__(self, target: Target, legalize: Legalize, depth: int = 0, debug: bool = False,
-                 memo: dict[tuple, Outcome] | None = None):
-        super().__init__(target)
+                 memo: dict[tuple, Outcome] | None = None, kept: Mapping[str, str] | None = None):
+        super().__init__(target, kept)
         self.legalize, self.depth, self.debug = legalize, depth, debug
         self.memo = {} if memo is None else memo
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
+        if (kept := self.kept_reason(pass_, root)) is not None:
+            return kept
         if not created:
             return 0.0
         if all(self.target.verdict(n).legal for n in created) or self.depth >= MAX_TRIAL_DEPTH:

@@ -16,6 +16,15 @@ from fxrewrite.rewrite.pattern import Decline, Match, Rule, RuleSet
 from fxrewrite.rewrite.rewriter import Rewriter
 
 
+#: meta key naming the teacher node a node descends from: a rewrite passes its root's on to what it builds
+ORIGIN = "fxrewrite_origin"
+
+
+def origin_of(node: fx.Node) -> str:
+    """The name of the teacher node `node` descends from (its own name when no rewrite built it)."""
+    return node.meta.get(ORIGIN, node.name)
+
+
 @dataclass
 class RewriteStats:
     applied: collections.Counter = field(default_factory=collections.Counter)
@@ -100,6 +109,9 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
         if len(candidates) > 1:
             stats.notes.append(f"{node.name}: chose {best.rule.name} (cost {best.cost:.3g}) over " + ", ".join(
                 f"{c.rule.name} ({c.cost:.3g})" for c in candidates if c is not best))
+        origin = origin_of(node)
+        for made in best.rewriter.created:
+            made.meta[ORIGIN] = origin
         node.replace_all_uses_with(best.result)
         # captures are recorded operands first, so reversed order erases users before producers
         for dead in reversed(best.match.nodes):

@@ -6,13 +6,13 @@ products, so a rewrite that needs further rewrites is judged by where they lead)
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple, Protocol
 
 from torch import fx
 
 from fxrewrite.cost import nodes_cycles
+from fxrewrite.rewrite.driver import origin_of
 from fxrewrite.rewrite.pattern import Decline, Match
 from fxrewrite.target import Target
 
@@ -30,15 +30,23 @@ class JudgedPass(Protocol):
 
 
 class ReplacementJudge:
-    """Products must be legal on `target`; a pass that fires on cost must save some; no replacement
-    may cost more than `growth_max` times the nodes it replaces. Returns the change in estimated
-    cost (products minus the nodes they replace) or a Decline."""
+    """Products must be legal on `target`; a pass that fires on cost must save some; a node the growth
+    budget keeps (`kept`: teacher node name -> reason) is not rewritten for legality. Returns the
+    change in estimated cost (products minus the nodes they replace) or a Decline."""
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, kept: Mapping[str, str] | None = None):
         self.target = target
+        self.kept = kept or {}
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
+        if (kept := self.kept_reason(pass_, root)) is not None:
+            return kept
         return self.judge_products(pass_, root, match, created) if created else 0.0
+
+    def kept_reason(self, pass_: JudgedPass, root: fx.Node) -> Decline | None:
+        if pass_.trigger != "cheaper" and origin_of(root) in self.kept:
+            return Decline(self.kept[origin_of(root)])
+        return None
 
     def judge_products(self, pass_: JudgedPass, root: fx.Node, match: Match,
                        products: Iterable[fx.Node]) -> float | Decline:
@@ -62,10 +70,4 @@ class ReplacementJudge:
         before, after = nodes_cycles(replaced, target.performance), outcome.cost
         if pass_.trigger == "cheaper" and after >= before:
             return Decline(f"not cheaper on {target.name}: estimated {after:.3g} cycles against {before:.3g} now")
-        growth_max = target.performance.growth_max
-        if growth_max is not None and after > growth_max * before:
-            growth = after / max(before, 1e-12)
-            return Decline(f"{pass_.name} would cost x{growth:.3g} the original's estimated cycles (limit "
-                           f"{growth_max:g} on {target.name}): pass --calib to distil a cheaper replacement, "
-                           f"or --max-growth {math.ceil(growth)}")
         return after - before

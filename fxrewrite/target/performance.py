@@ -28,8 +28,8 @@ class Performance:
     lut_ops: frozenset[str] = frozenset()
     activation_bytes: float = 1.0
     weight_bytes: float = 1.0
-    #: an exact rewrite whose estimated cycles exceed this many times those of what it replaces is
-    #: left for distillation (None: no limit)
+    #: exact rewrites may make the model at most this many times the teacher's estimated cycles and
+    #: MACs; the nodes past it are kept for distillation (None: no limit; fxrewrite.lowering.budget)
     growth_max: float | None = None
 
     def milliseconds(self, cycles: float) -> float:
