@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fxrewrite import api
-from fxrewrite.distill import CHECKPOINT_NAME, SCHEDULES, ProgressBars
+from fxrewrite.distill import CHECKPOINT_NAME, DEFAULT_STUDENT_BUDGET, SCHEDULES, ProgressBars
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text
@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--finetune-epochs", type=int, default=10, metavar="N",
                       help="end-to-end fine-tuning epochs (default 10)")
     data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
+                      help="each student may cost X times its teacher region's estimated cycles and MACs, and exact "
+                           f"rewrites may make the model at most X times the teacher (default {DEFAULT_STUDENT_BUDGET:g})")
     data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     data.add_argument("--resume", action="store_true",
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
@@ -176,7 +179,7 @@ def _run_lower(args: argparse.Namespace) -> int:
                             name=args.model, debug=args.debug, calib=args.calib, wbits=args.wbits, abits=args.abits,
                             calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
                             schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                            lr=args.lr, device=args.device, seed=args.seed, checkpoint_dir=checkpoint_dir,
+                            lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed, checkpoint_dir=checkpoint_dir,
                             resume=args.resume, progress=bars)
     finally:
         bars.close()

@@ -109,7 +109,8 @@ class DistillationReport:
     def to_text(self) -> str:
         train, held = self.samples
         lines = [f"{self.schedule}, {self.quantization}; {train} inputs from {self.calibration}, {held} held out"]
-        lines += [f"  {s.region}: {s.student} ({s.student_params:,} params), held-out MSE {s.mse:.3g}, "
+        lines += [f"  {s.region}: {s.student} ({s.size}; {s.student_params:,} params; x{s.cost_ratio:.2f} the teacher "
+                  f"region's estimated cost), held-out MSE {s.mse:.3g}, "
                   f"cosine {s.cosine:.4f}" for s in self.students]
         top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
         lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "

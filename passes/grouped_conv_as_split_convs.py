@@ -4,7 +4,10 @@ For groups g, output channels of group j read only input channels of group j, so
 x_j = x[:, j*I/g:(j+1)*I/g] and W_j = W[j*O/g:(j+1)*O/g], conv(x, W, groups=g) =
 cat_j(conv(x_j, W_j) + b_j) on channels: the same products and sums, so the MACs do not grow
 (the block-diagonal dense form multiplies them by g). It needs the target to split channels and
-pays one op per group, so decompose-grouped-conv weighs it against the dense form by cost.
+pays one op per group, so decompose-grouped-conv weighs it against the dense form by cost. Convs
+with one input channel per group (depthwise, or the channel-multiplier shift layers of
+decompose-large-kernel) are left to the dense form: as one conv per channel they would pay an op
+per channel of the map.
 """
 
 import operator
@@ -16,6 +19,8 @@ from fxrewrite.rewrite import Decline, Match, Rewriter, Rule, op
 from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 GROUPED_CONV = op("conv2d", name="conv", where={"grouped": lambda v: v.attrs["groups"] > 1})
+SPLIT_GROUPED_CONV = op("conv2d", name="conv", where={
+    "grouped, several input channels per group": lambda v: 1 < v.attrs["groups"] < v.attrs["in_ch"]})
 
 
 def _split_convs(match: Match, rewriter: Rewriter):
@@ -40,4 +45,4 @@ def _split_convs(match: Match, rewriter: Rewriter):
 
 
 #: the rule decompose-grouped-conv weighs against the dense form
-SPLIT_CONVS_RULE = Rule("split-convs", GROUPED_CONV, _split_convs)
+SPLIT_CONVS_RULE = Rule("split-convs", SPLIT_GROUPED_CONV, _split_convs)

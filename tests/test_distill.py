@@ -13,6 +13,7 @@ from fxrewrite.distill import DistillConfig, distill
 from fxrewrite.errors import DistillError
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill import seed_from_teacher, synthesize
+from fxrewrite.distill.sizing import Cost
 from fxrewrite.distill import Progress
 from fxrewrite.legality import check
 from fxrewrite import lower
@@ -81,7 +82,8 @@ def test_the_same_seed_gives_the_same_student(digits_teacher):
 
 def test_a_region_no_student_covers_is_an_error_that_says_why():
     with pytest.raises(DistillError, match="no conv student maps"):
-        synthesize("region_0", [torch.randn(1, 3, 8, 8)], [torch.randn(1, 3, 16, 16)], 0, Target.load("archnet"))
+        synthesize("region_0", [torch.randn(1, 3, 8, 8)], [torch.randn(1, 3, 16, 16)], Cost(1e9, 10**9),
+                   Target.load("archnet"))
 
 
 def test_quantization_aware_distillation_ends_legal_with_the_helpers_gone(digits_teacher):
@@ -177,7 +179,8 @@ class OneByOne(nn.Module):
 def test_student_layers_start_from_teacher_weights_where_a_counterpart_exists():
     gm = symbolic(OneByOne(), torch.randn(1, 6, 5, 5))
     region = carve(gm, chip("[ops.relu]\n")).region_0
-    student = synthesize("region_0", [torch.randn(1, 6, 5, 5)], [torch.randn(1, 6, 5, 5)], 0, chip("[ops.relu]\n"))
+    student = synthesize("region_0", [torch.randn(1, 6, 5, 5)], [torch.randn(1, 6, 5, 5)], Cost(1e9, 10**9),
+                         chip("[ops.relu]\n")).student
     assert seed_from_teacher(student, region) == 1
     first = next(m for m in student.modules() if isinstance(m, nn.Conv2d))
     torch.testing.assert_close(first.weight[:, :, 1, 1], gm.conv.weight[:, :, 0, 0])

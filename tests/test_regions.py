@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import torch
@@ -85,3 +86,34 @@ def test_the_lowering_lists_regions_in_text_and_json():
     assert "region 0: 2 nodes (gelu 1, sigmoid 1); 1x3x8x8 -> 1x3x8x8" in report.to_text()
     document = json.loads(report.to_json())
     assert [r["kinds"] for r in document["regions"]] == [{"gelu": 1, "sigmoid": 1}, {"tanh": 1}]
+
+
+class ResidualChain(nn.Module):
+    """Two residual blocks x + gelu(conv(x)) whose adds and GELUs the target cannot run, then a tanh:
+    without the cut after each add, all of it would be one region from input to output."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.scale = nn.Parameter(torch.ones(1, 4, 1, 1))
+
+    def forward(self, x):
+        x = nn.functional.gelu(x)
+        x = x + nn.functional.gelu(self.first(x))
+        x = x + nn.functional.gelu(self.second(x)) * self.scale
+        return torch.tanh(x)
+
+
+def test_a_residual_chain_is_cut_into_one_region_per_block():
+    x = torch.randn(1, 4, 9, 9)
+    gm = symbolic(ResidualChain(), x)
+    regions = find_regions(gm, CONV_ONLY)
+    assert [sorted(r.kinds.items()) for r in regions] == [
+        [("add", 1), ("conv2d", 1), ("gelu", 2)], [("add", 1), ("conv2d", 1), ("gelu", 1), ("mul", 1)], [("tanh", 1)]]
+    assert [[n.name for n in r.outputs] for r in regions] == [["add"], ["add_1"], ["tanh"]]
+    # the parameter travels with the block that reads it, and the carved graph still computes the same
+    assert "scale" in [n.name for n in regions[1].nodes]
+    carved = carve(copy.deepcopy(gm), CONV_ONLY)
+    assert [name for name, _ in carved.named_children() if name.startswith("region_")] == [
+        "region_0", "region_1", "region_2"]
+    torch.testing.assert_close(carved(x), gm(x))

@@ -21,8 +21,9 @@ from fxrewrite.distill.checkpoints import CHECKPOINT_NAME, Progress, ProgressBar
 from fxrewrite.distill.distiller import DistillConfig, Distilled, StudentResult, distill
 from fxrewrite.distill.regions import REGION_PREFIX, Region, carve, find_regions
 from fxrewrite.distill.schedules import SCHEDULES, Schedule
+from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 
-__all__ = ["CHECKPOINT_NAME", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled", "Progress", "ProgressBars",
+__all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled", "Progress", "ProgressBars",
            "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
            "seed_from_teacher", "synthesize"]

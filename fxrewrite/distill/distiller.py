@@ -17,7 +17,8 @@ from fxrewrite.cost import Size
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
-from fxrewrite.distill.regions import REGION_PREFIX, carve, find_regions
+from fxrewrite.distill.regions import carve
+from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 from fxrewrite.errors import DistillError
@@ -43,15 +44,20 @@ class DistillConfig:
     checkpoint_dir: Path | None = None
     resume: bool = False
     progress: ProgressCallback | None = None
+    #: each student may cost this many times its teacher region's estimated cycles and MACs
+    student_budget: float = DEFAULT_STUDENT_BUDGET
 
 
 @dataclass(frozen=True)
 class StudentResult:
-    """One region's student: its class, how many layers started from the teacher, its size, and its
-    output against the teacher's on the held-out split, inside the stitched network."""
+    """One region's student: its class and size, its estimated cost as a multiple of the teacher
+    region's, how many layers started from the teacher, its parameters, and its output against the
+    teacher's on the held-out split, inside the stitched network."""
 
     region: str
     student: str
+    size: str
+    cost_ratio: float
     seeded_layers: int
     student_params: int
     mse: float
@@ -77,7 +83,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
     for tensor in list(gm.state_dict().values()) + list(batches):
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
     options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
-               config.attention, config.adaptation)
+               config.attention, config.adaptation, config.student_budget)
     digest.update(repr(options).encode())
     return digest.hexdigest()
 
@@ -115,10 +121,13 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     order = region_order(teacher)
     if not order:
         raise DistillError("no region to distil: every node is legal (use post_training_quantize for formats)")
-    macs = {f"{REGION_PREFIX}{r.index}": r.macs for r in find_regions(gm, target)}
     cache = record(teacher, [b.to(device) for b in batches])
     first = cache[0].regions
-    students = nn.ModuleDict({n: synthesize(n, *first[n], macs[n], target) for n in order}).to(device)
+    model = module_cost(gm, (cache[0].batch.cpu(),), target)
+    region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
+    sized = {n: synthesize(n, *first[n], region_costs[n], target, allowance(region_costs[n], model,
+                                                                            config.student_budget)) for n in order}
+    students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
     seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
     kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}
     adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
@@ -143,7 +152,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded)
+    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded, sized)
     stitched = stitched.cpu()
     flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
     sample = batches[0][:1].cpu()
@@ -157,7 +166,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
 def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequence[str],
                      held_out: Sequence[torch.Tensor], device: torch.device, kinds: dict[str, str],
-                     seeded: dict[str, int]) -> list[StudentResult]:
+                     seeded: dict[str, int], sized: dict[str, Sized]) -> list[StudentResult]:
     """Per region, on the held-out split: the student's output in the stitched network vs the teacher's."""
     errors: dict[str, list[tuple[float, float]]] = {n: [] for n in order}
     with torch.no_grad():
@@ -171,7 +180,7 @@ def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequen
                 for got, want in zip(hooks.values[name], wanted[name][1]):
                     errors[name].append((F.mse_loss(got, want).item(),
                                          F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()))
-    return [StudentResult(name, kinds[name], seeded[name],
+    return [StudentResult(name, kinds[name], sized[name].size, round(sized[name].cost_ratio, 3), seeded[name],
                           sum(p.numel() for p in getattr(stitched, name).parameters()),
                           sum(e[0] for e in errors[name]) / max(len(errors[name]), 1),
                           sum(e[1] for e in errors[name]) / max(len(errors[name]), 1)) for name in order]

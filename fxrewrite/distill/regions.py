@@ -1,9 +1,12 @@
 """Regions: the nodes a target still rejects, grouped for distillation.
 
 torch.fx's capability-based partitioner groups the rejected nodes (and the legal nodes they enclose,
-see `region_members`) into connected partitions whose fusion never creates a cycle; each region is cut at legal tensors and has its input and output
-tensors. `carve` fuses each region into a submodule (`region_0`, ...) so a student block with the
-same call signature can take its place.
+see `region_members`) into connected partitions whose fusion never creates a cycle; each region is
+cut at legal tensors and has its input and output tensors. A partition is cut once more after each
+residual add it holds (`split_after_residual_adds`), so a chain of residual blocks the target cannot
+run becomes one region per block, each with its skip, rather than one region for the whole chain.
+`carve` fuses each region into a submodule (`region_0`, ...) so a student block with the same call
+signature can take its place.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import fx, nn
-from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner, Partition
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxrewrite.cost import nodes_macs
@@ -78,18 +81,47 @@ class Region:
         }
 
 
-def _partitioner(gm: fx.GraphModule, target: Target) -> CapabilityBasedPartitioner:
-    return CapabilityBasedPartitioner(gm, _InRegion(region_members(gm, target)), allows_single_node_partition=True,
-                                      skip_horizontal_fusion=True)
+def _is_residual_add(node: fx.Node) -> bool:
+    view = op_view(node)
+    shapes = [tensor_shape(a) for a in node.all_input_nodes if a.op != "get_attr"]
+    return view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
+
+
+def split_after_residual_adds(members: list[fx.Node]) -> list[list[fx.Node]]:
+    """`members` (one partition, in graph order) cut after every residual add: a node's block is the
+    largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
+    outside alone (parameters, a second input) join the first block that reads them. Blocks only
+    feed later blocks, and every path between members stays inside the partition, so no cut makes
+    a cycle."""
+    inside = set(members)
+    block: dict[fx.Node, int] = {}
+    for node in members:
+        producers = [a for a in node.all_input_nodes if a in inside]
+        if producers:
+            block[node] = max(block.get(p, 0) + _is_residual_add(p) for p in producers)
+    for node in reversed(members):
+        if node not in block:
+            block[node] = min((block[u] for u in node.users if u in block), default=0)
+    groups: dict[int, list[fx.Node]] = {}
+    for node in members:
+        groups.setdefault(block[node], []).append(node)
+    return [groups[index] for index in sorted(groups)]
+
+
+def _partitions(gm: fx.GraphModule, target: Target) -> tuple[CapabilityBasedPartitioner, list[list[fx.Node]]]:
+    """The partitioner and its partitions cut after residual adds, each in graph order, sorted by first node."""
+    partitioner = CapabilityBasedPartitioner(gm, _InRegion(region_members(gm, target)),
+                                             allows_single_node_partition=True, skip_horizontal_fusion=True)
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    parts = [cut for partition in partitioner.propose_partitions()
+             for cut in split_after_residual_adds(sorted(partition.nodes, key=order.__getitem__))]
+    return partitioner, sorted(parts, key=lambda members: order[members[0]])
 
 
 def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
     """Connected, cycle-free groups of the nodes `target` rejects, in graph order."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     regions = []
-    partitions = sorted(_partitioner(gm, target).propose_partitions(), key=lambda p: min(order[n] for n in p.nodes))
-    for index, partition in enumerate(partitions):
-        members = sorted(partition.nodes, key=order.__getitem__)
+    for index, members in enumerate(_partitions(gm, target)[1]):
         inside = set(members)
         inputs = {a: None for n in members for a in n.all_input_nodes if a not in inside and a.op != "get_attr"}
         outputs = [n for n in members if any(u not in inside for u in n.users)]
@@ -99,7 +131,6 @@ def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
 
 def carve(gm: fx.GraphModule, target: Target) -> fx.GraphModule:
     """`gm` with every region fused into a submodule named region_<index> (graph order)."""
-    partitioner = _partitioner(gm, target)
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    partitions = sorted(partitioner.propose_partitions(), key=lambda p: min(order[n] for n in p.nodes))
-    return partitioner.fuse_partitions(partitions, prefix=REGION_PREFIX)
+    partitioner, parts = _partitions(gm, target)
+    return partitioner.fuse_partitions([Partition(index, members) for index, members in enumerate(parts)],
+                                       prefix=REGION_PREFIX)

@@ -1,17 +1,18 @@
 """Student blocks: legal ops only, the region's input and output shapes, started from the teacher.
 
-Policy (per region output):
+Policy (per region output; the size within the budget is chosen by fxrewrite.distill.sizing):
 - NCHW -> NCHW (same or halved map): `depth` layers of 3x3 conv + batch norm + ReLU of `width`
-  channels and a last 3x3 conv + batch norm; one stride-2 conv per halving of the map.
-  width = max(input, output channels), capped by the target's in_channels_max.
-  depth = the halvings, plus one more layer when the region's teacher MACs exceed one such layer's,
-  at most MAX_DEPTH. Where an input has the output's shape and already points its way (cosine above SKIP_COSINE on
-  the recorded batch: a skip path), the student ends with a concat-and-conv merge of that input
-  and the body, initialised to input + body; a residual branch alone gets no merge.
+  channels and a last 3x3 conv; one stride-2 conv per halving of the map. The widest width is
+  max(input, output channels), capped by the target's in_channels_max; depth runs from the
+  halvings plus one (at most MAX_DEPTH) down to the halvings (at least 1). Where an input has the
+  output's shape and already points its way (cosine above SKIP_COSINE on the recorded batch: a skip
+  path), the last conv reads that input beside the body and starts as input + body (a residual
+  block whose add the target cannot run); otherwise a batch norm follows it.
 - 2-D and 3-D tensors (vectors, tokens) with the input's leading dims: Linear-ReLU-Linear on the
-  last dim, hidden width max(in, out). An NCHW map to a vector (a pooling head): the same on the
-  flattened map, hidden width max(channels, out).
-- A region with several outputs gets one such student per output, all reading every input.
+  last dim, hidden width at most max(in, out). An NCHW map to a vector (a pooling head): the same
+  on the flattened map, hidden width at most max(channels, out).
+- A region with several outputs gets one such student per output, all reading every input, each
+  with an equal share of the budget.
 
 Teacher weights: a student layer starts from a teacher layer of the region where that layer has a
 legal counterpart of the same shape and stride: a 1x1 conv or linear goes in the centre of a 3x3,
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Cost, Sized, first_within_budget, widths
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import Decline
@@ -51,22 +53,22 @@ class ConvStudent(nn.Module):
         for index in range(depth):
             layers += _conv_bn(channels, width, 2 if index < halvings else 1, relu=True)
             channels = width
-        self.body = nn.Sequential(*layers, *_conv_bn(channels, out_ch, 1, relu=False))
+        self.body = nn.Sequential(*layers)
         self.skip_input = skip_input
-        if skip_input is not None:
-            self.merge = nn.Conv2d(2 * out_ch, out_ch, 3, padding=1)
-            with torch.no_grad():
-                self.merge.weight.zero_()
-                self.merge.bias.zero_()
-                eye = torch.eye(out_ch)
-                self.merge.weight[:, :out_ch, 1, 1] = eye
-                self.merge.weight[:, out_ch:, 1, 1] = eye
+        if skip_input is None:
+            self.last = nn.Sequential(*_conv_bn(width, out_ch, 1, relu=False))
+            return
+        # the last conv reads [skip input | body] and starts as skip + (a fresh conv of the body)
+        self.last = nn.Conv2d(out_ch + width, out_ch, 3, padding=1)
+        with torch.no_grad():
+            self.last.weight[:, :out_ch].zero_()
+            self.last.weight[:, :out_ch, 1, 1] = torch.eye(out_ch)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         body = self.body(torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0])
         if self.skip_input is None:
-            return body
-        return self.merge(torch.cat([inputs[self.skip_input], body], 1))
+            return self.last(body)
+        return self.last(torch.cat([inputs[self.skip_input], body], 1))
 
 
 class MlpStudent(nn.Module):
@@ -102,8 +104,8 @@ class TensorInputs(nn.Module):
         return self.student(*(inputs[i] for i in self.positions))
 
 
-def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, teacher_macs: int,
-                 target: Target) -> nn.Module:
+def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, teacher: Cost, allowed: Cost,
+                 target: Target) -> Sized:
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
     limit = target.limit("conv2d", "in_channels_max") or math.inf
@@ -113,29 +115,42 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
         if halvings is None:
             raise DistillError(f"{name}: no conv student maps {shapes[0][2:]} to {out_shape[2:]} (only halvings)")
         in_ch = sum(s[1] for s in shapes)
-        width = int(min(max(in_ch, out_shape[1]), limit))
-        one_layer = 9 * width * width * math.prod(out_shape[2:])
-        depth = min(MAX_DEPTH, max(halvings, 1) + (1 if teacher_macs > one_layer else 0))
         skip = next((i for i, t in enumerate(inputs) if t.shape == output.shape
                      and F.cosine_similarity(t.flatten(), output.flatten(), dim=0) > SKIP_COSINE), None)
-        return ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip)
-    if len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
-        return MlpStudent(shapes[0][-1], out_shape[-1], max(shapes[0][-1], out_shape[-1]))
-    if len(inputs) == 1 and len(shapes[0]) == 4 and len(out_shape) == 2 and shapes[0][0] == out_shape[0]:
+        shallowest = max(halvings, 1)
+        depths = range(min(MAX_DEPTH, shallowest + 1), shallowest - 1, -1)
+        candidates = [(f"{depth} x conv3x3 of {width}" + (" + skip merge" if skip is not None else ""),
+                       lambda width=width, depth=depth: ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip))
+                      for width in widths(int(min(max(in_ch, out_shape[1]), limit))) for depth in depths]
+    elif len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
+        candidates = [(f"MLP of {width}", lambda width=width: MlpStudent(shapes[0][-1], out_shape[-1], width))
+                      for width in widths(max(shapes[0][-1], out_shape[-1]))]
+    elif len(inputs) == 1 and len(shapes[0]) == 4 and len(out_shape) == 2 and shapes[0][0] == out_shape[0]:
         features = math.prod(shapes[0][1:])
-        return MlpStudent(features, out_shape[-1], max(shapes[0][1], out_shape[-1]), flatten=True)
-    raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}; students cover NCHW maps "
-                       "(same or halved size) and vectors or tokens with the same leading dims")
+        candidates = [(f"MLP of {width} on the flattened map",
+                       lambda width=width: MlpStudent(features, out_shape[-1], width, flatten=True))
+                      for width in widths(max(shapes[0][1], out_shape[-1]))]
+    else:
+        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}; students cover NCHW maps "
+                           "(same or halved size) and vectors or tokens with the same leading dims")
+    return first_within_budget(candidates, inputs, teacher, allowed, target)
 
 
-def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher_macs: int,
-               target: Target) -> nn.Module:
-    """A student for one region from its recorded inputs and output tensors (see the module policy)."""
+def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
+               target: Target, allowed: Cost | None = None) -> Sized:
+    """A student for one region from its recorded inputs and output tensors (see the module policy),
+    costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
+    times DEFAULT_STUDENT_BUDGET)."""
     positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
     tensors = [inputs[i] for i in positions]
-    students = [_one_student(name, tensors, out, teacher_macs, target) for out in outputs]
-    student = students[0] if len(students) == 1 else MultiOutputStudent(students)
-    return student if len(positions) == len(inputs) else TensorInputs(student, positions)
+    allowed = allowed or Cost(DEFAULT_STUDENT_BUDGET * teacher.cycles, int(DEFAULT_STUDENT_BUDGET * teacher.macs))
+    parts = len(outputs)
+    sized = [_one_student(name, tensors, out, Cost(teacher.cycles / parts, teacher.macs // parts),
+                          Cost(allowed.cycles / parts, allowed.macs // parts), target) for out in outputs]
+    student = sized[0].student if len(sized) == 1 else MultiOutputStudent([s.student for s in sized])
+    if len(positions) != len(inputs):
+        student = TensorInputs(student, positions)
+    return Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized))
 
 
 def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:

@@ -6,7 +6,11 @@ the teacher node's name), so the lowered graph's cycles and MACs can be charged 
 nodes. When the lowered model is over budget, the teacher nodes whose exact rewrites add the most,
 as a share of the teacher's cycles or MACs (the larger of the two), are kept as they were until the
 rest fits; the lowering runs again with them kept, and they are reported for distillation with the
-reason. A per-rewrite limit would judge a rewrite against the illegal op's hypothetical cost (SiLU
+reason. With calibration data, a node whose exact rewrites cost more than a student may (the
+student budget) times its own cost is distilled instead, where that excess is a material share
+(MATERIAL_SHARE) of the teacher's cost: a residual add that archnet runs only as concat + dense conv
+adds a third of a small ConvNeXt's MACs, while SiLU rebuilt as x * sigmoid(x) costs 2.5 SiLUs but
+a negligible share, and no student is cheaper than those two ops. A per-rewrite limit would judge a rewrite against the illegal op's hypothetical cost (SiLU
 rebuilt as x * sigmoid(x) "costs" 2.5 SiLUs); the model's total is what the user runs.
 """
 
@@ -22,6 +26,10 @@ from fxrewrite.cost import node_cycles, node_macs
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import origin_of
 from fxrewrite.target import Target
+
+
+#: the share of the teacher's cycles or MACs a node's exact rewrites must add before a student is tried instead
+MATERIAL_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -97,4 +105,25 @@ class GrowthBudget:
                             f"model costs x{cycles_growth:.3g} the cycles and x{macs_growth:.3g} the MACs (limit "
                             f"{self.limit:g} on {self.target_name}): pass --calib to distil it, or --max-growth "
                             f"{suggestion:g}")
+        return keep
+
+    def dearer_than_students(self, lowered: fx.GraphModule, target: Target, kept: Mapping[str, str],
+                             student_budget: float) -> dict[str, str]:
+        """Teacher nodes (not in `kept`) whose exact rewrites cost more than `student_budget` times the
+        node and add at least MATERIAL_SHARE of the teacher's cycles or MACs, each with its reason."""
+        charged = charges(lowered, target)
+        total = _total(self.teacher)
+        keep: dict[str, str] = {}
+        for origin, before in self.teacher.items():
+            after = charged.get(origin)
+            if origin in kept or after is None:
+                continue
+            growth = max(after.cycles / max(before.cycles, 1e-12),
+                         after.macs / before.macs if before.macs else math.inf if after.macs else 1.0)
+            share = max((after.cycles - before.cycles) / max(total.cycles, 1e-12),
+                        (after.macs - before.macs) / total.macs if total.macs else 0.0)
+            if growth > student_budget and share >= MATERIAL_SHARE:
+                keep[origin] = (f"distilled instead: its exact rewrites would cost x{growth:.3g} its estimated cycles "
+                                f"or MACs and add {share:.1%} of the teacher's, more than a student may cost "
+                                f"(--student-budget {student_budget:g})")
         return keep

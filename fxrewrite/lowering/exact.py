@@ -57,7 +57,7 @@ def run_rounds(manager: PassManager, gm: fx.GraphModule, context: PassContext, r
 
 def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...], *,
                 passes: list[Pass] | None = None, instruments: Instruments | None = None, model: str = "",
-                debug: bool = False) -> ExactLowering:
+                debug: bool = False, student_budget: float | None = None) -> ExactLowering:
     """Rewrite `gm` until its illegal nodes are legal or no exact pass applies, within the target's
     growth budget; the result is `ExactLowering.gm`.
 
@@ -66,9 +66,10 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     run of the pipeline on them, and where several rules match one node, the cheapest wins. The
     default pipeline repeats the exact passes in contract order until a round changes nothing, since
     one rewrite can expose another (an add becomes a 1x1 conv that the target may need as a 3x3).
-    When the result costs more than `growth_max` times the teacher (fxrewrite.lowering.budget), a
-    copy of the teacher is lowered again with the dearest nodes kept for distillation; otherwise
-    `gm` itself is the result, rewritten in place.
+    When the result costs more than `growth_max` times the teacher, or (given `student_budget`, with
+    calibration data) some node's exact rewrites cost a material share more than a student may
+    (fxrewrite.lowering.budget), a copy of the teacher is lowered again with those nodes kept for
+    distillation; otherwise `gm` itself is the result, rewritten in place.
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
@@ -95,6 +96,8 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                              rounds)
         all_exact_growth = all_exact_growth or budget.growth(gm, target)
         more = budget.over(gm, target, kept, all_exact_growth)
+        if student_budget is not None:
+            more |= budget.dearer_than_students(gm, target, kept | more, student_budget)
         if not more:
             break
         kept |= more

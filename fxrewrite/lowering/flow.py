@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from fxrewrite.distill import DistillConfig, Distilled, ProgressCallback, Region, Schedule, distill, find_regions
+from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule, distill, find_regions
 from fxrewrite.errors import UsageError
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.legality import CheckReport, check
@@ -37,6 +37,7 @@ class TrainingOptions:
     epochs: int = 20
     finetune_epochs: int = 10
     lr: float = 3e-3
+    student_budget: float = DEFAULT_STUDENT_BUDGET
     device: str = "cpu"
     seed: int = 0
     checkpoint_dir: Path | None = None
@@ -84,6 +85,8 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
     for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):
         if getattr(options, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if options.student_budget <= 0:
+        raise UsageError(f"--student-budget must be positive, got {options.student_budget:g}")
     if not options.wants_quantization:
         return None
     return scheme_for(target, options.wbits, options.abits, options.quant)
@@ -97,7 +100,9 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     Training is skipped when the exact phase broke the maths (error above `tolerance`)."""
     training = training or TrainingOptions()
     scheme = validate(training, target, gm, example_inputs)
-    exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug)
+    student_budget = training.student_budget if training.calib is not None else None
+    exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug,
+                        student_budget=student_budget)
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None
@@ -107,6 +112,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                             training.seed)
     if exact.verdicts.illegal:
         config = DistillConfig(epochs=training.epochs, finetune_epochs=training.finetune_epochs, lr=training.lr,
+                               student_budget=training.student_budget,
                                seed=training.seed, schedule=training.schedule, quant=scheme, device=training.device,
                                checkpoint_dir=training.checkpoint_dir, resume=training.resume,
                                progress=training.progress)

@@ -24,6 +24,8 @@ class Rewriter:
         #: what the rewrite wants reported (e.g. the cost of what it produced)
         self.notes: list[str] = []
         self._fake = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
+        # one fake value per node read: the g pieces of a split would otherwise rebuild all g results each
+        self._fakes: dict[fx.Node, Any] = {}
 
     def module(self, anchor: fx.Node, prefix: str, module: nn.Module, *args: Any) -> fx.Node:
         name = self._unique(prefix)
@@ -60,9 +62,11 @@ class Rewriter:
             return torch.empty(meta.shape, dtype=meta.dtype)
 
         def fake(arg: fx.Node) -> Any:
-            meta = arg.meta["tensor_meta"]
-            # TensorMetadata is itself a tuple: an op with several results records a tuple of them
-            return empty(meta) if isinstance(meta, TensorMetadata) else tuple(map(empty, meta))
+            if arg not in self._fakes:
+                meta = arg.meta["tensor_meta"]
+                # TensorMetadata is itself a tuple: an op with several results records a tuple of them
+                self._fakes[arg] = empty(meta) if isinstance(meta, TensorMetadata) else tuple(map(empty, meta))
+            return self._fakes[arg]
 
         with self._fake:
             args = fx.node.map_arg(node.args, fake)

@@ -1,0 +1,85 @@
+"""Students sized by cost: each student may cost at most `budget` times its teacher region's estimated
+cycles and MACs on the target (DEFAULT_STUDENT_BUDGET, `--student-budget`).
+
+Both are estimated the same way, at the shapes the region was recorded at, after the batch norms
+are folded into the layers before them (as they are when the student is deployed). The policy
+follows Restructurable Activation Networks' observation that non-linear units are what a network
+can spare before width: candidates run from the widest, deepest student down, dropping a layer
+before narrowing (widths x1, x3/4, x1/2, x3/8, x1/4 of the region's channels, at least MIN_WIDTH),
+and the first that fits the budget is taken. When none fits, the smallest is taken and the report
+says by how much it misses. A region too cheap for any student to match (a head of a few hundred
+MACs) may still spend FLOOR_SHARE of the whole teacher's cost: its student is then immaterial to
+the model's cost, and a starved one would be what the model's accuracy hangs on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fxrewrite.cost import Estimate, graph_macs
+from fxrewrite.quant.prepare import fold_for_quantization
+from fxrewrite.target import Target
+
+DEFAULT_STUDENT_BUDGET = 1.5
+#: the share of the whole teacher's cycles and MACs any one student may spend, whatever its region costs
+FLOOR_SHARE = 0.05
+WIDTH_STEPS = (1.0, 0.75, 0.5, 0.375, 0.25)
+MIN_WIDTH = 4
+
+
+@dataclass(frozen=True)
+class Cost:
+    cycles: float
+    macs: int
+
+    def within(self, allowance: Cost) -> bool:
+        return self.cycles <= allowance.cycles and self.macs <= allowance.macs
+
+    def ratio(self, teacher: Cost) -> float:
+        """The larger of the cycles and MACs ratios to `teacher` (MACs ignored when the teacher has none)."""
+        macs = self.macs / teacher.macs if teacher.macs else 0.0
+        return max(self.cycles / max(teacher.cycles, 1e-12), macs)
+
+
+def module_cost(module: nn.Module, inputs: Sequence[torch.Tensor], target: Target) -> Cost:
+    """Estimated cycles and MACs of `module` on `target` at the shapes of `inputs`, batch norms folded."""
+    with torch.no_grad():
+        folded = fold_for_quantization(copy.deepcopy(module).eval(), tuple(inputs))
+    return Cost(Estimate.of(folded, target.performance).cycles, graph_macs(folded))
+
+
+@dataclass(frozen=True)
+class Sized:
+    """The student chosen, its size in words, and its cost as a multiple of the teacher region's."""
+
+    student: nn.Module
+    size: str
+    cost_ratio: float
+
+
+def widths(full: int) -> list[int]:
+    """The candidate widths for a region whose full width is `full`, widest first."""
+    return sorted({max(min(MIN_WIDTH, full), round(full * step)) for step in WIDTH_STEPS}, reverse=True)
+
+
+def allowance(region: Cost, model: Cost, budget: float) -> Cost:
+    """What one student may cost: `budget` times its region, or FLOOR_SHARE of the model where more."""
+    return Cost(max(budget * region.cycles, FLOOR_SHARE * model.cycles),
+                max(int(budget * region.macs), int(FLOOR_SHARE * model.macs)))
+
+
+def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]], inputs: Sequence[torch.Tensor],
+                        teacher: Cost, allowed: Cost, target: Target) -> Sized:
+    """The first of the (size label, builder) candidates costing at most `allowed`; else the last. The
+    ratio reported is to the teacher region's cost."""
+    for index, (label, build) in enumerate(candidates):
+        student = build()
+        cost = module_cost(student, inputs, target)
+        if cost.within(allowed) or index == len(candidates) - 1:
+            return Sized(student, label, cost.ratio(teacher))
+    raise ValueError("a student needs at least one candidate")
