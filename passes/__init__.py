@@ -4,6 +4,7 @@ from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
     approx_gelu_as_tanh,
     approx_large_kernel,
+    approx_large_kernel_as_3x3_stack,
     avg_pool_as_conv,
     batch_norm_as_conv,
     collapse_linear_convs,

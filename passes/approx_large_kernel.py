@@ -1,4 +1,6 @@
-"""approx-large-kernel (APPROXIMATE): a k x k depthwise conv as r fitted branches of m stacked 3x3 convs.
+"""approx-large-kernel (APPROXIMATE): a k x k conv as fitted 3x3 stacks. This module's depthwise form
+is r fitted branches of m stacked depthwise 3x3 convs; the dense form (one stack at the conv's
+output width) is in approx_large_kernel_as_3x3_stack.
 
 Stacking m = (k - 1) / 2 depthwise 3x3 convs gives a k x k kernel that is the full convolution
 a_1 * a_2 * ... * a_m of theirs. One such product has about 8m + 1 free values against k^2, so r
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.cost import node_macs, nodes_macs
+from fxrewrite.passes.approx_large_kernel_as_3x3_stack import DENSE_STACK_RULE
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
 from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
 
@@ -91,9 +94,9 @@ def _approximate(match: Match, rewriter: Rewriter):
 
 register(PatternPass(
     name="approx-large-kernel",
-    summary="APPROXIMATE: k x k depthwise conv as fitted branches of 3x3 depthwise stacks (budget: 4x channels)",
-    rules=RuleSet((Rule("large-depthwise", LARGE_KERNEL_CONV,
-                        _approximate),)),
+    summary="APPROXIMATE: k x k conv as fitted 3x3 stacks: depthwise as branches (budget: 4x channels), dense "
+            "at its output width",
+    rules=RuleSet((Rule("large-depthwise", LARGE_KERNEL_CONV, _approximate), DENSE_STACK_RULE)),
     produces_ops=frozenset({"conv2d"}),
     exact=False,
 ))
