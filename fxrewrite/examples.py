@@ -29,11 +29,14 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class TinyConvNeXt(nn.Module):
-    """Patchify stem (2x2, stride 2), two stages of two blocks, LayerNorm + strided downsampling."""
+    """Patchify stem (2x2, stride 2; or a ResNet-style 7x7 one with `stem_kernel=7`), two stages of two
+    blocks, LayerNorm + strided downsampling."""
 
-    def __init__(self, dims=(24, 48)):
+    def __init__(self, dims=(24, 48), stem_kernel: int = 2):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, dims[0], 2, stride=2), LayerNorm2d(dims[0]))
+        stem = (nn.Conv2d(1, dims[0], 2, stride=2) if stem_kernel == 2
+                else nn.Conv2d(1, dims[0], stem_kernel, stride=2, padding=stem_kernel // 2))
+        self.stem = nn.Sequential(stem, LayerNorm2d(dims[0]))
         self.stage1 = nn.Sequential(Block(dims[0]), Block(dims[0]))
         self.down = nn.Sequential(LayerNorm2d(dims[0]), nn.Conv2d(dims[0], dims[1], 2, stride=2))
         self.stage2 = nn.Sequential(Block(dims[1]), Block(dims[1]))

@@ -28,7 +28,7 @@ def compose(layers: list[torch.Tensor]) -> torch.Tensor:
     return kernel
 
 
-def fit_stack(kernel: torch.Tensor, seed: int = 0, steps: int = FIT_STEPS) -> list[torch.Tensor]:
+def fit_stack(kernel: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     """m 3x3 layers at the kernel's output width whose composition approximates `kernel`."""
     out_ch, in_ch, k = kernel.shape[0], kernel.shape[1], kernel.shape[-1]
     layers_count = (k - 1) // 2
@@ -39,7 +39,7 @@ def fit_stack(kernel: torch.Tensor, seed: int = 0, steps: int = FIT_STEPS) -> li
     layers = [(torch.randn(o, i, 3, 3, generator=generator) * scale / (9 * i) ** 0.5).requires_grad_()
               for o, i in shapes]
     # a smooth, small least-squares problem: L-BFGS gets 100x closer than Adam in the same time
-    optimizer = torch.optim.LBFGS(layers, max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+    optimizer = torch.optim.LBFGS(layers, max_iter=FIT_STEPS, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
                                   tolerance_change=1e-15, history_size=50)
     target = kernel.detach()
 

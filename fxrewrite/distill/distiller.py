@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -107,8 +108,10 @@ def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDi
 
 
 def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], held_out: Sequence[torch.Tensor],
-            config: DistillConfig | None = None) -> Distilled:
-    """Replace every region of `gm` by a trained student (see the package docstring)."""
+            config: DistillConfig | None = None, reference: nn.Module | None = None) -> Distilled:
+    """Replace every region of `gm` by a trained student (see the package docstring). Where `gm` holds
+    approximate rewrites, `reference` is the model before them: the fine-tuning and the agreement
+    measure against its outputs, so the approximations are distilled too."""
     config = config or DistillConfig()
     if config.schedule not in SCHEDULES:
         raise DistillError(f"schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -122,6 +125,10 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     if not order:
         raise DistillError("no region to distil: every node is legal (use post_training_quantize for formats)")
     cache = record(teacher, [b.to(device) for b in batches])
+    if reference is not None:
+        reference = reference.to(device).eval()
+        with torch.no_grad():
+            cache = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in cache]
     first = cache[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
@@ -158,7 +165,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     sample = batches[0][:1].cpu()
     flat = annotate_shapes(flat, (sample,))  # one sample: MACs per input
     result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
-                       agreement(flat, gm, held_out), measure_per_input(gm, sample), Size.of(flat, count_nodes=False))
+                       agreement(flat, reference.cpu() if reference is not None else gm, held_out), measure_per_input(gm, sample), Size.of(flat, count_nodes=False))
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result

@@ -4,6 +4,7 @@ train, which formats to use and whether the options can work are made here, befo
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,16 +98,21 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                 tolerance: float = 1e-5, training: TrainingOptions | None = None,
                 debug: bool = False) -> LoweringOutcome:
     """Lower `gm` (rewritten in place by the exact phase) onto `target`; see the module docstring.
-    Training is skipped when the exact phase broke the maths (error above `tolerance`)."""
+    Training is skipped when the exact phase broke the maths (error above `tolerance`), unless the
+    pipeline holds approximate passes: then the students and the approximations are trained against
+    the model as it was before them."""
     training = training or TrainingOptions()
     scheme = validate(training, target, gm, example_inputs)
+    approximate = {p.name for p in passes or () if not p.exact}
+    reference = copy.deepcopy(gm) if approximate and training.calib is not None else None
     student_budget = training.student_budget if training.calib is not None else None
     exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug,
                         student_budget=student_budget)
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None
-    if training.calib is None or not needs_training or exact.verification.max_relative_error > tolerance:
+    broken = exact.verification.max_relative_error > tolerance and reference is None
+    if training.calib is None or not needs_training or broken:
         return outcome
     data = load_calibration(training.calib, example_inputs[0], training.calib_size, training.batch_size,
                             training.seed)
@@ -116,7 +122,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                                seed=training.seed, schedule=training.schedule, quant=scheme, device=training.device,
                                checkpoint_dir=training.checkpoint_dir, resume=training.resume,
                                progress=training.progress)
-        trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config)
+        trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config, reference)
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm
     else:
