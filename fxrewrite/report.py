@@ -111,7 +111,7 @@ class DistillationReport:
         lines = [f"{self.schedule}, {self.quantization}; {train} inputs from {self.calibration}, {held} held out"]
         lines += [f"  {s.region}: {s.student} ({s.size}; {s.student_params:,} params; x{s.cost_ratio:.2f} the teacher "
                   f"region's estimated cost), held-out MSE {s.mse:.3g}, "
-                  f"cosine {s.cosine:.4f}" for s in self.students]
+                  f"cosine {s.cosine:.4f}" + (f"; {s.growth}" if s.growth else "") for s in self.students]
         top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
         lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "
                      f"MSE {self.agreement.mse:.3g}{top1}")

@@ -131,6 +131,30 @@ def test_resuming_after_a_kill_gives_the_weights_of_an_uninterrupted_run(digits_
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
 
+@pytest.mark.parametrize("phase", ["grow", "finetune"])
+def test_students_that_miss_grow_one_step_and_a_resumed_run_grows_the_same(digits_teacher, tmp_path, monkeypatch,
+                                                                            phase):
+    from fxrewrite.distill import growth, sizing
+
+    monkeypatch.setattr(growth, "GROW_BELOW_COSINE", 1.01)  # every student misses its accuracy
+    # these regions have no MACs of their own: an allowance of twice the model falls between their candidates
+    monkeypatch.setattr(sizing, "FLOOR_SHARE", 2.0)
+    gm, images, archnet = digits_teacher
+    batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
+    options = dict(epochs=2, finetune_epochs=2, seed=1, student_budget=0.5)
+    whole = distill(gm, archnet, batches, held_out, DistillConfig(**options))
+    notes = {r.region: r.growth for r in whole.regions}
+    assert any("grew from" in note for note in notes.values()), notes
+    assert all(note.startswith("held-out cosine") for note in notes.values())  # grew, or says why it could not
+    with pytest.raises(Interrupt):
+        distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path,
+                                                              progress=_kill_at(phase, 1)))
+    resumed = distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path, resume=True))
+    want, got = whole.gm.state_dict(), resumed.gm.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert [r.size for r in resumed.regions] == [r.size for r in whole.regions]
+
+
 def test_a_checkpoint_of_another_run_is_refused(digits_teacher, tmp_path):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64]], [images[1400:1500]]

@@ -44,6 +44,8 @@ class Checkpoints:
         self.path = directory / CHECKPOINT_NAME if directory is not None else None
         self.fingerprint = fingerprint
         self.saved: dict[str, Any] | None = self._read() if resume else None
+        #: decisions a resumed run must repeat (which students grew), saved with every checkpoint
+        self.extra: dict[str, Any] = dict(self.saved.get("extra", {})) if self.saved is not None else {}
 
     def _read(self) -> dict[str, Any] | None:
         if self.path is None:
@@ -74,7 +76,7 @@ class Checkpoints:
             return
         buffer = io.BytesIO()
         torch.save({"fingerprint": self.fingerprint, "phase": phase, "epoch": epoch,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "extra": self.extra}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
 

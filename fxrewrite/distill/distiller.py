@@ -18,6 +18,8 @@ from fxrewrite.cost import Size
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
+from fxrewrite.distill.growth import PHASE as GROWTH_PHASE
+from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.regions import carve
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
@@ -59,6 +61,8 @@ class StudentResult:
     student: str
     size: str
     cost_ratio: float
+    #: why it grew one step after the blockwise phase (or could not); empty when it met its accuracy
+    growth: str
     seeded_layers: int
     student_params: int
     mse: float
@@ -143,13 +147,16 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
     start = time.perf_counter()
     students.train()
-    if not checkpoints.reached("finetune"):
+    if not (checkpoints.reached("finetune") or checkpoints.reached(GROWTH_PHASE)):
         if config.schedule == "parallel":
             parallel(students, adapters, cache, config.epochs, config.lr, config.attention, checkpoints,
                      config.progress)
         else:
             progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
                         checkpoints, config.progress)
+    held = record(teacher, [b.to(device) for b in held_out])
+    growth = grow_missing(students, sized, teacher, adapters, cache, held, config.epochs, config.lr, config.attention,
+                          checkpoints, config.progress, device)
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -159,7 +166,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded, sized)
+    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded, sized, growth)
     stitched = stitched.cpu()
     flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
     sample = batches[0][:1].cpu()
@@ -173,7 +180,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
 def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequence[str],
                      held_out: Sequence[torch.Tensor], device: torch.device, kinds: dict[str, str],
-                     seeded: dict[str, int], sized: dict[str, Sized]) -> list[StudentResult]:
+                     seeded: dict[str, int], sized: dict[str, Sized], growth: dict[str, str]) -> list[StudentResult]:
     """Per region, on the held-out split: the student's output in the stitched network vs the teacher's."""
     errors: dict[str, list[tuple[float, float]]] = {n: [] for n in order}
     with torch.no_grad():
@@ -187,7 +194,8 @@ def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequen
                 for got, want in zip(hooks.values[name], wanted[name][1]):
                     errors[name].append((F.mse_loss(got, want).item(),
                                          F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()))
-    return [StudentResult(name, kinds[name], sized[name].size, round(sized[name].cost_ratio, 3), seeded[name],
+    return [StudentResult(name, kinds[name], sized[name].size, round(sized[name].cost_ratio, 3), growth.get(name, ""),
+                          seeded[name],
                           sum(p.numel() for p in getattr(stitched, name).parameters()),
                           sum(e[0] for e in errors[name]) / max(len(errors[name]), 1),
                           sum(e[1] for e in errors[name]) / max(len(errors[name]), 1)) for name in order]

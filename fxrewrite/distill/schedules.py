@@ -36,15 +36,20 @@ def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.
 
 
 def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[Recorded], epochs: int, lr: float,
-             attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None) -> None:
-    trained = nn.ModuleDict({"students": students, "adapters": adapters})
-    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+             attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None,
+             names: Sequence[str] | None = None, phase: str = "blockwise-parallel") -> None:
+    """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
+    trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
+    names = list(students) if names is None else list(names)
+    parameters = [p for n in names for p in students[n].parameters()]
+    parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names for p in adapter.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:
-        return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*args)), outs, attention)
-                   for n, (args, outs) in entry.regions.items())
+        return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1],
+                                   attention) for n in names)
 
-    train_phase("blockwise-parallel", epochs, trained, optimizer, cache, loss, checkpoints, progress)
+    train_phase(phase, epochs, trained, optimizer, cache, loss, checkpoints, progress)
 
 
 def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, adapters: nn.ModuleDict,

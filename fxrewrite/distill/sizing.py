@@ -26,6 +26,8 @@ from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.target import Target
 
 DEFAULT_STUDENT_BUDGET = 1.5
+#: a student that misses its accuracy may grow one step, to at most this many times its allowance
+GROWTH_CAP = 2.0
 #: the share of the whole teacher's cycles and MACs any one student may spend, whatever its region costs
 FLOOR_SHARE = 0.05
 WIDTH_STEPS = (1.0, 0.75, 0.5, 0.375, 0.25)
@@ -60,6 +62,8 @@ class Sized:
     student: nn.Module
     size: str
     cost_ratio: float
+    #: builds the student one step larger (None when there is none within GROWTH_CAP x the allowance)
+    larger: Callable[[], Sized | None] | None = None
 
 
 def widths(full: int) -> list[int]:
@@ -77,9 +81,17 @@ def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]
                         teacher: Cost, allowed: Cost, target: Target) -> Sized:
     """The first of the (size label, builder) candidates costing at most `allowed`; else the last. The
     ratio reported is to the teacher region's cost."""
+    def step_up(index: int) -> Sized | None:
+        label, build = candidates[index]
+        student = build()
+        cost = module_cost(student, inputs, target)
+        cap = Cost(GROWTH_CAP * allowed.cycles, int(GROWTH_CAP * allowed.macs))
+        return Sized(student, label, cost.ratio(teacher)) if cost.within(cap) else None
+
     for index, (label, build) in enumerate(candidates):
         student = build()
         cost = module_cost(student, inputs, target)
         if cost.within(allowed) or index == len(candidates) - 1:
-            return Sized(student, label, cost.ratio(teacher))
+            larger = (lambda: step_up(index - 1)) if index > 0 else None
+            return Sized(student, label, cost.ratio(teacher), larger)
     raise ValueError("a student needs at least one candidate")

@@ -150,7 +150,9 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     student = sized[0].student if len(sized) == 1 else MultiOutputStudent([s.student for s in sized])
     if len(positions) != len(inputs):
         student = TensorInputs(student, positions)
-    return Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized))
+    simple = len(sized) == 1 and len(positions) == len(inputs)  # only a plain student is regrown as it is
+    return Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
+                 sized[0].larger if simple else None)
 
 
 def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:

@@ -1,0 +1,80 @@
+"""A student that misses its accuracy grows one step.
+
+After the blockwise phase each student runs on its region's held-out inputs; one whose output's
+mean cosine with the teacher region's stays below GROW_BELOW_COSINE is rebuilt one step larger (the
+next candidate of its sizing: a layer more, or the next width up), if that costs at most
+sizing.GROWTH_CAP times its allowance, started from the teacher's layers again and trained alone for
+the blockwise epochs. The report says which grew and why. The grown names travel in every later
+checkpoint, so a resumed run rebuilds the same students before loading their weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.recording import Recorded, as_tuple
+from fxrewrite.distill.schedules import parallel
+from fxrewrite.distill.sizing import Sized
+from fxrewrite.distill.students import seed_from_teacher
+
+GROW_BELOW_COSINE = 0.9
+PHASE = "grow"
+
+
+@torch.no_grad()
+def held_out_cosines(students: nn.ModuleDict, held_out: Sequence[Recorded]) -> dict[str, float]:
+    """Per student, the mean cosine of its outputs with its teacher region's on the held-out records."""
+    students.eval()
+    scores: dict[str, list[float]] = {name: [] for name in students}
+    for entry in held_out:
+        for name, (args, wanted) in entry.regions.items():
+            for got, want in zip(as_tuple(students[name](*args)), wanted):
+                scores[name].append(F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item())
+    students.train()
+    return {name: sum(values) / max(len(values), 1) for name, values in scores.items()}
+
+
+def _replace(name: str, bigger: Sized, students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.GraphModule,
+             device: torch.device) -> None:
+    students[name] = bigger.student.to(device)
+    seed_from_teacher(students[name], getattr(teacher, name))
+    sized[name] = bigger
+
+
+def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.GraphModule, adapters: nn.ModuleDict,
+                 cache: Sequence[Recorded], held_out: Sequence[Recorded], epochs: int, lr: float, attention: bool,
+                 checkpoints: Checkpoints, progress: ProgressCallback | None, device: torch.device) -> dict[str, str]:
+    """Grow the students that miss GROW_BELOW_COSINE (see the module docstring); what happened, per region."""
+    if "grown" in checkpoints.extra:  # resumed after the decision: rebuild the same students
+        grown = list(checkpoints.extra["grown"])
+        for name in grown:
+            bigger = sized[name].larger() if sized[name].larger else None
+            if bigger is None:
+                raise RuntimeError(f"{name}: the checkpoint says it grew, but no larger student exists")
+            _replace(name, bigger, students, sized, teacher, device)
+        notes = {name: f"grew to {sized[name].size} (resumed)" for name in grown}
+    else:
+        cosines = held_out_cosines(students, held_out)
+        grown, notes = [], {}
+        for name, cosine in cosines.items():
+            if cosine >= GROW_BELOW_COSINE:
+                continue
+            bigger = sized[name].larger() if sized[name].larger else None
+            if bigger is None:
+                notes[name] = (f"held-out cosine {cosine:.3f} < {GROW_BELOW_COSINE} after the blockwise phase; no "
+                               "larger student within the growth cap")
+                continue
+            before = sized[name].size
+            _replace(name, bigger, students, sized, teacher, device)
+            grown.append(name)
+            notes[name] = (f"held-out cosine {cosine:.3f} < {GROW_BELOW_COSINE} after the blockwise phase: grew from "
+                           f"{before} to {bigger.size} (x{bigger.cost_ratio:.2f} its region's cost)")
+        checkpoints.extra["grown"] = grown
+    if grown and not checkpoints.reached("finetune"):
+        parallel(students, adapters, cache, epochs, lr, attention, checkpoints, progress, names=grown, phase=PHASE)
+    return notes
