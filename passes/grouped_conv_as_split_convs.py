@@ -7,7 +7,9 @@ cat_j(conv(x_j, W_j) + b_j) on channels: the same products and sums, so the MACs
 pays one op per group, so decompose-grouped-conv weighs it against the dense form by cost. Convs
 with one input channel per group (depthwise, or the channel-multiplier shift layers of
 decompose-large-kernel) are left to the dense form: as one conv per channel they would pay an op
-per channel of the map.
+per channel of the map. Nor is a conv of more than MAX_GROUPS groups split (the shift layers of a
+wide depthwise conv have hundreds): its per-op overheads alone would outweigh it, and building and
+judging that many convs is what would make the lowering slow.
 """
 
 import operator
@@ -19,8 +21,11 @@ from fxrewrite.rewrite import Decline, Match, Rewriter, Rule, op
 from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 GROUPED_CONV = op("conv2d", name="conv", where={"grouped": lambda v: v.attrs["groups"] > 1})
+#: most groups split into convs (regnet_y_400mf's widest grouped conv has 55 groups of 8 channels)
+MAX_GROUPS = 64
 SPLIT_GROUPED_CONV = op("conv2d", name="conv", where={
-    "grouped, several input channels per group": lambda v: 1 < v.attrs["groups"] < v.attrs["in_ch"]})
+    "grouped, several input channels per group": lambda v: 1 < v.attrs["groups"] < v.attrs["in_ch"],
+    f"at most {MAX_GROUPS} groups": lambda v: v.attrs["groups"] <= MAX_GROUPS})
 
 
 def _split_convs(match: Match, rewriter: Rewriter):

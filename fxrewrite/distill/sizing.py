@@ -25,9 +25,9 @@ from fxrewrite.cost import Estimate, graph_macs
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.target import Target
 
-DEFAULT_STUDENT_BUDGET = 1.5
+DEFAULT_STUDENT_BUDGET = 1.0
 #: a student that misses its accuracy may grow one step, to at most this many times its allowance
-GROWTH_CAP = 2.0
+GROWTH_CAP = 1.5
 #: the share of the whole teacher's cycles and MACs any one student may spend, whatever its region costs
 FLOOR_SHARE = 0.05
 WIDTH_STEPS = (1.0, 0.75, 0.5, 0.375, 0.25)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import ShapeProp
 
 
@@ -83,7 +84,15 @@ def tensor_leaves(value: object) -> list[torch.Tensor]:
 
 
 def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
-    """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp."""
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
+    """Record `tensor_meta` (shape, dtype) on every node by running the graph once with ShapeProp, on
+    fake tensors: shapes without the arithmetic (the lowering re-annotates after every pass that
+    changed the graph, and real convs at 224x224 made that most of its time). A graph fake tensors
+    cannot run (a data-dependent op) is run for real."""
+    try:
+        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            ShapeProp(gm).propagate(*(mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                                      for t in example_inputs))
+    except Exception:  # noqa: BLE001 - any failure of the fake run means: run it for real
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
     return gm

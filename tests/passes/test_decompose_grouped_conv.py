@@ -77,3 +77,12 @@ def test_a_dense_weight_over_budget_is_declined(monkeypatch):
     gm, rewrites = run_pass("decompose-grouped-conv", captured(model, x, "module"), x, Target.load("archnet"))
     assert rewrites == 0
     assert conv_groups(gm) == [6]
+
+
+def test_more_groups_than_the_split_limit_are_not_split(monkeypatch):
+    from fxrewrite.passes import grouped_conv_as_split_convs
+
+    model = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=6))
+    x = torch.randn(1, 12, 9, 9)
+    monkeypatch.setattr(grouped_conv_as_split_convs, "MAX_GROUPS", 4)
+    assert SPLIT_ONLY.run(captured(model, x, "module"), PassContext((x,))).rewrites == 0
