@@ -8,7 +8,7 @@ them for its own report), the last 2,000 measure teacher and student. Skipped wh
 absent. Each case prints one row of the README's table and appends it to
 benchmarks/mnist-results.jsonl; the reference in the same run is the teacher's own accuracy and cost.
 
-Cases: the 2x2-patchify teacher at float32, 4w4a and 2w4a (parallel schedule) and 4w4a progressive;
+Cases: the 2x2-patchify teacher at float32, 4w4a and 2w4a (parallel schedule), 4w4a and 2w4a progressive;
 and a teacher with a ResNet-style 7x7 stride-2 stem at 4w4a, its stem lowered exactly (partial sums
 of 3x3 windows) or by the approximate pass (three 3x3 convs fitted by least squares), then distilled.
 """
@@ -84,6 +84,7 @@ CASES = {
     "4w4a parallel": dict(stem=2, bits=(4, 4)),
     "2w4a parallel": dict(stem=2, bits=(2, 4)),
     "4w4a progressive": dict(stem=2, bits=(4, 4), schedule="progressive"),
+    "2w4a progressive": dict(stem=2, bits=(2, 4), schedule="progressive"),
     "7x7 stem exact, 4w4a": dict(stem=7, bits=(4, 4)),
     # the fitted stack costs more than the stem, so the default budget would distil the stem instead
     "7x7 stem approximate 3x3 stack, 4w4a": dict(stem=7, bits=(4, 4), passes=_approximate_stem_pipeline,

@@ -127,3 +127,13 @@ def test_max_growth_overrides_the_target_limit_from_the_cli(tmp_path, run_cli):
     code, _, err = run_cli("lower", str(program), "--target", "archnet", "--max-growth", "0",
                            "-o", str(tmp_path / "out.pt2"))
     assert code == 2 and "max_growth must be positive" in err
+
+
+def test_a_growth_budget_not_met_is_said_not_silent(monkeypatch):
+    from fxrewrite.lowering import exact
+
+    monkeypatch.setattr(exact, "MAX_BUDGET_ATTEMPTS", 1)  # no second lowering to keep the dear node in
+    x = torch.randn(1, 8, 15, 15)
+    lowered = lower(capture(SevenAndAdd().eval(), (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml"))
+    assert any("the growth budget was not met after 1 lowerings" in note and "(limit 2 on test-chip)" in note
+               for note in lowered.report.notes)

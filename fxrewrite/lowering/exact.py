@@ -20,8 +20,9 @@ from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, Pass
 from fxrewrite.target import Target
 
 MAX_ROUNDS = 4
-#: lowerings tried while the growth budget keeps more nodes (a kept node can leave others illegal too)
-MAX_BUDGET_ATTEMPTS = 3
+#: lowerings tried while the growth budget keeps more nodes (keeping a node changes what its neighbours
+#: become, so the first estimate of what to keep can fall short)
+MAX_BUDGET_ATTEMPTS = 8
 VERIFY_SEEDS = (1, 2, 3)
 
 
@@ -38,6 +39,8 @@ class ExactLowering:
     seconds: dict[str, float]
     #: teacher nodes the growth budget kept for distillation, with the reason
     kept: dict[str, str] = field(default_factory=dict)
+    #: what the report must say when the budget could not be met (empty when it was)
+    budget_note: str = ""
 
 
 def default_pipeline() -> list[Pass]:
@@ -102,6 +105,11 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
             break
         kept |= more
     times["rewrite"] = time.perf_counter() - start
+    cycles_growth, macs_growth = budget.growth(gm, target)
+    limit = target.performance.growth_max
+    budget_note = "" if limit is None or max(cycles_growth, macs_growth) <= limit else (
+        f"the growth budget was not met after {MAX_BUDGET_ATTEMPTS} lowerings: the model costs x{cycles_growth:.3g} "
+        f"the teacher's estimated cycles and x{macs_growth:.3g} its MACs (limit {limit:g} on {target.name})")
 
     start = time.perf_counter()
     verdicts = _with_budget_reasons(check(gm, target, model), gm, kept)
@@ -109,7 +117,7 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     times["verify"] = time.perf_counter() - start
     # check() has estimated the lowered graph's latency already
     after = replace(Size.of(gm), estimate=verdicts.estimate)
-    return ExactLowering(gm, results, verdicts, verification, before, after, times, kept)
+    return ExactLowering(gm, results, verdicts, verification, before, after, times, kept, budget_note)
 
 
 def _with_budget_reasons(verdicts: CheckReport, gm: fx.GraphModule, kept: dict[str, str]) -> CheckReport:

@@ -109,7 +109,8 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     exact = lower_exact(gm, target, example_inputs, passes=passes, instruments=instruments, model=model, debug=debug,
                         student_budget=student_budget)
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
-    outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts)
+    outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts,
+                              notes=[exact.budget_note] if exact.budget_note else [])
     needs_training = bool(exact.verdicts.illegal) or scheme is not None
     broken = exact.verification.max_relative_error > tolerance and reference is None
     if training.calib is None or not needs_training or broken:
