@@ -90,6 +90,34 @@ def nodes_cycles(nodes: Iterable[fx.Node], perf: Performance) -> float:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """Estimated cycles and MACs of a graph, a region or a node's descendants on one target."""
+
+    cycles: float
+    macs: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.cycles + other.cycles, self.macs + other.macs)
+
+    def scaled(self, factor: float) -> Cost:
+        return Cost(self.cycles * factor, int(self.macs * factor))
+
+    def divided(self, parts: int) -> Cost:
+        return Cost(self.cycles / parts, self.macs // parts)
+
+    def within(self, allowance: Cost) -> bool:
+        return self.cycles <= allowance.cycles and self.macs <= allowance.macs
+
+    def ratios(self, reference: Cost) -> tuple[float, float]:
+        """Cycles and MACs as multiples of `reference`'s (MACs 0 when the reference has none)."""
+        return self.cycles / max(reference.cycles, 1e-12), self.macs / reference.macs if reference.macs else 0.0
+
+    def ratio(self, reference: Cost) -> float:
+        """The larger of the cycles and MACs ratios to `reference`."""
+        return max(self.ratios(reference))
+
+
+@dataclass(frozen=True)
 class Estimate:
     """A graph's estimated latency on one target: in total, per op kind, and its dearest nodes."""
 

@@ -13,7 +13,7 @@ from fxrewrite.distill import DistillConfig, distill
 from fxrewrite.errors import DistillError
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill import seed_from_teacher, synthesize
-from fxrewrite.distill.sizing import Cost
+from fxrewrite.cost import Cost
 from fxrewrite.distill import Progress
 from fxrewrite.legality import check
 from fxrewrite import lower

@@ -8,7 +8,8 @@ from torch import nn
 
 from conftest import symbolic
 from fxrewrite.distill import synthesize
-from fxrewrite.distill.sizing import FLOOR_SHARE, Cost, allowance, module_cost, widths
+from fxrewrite.cost import Cost
+from fxrewrite.distill.sizing import FLOOR_SHARE, allowance, module_cost, widths
 from fxrewrite.distill.students import ConvStudent
 from fxrewrite.examples import tiny_convnext
 from fxrewrite.lowering.exact import lower_exact

@@ -15,13 +15,14 @@ the model's cost, and a starved one would be what the model's accuracy hangs on.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from fxrewrite.cost import Estimate, graph_macs
+from fxrewrite.cost import Cost, Estimate, graph_macs
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.target import Target
 
@@ -32,20 +33,6 @@ GROWTH_CAP = 1.5
 FLOOR_SHARE = 0.05
 WIDTH_STEPS = (1.0, 0.75, 0.5, 0.375, 0.25)
 MIN_WIDTH = 4
-
-
-@dataclass(frozen=True)
-class Cost:
-    cycles: float
-    macs: int
-
-    def within(self, allowance: Cost) -> bool:
-        return self.cycles <= allowance.cycles and self.macs <= allowance.macs
-
-    def ratio(self, teacher: Cost) -> float:
-        """The larger of the cycles and MACs ratios to `teacher` (MACs ignored when the teacher has none)."""
-        macs = self.macs / teacher.macs if teacher.macs else 0.0
-        return max(self.cycles / max(teacher.cycles, 1e-12), macs)
 
 
 def module_cost(module: nn.Module, inputs: Sequence[torch.Tensor], target: Target) -> Cost:
@@ -73,25 +60,26 @@ def widths(full: int) -> list[int]:
 
 def allowance(region: Cost, model: Cost, budget: float) -> Cost:
     """What one student may cost: `budget` times its region, or FLOOR_SHARE of the model where more."""
-    return Cost(max(budget * region.cycles, FLOOR_SHARE * model.cycles),
-                max(int(budget * region.macs), int(FLOOR_SHARE * model.macs)))
+    by_region, floor = region.scaled(budget), model.scaled(FLOOR_SHARE)
+    return Cost(max(by_region.cycles, floor.cycles), max(by_region.macs, floor.macs))
 
 
 def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]], inputs: Sequence[torch.Tensor],
                         teacher: Cost, allowed: Cost, target: Target) -> Sized:
     """The first of the (size label, builder) candidates costing at most `allowed`; else the last. The
     ratio reported is to the teacher region's cost."""
-    def step_up(index: int) -> Sized | None:
+    def built(index: int) -> tuple[Sized, Cost]:
         label, build = candidates[index]
         student = build()
         cost = module_cost(student, inputs, target)
-        cap = Cost(GROWTH_CAP * allowed.cycles, int(GROWTH_CAP * allowed.macs))
-        return Sized(student, label, cost.ratio(teacher)) if cost.within(cap) else None
+        return Sized(student, label, cost.ratio(teacher)), cost
 
-    for index, (label, build) in enumerate(candidates):
-        student = build()
-        cost = module_cost(student, inputs, target)
+    def step_up(index: int) -> Sized | None:
+        sized, cost = built(index)
+        return sized if cost.within(allowed.scaled(GROWTH_CAP)) else None
+
+    for index in range(len(candidates)):
+        sized, cost = built(index)
         if cost.within(allowed) or index == len(candidates) - 1:
-            larger = (lambda: step_up(index - 1)) if index > 0 else None
-            return Sized(student, label, cost.ratio(teacher), larger)
+            return dataclasses.replace(sized, larger=(lambda: step_up(index - 1)) if index > 0 else None)
     raise ValueError("a student needs at least one candidate")

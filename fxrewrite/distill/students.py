@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Cost, Sized, first_within_budget, widths
+from fxrewrite.cost import Cost
+from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, first_within_budget, widths
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import Decline
@@ -143,10 +144,10 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     times DEFAULT_STUDENT_BUDGET)."""
     positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
     tensors = [inputs[i] for i in positions]
-    allowed = allowed or Cost(DEFAULT_STUDENT_BUDGET * teacher.cycles, int(DEFAULT_STUDENT_BUDGET * teacher.macs))
+    allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
     parts = len(outputs)
-    sized = [_one_student(name, tensors, out, Cost(teacher.cycles / parts, teacher.macs // parts),
-                          Cost(allowed.cycles / parts, allowed.macs // parts), target) for out in outputs]
+    sized = [_one_student(name, tensors, out, teacher.divided(parts), allowed.divided(parts), target)
+             for out in outputs]
     student = sized[0].student if len(sized) == 1 else MultiOutputStudent([s.student for s in sized])
     if len(positions) != len(inputs):
         student = TensorInputs(student, positions)

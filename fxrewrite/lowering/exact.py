@@ -13,7 +13,7 @@ from torch import fx
 import fxrewrite.passes
 from fxrewrite.cost import Size
 from fxrewrite.legality import CheckReport, check
-from fxrewrite.lowering.budget import GrowthBudget
+from fxrewrite.lowering.budget import GrowthBudget, charges
 from fxrewrite.lowering.planner import TrialJudge
 from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, PassResult, Verification,
                                canonical_order, origin_of, verify)
@@ -97,15 +97,16 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         judge = TrialJudge(target, legalize, debug=debug, memo=memo, kept=kept)
         results = run_rounds(PassManager(pipeline, instruments), gm, PassContext(example_inputs, target, debug, judge),
                              rounds)
-        all_exact_growth = all_exact_growth or budget.growth(gm, target)
-        more = budget.over(gm, target, kept, all_exact_growth)
+        charged = charges(gm, target)
+        all_exact_growth = all_exact_growth or budget.growth(charged)
+        more = budget.over(charged, kept, all_exact_growth)
         if student_budget is not None:
-            more |= budget.dearer_than_students(gm, target, kept | more, student_budget)
+            more |= budget.dearer_than_students(charged, kept | more, student_budget)
         if not more:
             break
         kept |= more
     times["rewrite"] = time.perf_counter() - start
-    cycles_growth, macs_growth = budget.growth(gm, target)
+    cycles_growth, macs_growth = budget.growth(charged)  # of the last lowering, the result
     limit = target.performance.growth_max
     budget_note = "" if limit is None or max(cycles_growth, macs_growth) <= limit else (
         f"the growth budget was not met after {MAX_BUDGET_ATTEMPTS} lowerings: the model costs x{cycles_growth:.3g} "
