@@ -82,11 +82,7 @@ class TrialJudge(ReplacementJudge):
         self.legalize, self.depth, self.debug = legalize, depth, debug
         self.memo = {} if memo is None else memo
 
-    def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
-        if (kept := self.kept_reason(pass_, root)) is not None:
-            return kept
-        if not created:
-            return 0.0
+    def judge_created(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
         if all(self.target.verdict(n).legal for n in created) or self.depth >= MAX_TRIAL_DEPTH:
             return self.judge_products(pass_, root, match, created)
         key = (self.depth, products_signature(created))

@@ -3,7 +3,7 @@ pass is (contracts, registry) and the pass manager with its instruments."""
 
 from fxrewrite.rewrite.compare import relative_error
 from fxrewrite.rewrite.contracts import canonical_order, check_contracts, check_order, parse_pipeline
-from fxrewrite.rewrite.driver import ORIGIN, RewriteLoopError, RewriteStats, apply_rules, origin_of
+from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, apply_rules, origin_of
 from fxrewrite.rewrite.judge import ReplacementJudge
 from fxrewrite.rewrite.manager import Instruments, PassManager
 from fxrewrite.rewrite.passes import Pass, PassContext, PassResult, PatternPass, register, registered_passes
@@ -11,7 +11,7 @@ from fxrewrite.rewrite.pattern import Decline, Match, Pattern, Rule, RuleSet, op
 from fxrewrite.rewrite.rewriter import Rewriter
 from fxrewrite.rewrite.verify import Verification, fresh_inputs, verify
 
-__all__ = ["ORIGIN", "Decline", "Instruments", "Match", "Pass", "PassContext", "PassManager", "PassResult", "Pattern",
+__all__ = ["Decline", "Instruments", "Match", "Pass", "PassContext", "PassManager", "PassResult", "Pattern",
            "PatternPass", "ReplacementJudge", "RewriteLoopError", "RewriteStats", "Rewriter", "Rule", "RuleSet",
            "Verification", "apply_rules", "canonical_order", "check_contracts", "check_order", "fresh_inputs", "op",
            "origin_of", "parse_pipeline", "register", "registered_passes", "relative_error", "same_shape", "verify"]

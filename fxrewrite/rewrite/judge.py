@@ -39,14 +39,13 @@ class ReplacementJudge:
         self.kept = kept or {}
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
-        if (kept := self.kept_reason(pass_, root)) is not None:
-            return kept
-        return self.judge_products(pass_, root, match, created) if created else 0.0
-
-    def kept_reason(self, pass_: JudgedPass, root: fx.Node) -> Decline | None:
         if pass_.trigger != "cheaper" and origin_of(root) in self.kept:
             return Decline(self.kept[origin_of(root)])
-        return None
+        return self.judge_created(pass_, root, match, created) if created else 0.0
+
+    def judge_created(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
+        """The judgement of a replacement that built `created` (the trial judge legalizes them first)."""
+        return self.judge_products(pass_, root, match, created)
 
     def judge_products(self, pass_: JudgedPass, root: fx.Node, match: Match,
                        products: Iterable[fx.Node]) -> float | Decline:
