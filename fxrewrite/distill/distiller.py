@@ -154,7 +154,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
         else:
             progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
                         checkpoints, config.progress)
-    held = record(teacher, [b.to(device) for b in held_out])
+    held = record(teacher, [b.to(device) for b in held_out])  # for growth and the per-region report
     growth = grow_missing(students, sized, teacher, adapters, cache, held, config.epochs, config.lr, config.attention,
                           checkpoints, config.progress, device)
     times["blockwise"] = time.perf_counter() - start
@@ -166,32 +166,32 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["finetune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    regions = _student_results(stitched, teacher, order, held_out, device, kinds, seeded, sized, growth)
+    regions = _student_results(stitched, order, held, kinds, seeded, sized, growth)
     stitched = stitched.cpu()
     flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
     sample = batches[0][:1].cpu()
     flat = annotate_shapes(flat, (sample,))  # one sample: MACs per input
+    judged_against = reference.cpu() if reference is not None else gm
     result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
-                       agreement(flat, reference.cpu() if reference is not None else gm, held_out), measure_per_input(gm, sample), Size.of(flat, count_nodes=False))
+                       agreement(flat, judged_against, held_out), measure_per_input(gm, sample),
+                       Size.of(flat, count_nodes=False))
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result
 
 
-def _student_results(stitched: nn.Module, teacher: fx.GraphModule, order: Sequence[str],
-                     held_out: Sequence[torch.Tensor], device: torch.device, kinds: dict[str, str],
+def _student_results(stitched: nn.Module, order: Sequence[str], held_out: Sequence[Recorded], kinds: dict[str, str],
                      seeded: dict[str, int], sized: dict[str, Sized], growth: dict[str, str]) -> list[StudentResult]:
-    """Per region, on the held-out split: the student's output in the stitched network vs the teacher's."""
+    """Per region, on the held-out split (the teacher's records): the student's output in the stitched
+    network vs the teacher's."""
     errors: dict[str, list[tuple[float, float]]] = {n: [] for n in order}
     with torch.no_grad():
-        for batch in held_out:
-            batch = batch.to(device)
-            wanted = record(teacher, [batch])[0].regions
+        for entry in held_out:
             hooks = OutputHooks(stitched, order)
-            stitched(batch)
+            stitched(entry.batch)
             hooks.remove()
             for name in order:
-                for got, want in zip(hooks.values[name], wanted[name][1]):
+                for got, want in zip(hooks.values[name], entry.regions[name][1]):
                     errors[name].append((F.mse_loss(got, want).item(),
                                          F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()))
     return [StudentResult(name, kinds[name], sized[name].size, round(sized[name].cost_ratio, 3), growth.get(name, ""),
