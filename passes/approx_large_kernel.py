@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.passes.approx_large_kernel_as_3x3_stack import DENSE_STACK_RULE
+from fxrewrite.passes.approx_large_kernel_as_3x3_stack import DENSE_STACK_RULE, same_padded_odd_square
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
-from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
+from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d
 
 BRANCHES = 4
 FIT_STEPS = 400
@@ -64,12 +64,8 @@ def _approximate(match: Match, rewriter: Rewriter):
     conv = match["conv"]
     attrs = conv.attrs
     kh, kw = attrs["kernel"]
-    if kh != kw or kh % 2 == 0 or attrs["grouping"] != "depthwise" or attrs["out_ch"] != attrs["in_ch"]:
-        return Decline("only square, odd, depthwise (one output per channel) kernels are fitted")
-    m = (kh - 1) // 2
-    if attrs["padding"] != (m, m):
-        return Decline(f"only same padding ({m}) keeps the stacked map sizes")
-    weights = plain_conv_weights(conv)
+    weights = same_padded_odd_square(conv, attrs["grouping"] == "depthwise" and attrs["out_ch"] == attrs["in_ch"],
+                                     "depthwise (one output per channel) kernels are fitted")
     if isinstance(weights, Decline):
         return weights
     weight, bias = weights
@@ -78,7 +74,7 @@ def _approximate(match: Match, rewriter: Rewriter):
     error = (torch.linalg.vector_norm(_compose(factors) - weight[:, 0]) / torch.linalg.vector_norm(weight)).item()
     node = conv.inputs[0]
     for index, factor in enumerate(factors):
-        last = index == m - 1
+        last = index == len(factors) - 1
         if index == 0:
             layer = conv2d(factor.reshape(channels * r, 1, 3, 3), None, padding=(1, 1), groups=channels)
         elif last:
@@ -87,7 +83,7 @@ def _approximate(match: Match, rewriter: Rewriter):
         else:
             layer = conv2d(factor.reshape(channels * r, 1, 3, 3), None, padding=(1, 1), groups=channels * r)
         node = rewriter.module(conv.node, "approx_3x3", layer, node)
-    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} depthwise -> {r} branches of {m} 3x3 convs, "
+    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} depthwise -> {r} branches of {len(factors)} 3x3 convs, "
                           f"relative kernel error {error:.3g}, MACs {node_macs(conv)} -> {nodes_macs(rewriter.created)}")
     return node
 

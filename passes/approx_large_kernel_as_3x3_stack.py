@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.cost import node_macs, nodes_macs
+from fxrewrite.ir import OpView
 from fxrewrite.rewrite import Decline, Match, Rewriter, Rule
 from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, plain_conv_weights
 
@@ -53,16 +54,24 @@ def fit_stack(kernel: torch.Tensor, seed: int = 0) -> list[torch.Tensor]:
     return [layer.detach() for layer in layers]
 
 
+def same_padded_odd_square(conv: OpView, grouping_fits: bool,
+                           what: str) -> tuple[torch.Tensor, torch.Tensor | None] | Decline:
+    """The weight and bias of a square, odd, same-padded conv whose grouping a fit handles
+    (`grouping_fits`; `what` says which kernels are fitted when it is not)."""
+    kh, kw = conv.attrs["kernel"]
+    if kh != kw or kh % 2 == 0 or not grouping_fits:
+        return Decline(f"only square, odd, {what}")
+    m = (kh - 1) // 2
+    if conv.attrs["padding"] != (m, m):
+        return Decline(f"only same padding ({m}) keeps the stacked map sizes")
+    return plain_conv_weights(conv)
+
+
 def _stack(match: Match, rewriter: Rewriter):
     conv = match["conv"]
     attrs = conv.attrs
     kh, kw = attrs["kernel"]
-    if kh != kw or kh % 2 == 0 or attrs["groups"] != 1:
-        return Decline("only square, odd, dense kernels are fitted as a 3x3 stack")
-    m = (kh - 1) // 2
-    if attrs["padding"] != (m, m):
-        return Decline(f"only same padding ({m}) keeps the stacked map sizes")
-    weights = plain_conv_weights(conv)
+    weights = same_padded_odd_square(conv, attrs["groups"] == 1, "dense kernels are fitted as a 3x3 stack")
     if isinstance(weights, Decline):
         return weights
     weight, bias = weights
@@ -73,7 +82,7 @@ def _stack(match: Match, rewriter: Rewriter):
         last = index == len(layers) - 1
         module = conv2d(layer, bias if last else None, stride=attrs["stride"] if last else (1, 1), padding=(1, 1))
         node = rewriter.module(conv.node, "approx_3x3", module, node)
-    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} dense -> {m} stacked 3x3 convs of width "
+    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} dense -> {len(layers)} stacked 3x3 convs of width "
                           f"{attrs['out_ch']}, relative kernel error {error:.3g}, MACs {node_macs(conv)} -> "
                           f"{nodes_macs(rewriter.created)}")
     return node

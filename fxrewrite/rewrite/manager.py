@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import fx, nn
 
 from fxrewrite.ir import annotate_shapes, op_view

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pass_helpers import FORMS, FunctionalConv, assert_same, captured, conv_kernels, run_pass
+from pass_helpers import FunctionalConv, assert_same, captured, conv_kernels, run_pass
 
 
 @pytest.mark.parametrize("k", [5, 7, 9, 11])
