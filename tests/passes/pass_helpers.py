@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 import torch
 from torch import fx, nn
 
@@ -32,6 +33,31 @@ class FunctionalConv(nn.Module):
     def forward(self, x):
         c = self.conv
         return torch.nn.functional.conv2d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+
+
+#: the kernel sizes, strides, paddings and groupings every large-kernel decomposition is tested on
+LARGE_KERNEL_CASES = pytest.mark.parametrize("k, stride, padding, depthwise", [
+    (k, stride, padding, depthwise) for k in (5, 7, 9, 11) for stride in (1, 2) for padding in ("same", "valid", "small")
+    for depthwise in (False, True)])
+
+
+def large_kernel_case(k: int, stride: int, padding: str, depthwise: bool) -> tuple[nn.Module, torch.Tensor]:
+    """A k x k conv with bias (4 input channels; depthwise, or dense to 5) and an odd-sized input."""
+    torch.manual_seed(k + stride)
+    channels = 4
+    pad = {"same": k // 2, "valid": 0, "small": 1}[padding]
+    conv = nn.Conv2d(channels, channels if depthwise else 5, k, stride=stride, padding=pad,
+                     groups=channels if depthwise else 1, bias=True)
+    return nn.Sequential(conv), torch.randn(1, channels, 29, 31)
+
+
+def with_random_affine(norm: nn.Module) -> nn.Module:
+    """`norm` with its affine weight in [-2, 2] and bias in [-1, 1] (when it has them)."""
+    if getattr(norm, "weight", None) is not None:
+        with torch.no_grad():
+            norm.weight.uniform_(-2, 2)
+            norm.bias.uniform_(-1, 1)
+    return norm
 
 
 def captured(module: nn.Module, x: torch.Tensor, form: str) -> fx.GraphModule:

@@ -2,21 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from pass_helpers import FunctionalConv, assert_same, captured, conv_kernels, run_pass
+from pass_helpers import (LARGE_KERNEL_CASES, FunctionalConv, assert_same, captured, conv_kernels, large_kernel_case,
+                          run_pass)
 
 
-@pytest.mark.parametrize("k", [5, 7, 9, 11])
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("padding", ["same", "valid", "small"])
-@pytest.mark.parametrize("depthwise", [False, True])
+@LARGE_KERNEL_CASES
 def test_large_kernel_as_exact_3x3_stack(k, stride, padding, depthwise):
-    torch.manual_seed(k + stride)
-    channels = 4
-    pad = {"same": k // 2, "valid": 0, "small": 1}[padding]
-    conv = nn.Conv2d(channels, channels if depthwise else 5, k, stride=stride, padding=pad,
-                     groups=channels if depthwise else 1, bias=True)
-    model = nn.Sequential(conv)
-    x = torch.randn(1, channels, 29, 31)
+    model, x = large_kernel_case(k, stride, padding, depthwise)
     gm, rewrites = run_pass("decompose-large-kernel", captured(model, x, "module"), x)
     assert rewrites == 1
     assert conv_kernels(gm) == [(3, 3)] * (k // 2)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pass_helpers import FORMS, assert_same, captured, kinds, run_pass
+from pass_helpers import FORMS, assert_same, captured, kinds, run_pass, with_random_affine
 
 
 class FunctionalGroupNorm(nn.Module):
@@ -17,12 +17,7 @@ class FunctionalGroupNorm(nn.Module):
 
 
 def randomized_norm(groups: int, channels: int, affine: bool) -> nn.GroupNorm:
-    norm = nn.GroupNorm(groups, channels, eps=1e-5, affine=affine)
-    if affine:
-        with torch.no_grad():
-            norm.weight.uniform_(-2, 2)
-            norm.bias.uniform_(-1, 1)
-    return norm
+    return with_random_affine(nn.GroupNorm(groups, channels, eps=1e-5, affine=affine))
 
 
 @pytest.mark.parametrize("form", FORMS)

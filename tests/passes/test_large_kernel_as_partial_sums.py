@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from conftest import chip
-from pass_helpers import FunctionalConv, assert_same, captured, kinds
+from pass_helpers import LARGE_KERNEL_CASES, FunctionalConv, assert_same, captured, kinds, large_kernel_case
 from fxrewrite.ir import op_view
 from fxrewrite.passes.large_kernel_as_partial_sums import PARTIAL_SUMS_RULE, window_starts
 from fxrewrite.rewrite import PassContext, PatternPass, RuleSet
@@ -22,18 +22,9 @@ def conv_views(gm):
     return [v for v in map(op_view, gm.graph.nodes) if v.kind == "conv2d"]
 
 
-@pytest.mark.parametrize("k", [5, 7, 9, 11])
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("padding", ["same", "valid", "small"])
-@pytest.mark.parametrize("depthwise", [False, True])
+@LARGE_KERNEL_CASES
 def test_large_kernel_as_exact_partial_sums(k, stride, padding, depthwise):
-    torch.manual_seed(k + stride)
-    channels = 4
-    pad = {"same": k // 2, "valid": 0, "small": 1}[padding]
-    conv = nn.Conv2d(channels, channels if depthwise else 5, k, stride=stride, padding=pad,
-                     groups=channels if depthwise else 1, bias=True)
-    model = nn.Sequential(conv)
-    x = torch.randn(1, channels, 29, 31)
+    model, x = large_kernel_case(k, stride, padding, depthwise)
     gm, rewrites = run_partial_sums(captured(model, x, "module"), x)
     assert rewrites == 1
     convs = conv_views(gm)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pass_helpers import FORMS, assert_same, captured, kinds, run_pass
+from pass_helpers import FORMS, assert_same, captured, kinds, run_pass, with_random_affine
 
 
 class FunctionalNorm(nn.Module):
@@ -17,12 +17,7 @@ class FunctionalNorm(nn.Module):
 
 
 def randomized_norm(shape, affine: bool) -> nn.LayerNorm:
-    norm = nn.LayerNorm(shape, eps=1e-5, elementwise_affine=affine)
-    if affine:
-        with torch.no_grad():
-            norm.weight.uniform_(-2, 2)
-            norm.bias.uniform_(-1, 1)
-    return norm
+    return with_random_affine(nn.LayerNorm(shape, eps=1e-5, elementwise_affine=affine))
 
 
 @pytest.mark.parametrize("form", FORMS)
