@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="end-to-end fine-tuning epochs (default 10)")
     data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
-                      help="each student may cost X times its teacher region's estimated cycles and MACs, and exact "
-                           f"rewrites may make the model at most X times the teacher (default {DEFAULT_STUDENT_BUDGET:g})")
+                      help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
+                           "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
+                           f"instead (default {DEFAULT_STUDENT_BUDGET:g})")
     data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     data.add_argument("--resume", action="store_true",
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
@@ -179,7 +180,8 @@ def _run_lower(args: argparse.Namespace) -> int:
                             name=args.model, debug=args.debug, calib=args.calib, wbits=args.wbits, abits=args.abits,
                             calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
                             schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                            lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed, checkpoint_dir=checkpoint_dir,
+                            lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed,
+                            checkpoint_dir=checkpoint_dir,
                             resume=args.resume, progress=bars)
     finally:
         bars.close()

@@ -83,8 +83,8 @@ def _approximate(match: Match, rewriter: Rewriter):
         else:
             layer = conv2d(factor.reshape(channels * r, 1, 3, 3), None, padding=(1, 1), groups=channels * r)
         node = rewriter.module(conv.node, "approx_3x3", layer, node)
-    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} depthwise -> {r} branches of {len(factors)} 3x3 convs, "
-                          f"relative kernel error {error:.3g}, MACs {node_macs(conv)} -> {nodes_macs(rewriter.created)}")
+    rewriter.notes.append(f"{conv.node.name}: APPROXIMATE {kh}x{kw} depthwise -> {r} branches of {len(factors)} "
+                          f"3x3 convs, relative kernel error {error:.3g}, MACs {node_macs(conv)} -> {nodes_macs(rewriter.created)}")
     return node
 
 

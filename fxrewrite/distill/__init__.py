@@ -24,6 +24,6 @@ from fxrewrite.distill.schedules import SCHEDULES, Schedule
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 
-__all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled", "Progress", "ProgressBars",
-           "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
+__all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled",
+           "Progress", "ProgressBars", "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
            "seed_from_teacher", "synthesize"]

@@ -42,7 +42,8 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
     names = list(students) if names is None else list(names)
     parameters = [p for n in names for p in students[n].parameters()]
-    parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names for p in adapter.parameters()]
+    parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names
+                   for p in adapter.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=lr)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:

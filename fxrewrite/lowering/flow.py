@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule, distill, find_regions
+from fxrewrite.distill import (DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule,
+                               distill, find_regions)
 from fxrewrite.errors import UsageError
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.legality import CheckReport, check
