@@ -137,3 +137,22 @@ def test_a_growth_budget_not_met_is_said_not_silent(monkeypatch):
     lowered = lower(capture(SevenAndAdd().eval(), (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml"))
     assert any("the growth budget was not met after 1 lowerings" in note and "(limit 2 on test-chip)" in note
                for note in lowered.report.notes)
+
+
+def test_shapes_recorded_while_rewriting_match_a_fresh_propagation():
+    """Rewrites record the shapes of what they build instead of propagating the whole graph again;
+    the result must carry what a full ShapeProp finds."""
+    import torchvision
+
+    from fxrewrite.ir import annotate_shapes
+
+    x = torch.randn(1, 3, 40, 40)
+    lowered = lower(capture(torchvision.models.mobilenet_v3_small().eval(), (x,)), (x,), target="npu-generic").gm
+
+    def shapes() -> dict[str, object]:
+        return {n.name: repr(n.meta.get("tensor_meta")) for n in lowered.graph.nodes}
+
+    recorded = shapes()
+    assert sum("shape=torch.Size" in meta for meta in recorded.values()) > 200
+    annotate_shapes(lowered, (x,))
+    assert shapes() == recorded

@@ -88,10 +88,13 @@ def annotate_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]
     fake tensors: shapes without the arithmetic (the lowering re-annotates after every pass that
     changed the graph, and real convs at 224x224 made that most of its time). A graph fake tensors
     cannot run (a data-dependent op) is run for real."""
+    # built outside the fake mode: inside it ShapeProp deep-copies the module into fake tensors, which
+    # cost more than the propagation; outside it, parameters are converted as they are read
+    propagation = ShapeProp(gm)
     try:
         with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            ShapeProp(gm).propagate(*(mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
-                                      for t in example_inputs))
+            propagation.propagate(*(mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                                    for t in example_inputs))
     except Exception:  # noqa: BLE001 - any failure of the fake run means: run it for real
         with torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)

@@ -54,7 +54,10 @@ class PassManager:
                                      f"reproducer written to {path}") from exc
             if result.rewrites:
                 kinds = None
-                annotate_shapes(gm, ctx.example_inputs)
+                if any("type" not in node.meta for node in gm.graph.nodes if node.op != "output"):
+                    # ShapeProp and the Rewriter record every node's result type; a node without one
+                    # was built otherwise, so the graph is propagated again
+                    annotate_shapes(gm, ctx.example_inputs)
                 self._dump(round_index, index, pass_.name, before, gm.code)
                 self._verify(gm, ctx, pass_.name)
             results.append(result)
