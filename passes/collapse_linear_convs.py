@@ -17,7 +17,7 @@ import torch
 
 from fxrewrite.cost import nodes_cycles, op_cycles
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
+from fxrewrite.rewrite.building import block_diagonal, conv2d, holding, plain_conv_weights
 
 
 def _compose(second: torch.Tensor, first: torch.Tensor, pairing: str) -> torch.Tensor:
@@ -65,23 +65,36 @@ def _collapse(match: Match, rewriter: Rewriter):
     if second.attrs["padding"] != (0, 0) and not bias_free_pointwise:
         return Decline("the second conv pads its input, which the merged conv cannot reproduce at the border "
                        "(exact only when the second conv has no padding or the first is a bias-free 1x1)")
+    # the merged conv is placed and judged as a shell before any weight is composed: composing two
+    # wide kernels is the dearest arithmetic of a lowering, and the planner's trials meet many pairs
+    # (the products of a decomposition) whose merged conv the target could not run
+    groups = first.attrs["in_ch"] if both_depthwise else 1
+    kernel = tuple(a + b - 1 for a, b in zip(first.attrs["kernel"], second.attrs["kernel"]))
+    has_bias = b1 is not None or b2 is not None
+    padding = tuple(a + b for a, b in zip(first.attrs["padding"], second.attrs["padding"]))
+    shell = conv2d(torch.empty(second.attrs["out_ch"], first.attrs["in_ch"] // groups, *kernel),
+                   torch.empty(second.attrs["out_ch"]) if has_bias else None,
+                   stride=second.attrs["stride"], padding=padding, groups=groups)
+    merged_node = rewriter.module(second.node, "collapsed_conv", shell, first.inputs[0])
+    target = rewriter.target
+    if target is not None and not (verdict := target.verdict(merged_node)).legal:
+        return Decline(f"the merged conv would not run on {target.name} ({verdict.reason}): a decomposition "
+                       "would only undo the collapse")
     w1, w2 = w1.double(), w2.double()
     if both_depthwise:
-        merged, groups = _compose(w2, w1, "oi,oikl->oikl"), first.attrs["in_ch"]
+        merged = _compose(w2, w1, "oi,oikl->oikl")
         channel_sums = w2.sum(dim=(1, 2, 3))
     else:
         w1, w2 = block_diagonal(w1.double(), first.attrs["groups"]), block_diagonal(w2.double(), second.attrs["groups"])
-        merged, groups = _compose(w2, w1, "om,mikl->oikl"), 1
+        merged = _compose(w2, w1, "om,mikl->oikl")
         channel_sums = w2.sum(dim=(2, 3))
-    bias = None if b1 is None and b2 is None else torch.zeros(second.attrs["out_ch"], dtype=torch.float64)
+    bias = torch.zeros(second.attrs["out_ch"], dtype=torch.float64) if has_bias else None
     if b2 is not None:
         bias += b2.double()
     if b1 is not None:
         bias += channel_sums * b1.double() if both_depthwise else channel_sums @ b1.double()
-    padding = tuple(a + b for a, b in zip(first.attrs["padding"], second.attrs["padding"]))
-    module = conv2d(merged.float(), None if bias is None else bias.float(), stride=second.attrs["stride"],
-                    padding=padding, groups=groups)
-    return rewriter.module(second.node, "collapsed_conv", module, first.inputs[0])
+    holding(shell, merged, bias)
+    return merged_node
 
 
 register(PatternPass(

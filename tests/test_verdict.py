@@ -81,3 +81,19 @@ def test_every_caller_takes_the_verdict_from_target_verdict(monkeypatch):
     judged = ReplacementJudge(ARCHNET)(type("Pass", (), {"name": "p", "trigger": "illegal"}), relu,
                                       Match({}, (relu,)), [relu])
     assert isinstance(judged, Decline) and "marked by the test" in judged.reason
+
+
+def test_views_and_verdicts_follow_a_node_whose_module_or_inputs_change():
+    """Views and verdicts are memoized per node state: swapping the module behind a name (as
+    distillation does) or rewiring an input must be seen, not answered from the memo."""
+    x = torch.randn(1, 3, 8, 8)
+    gm = symbolic(nn.Sequential(nn.Conv2d(3, 3, 5, padding=2), nn.Conv2d(3, 3, 3, padding=1)).eval(), x)
+    annotate_shapes(gm, (x,))
+    first, second = [n for n in gm.graph.nodes if n.op == "call_module"]
+    assert op_view(first).attrs["kernel"] == (5, 5) and not ARCHNET.verdict(first).legal
+    gm.add_submodule(str(first.target), nn.Conv2d(3, 3, 3, padding=1))
+    assert op_view(first).attrs["kernel"] == (3, 3) and ARCHNET.verdict(first).legal
+    placeholder = next(iter(gm.graph.nodes))
+    assert op_view(second).inputs == (first,)
+    second.replace_input_with(first, placeholder)
+    assert op_view(second).inputs == (placeholder,)

@@ -115,7 +115,27 @@ def _produces_tensor(node: fx.Node) -> bool:
 
 
 def op_view(node: fx.Node) -> OpView:
-    """See `node` through the vocabulary; nodes outside it get kind `unknown`."""
+    """See `node` through the vocabulary; nodes outside it get kind `unknown`. Memoized while the
+    node's arguments, its recorded shape and (for a module call) its module object stay the same:
+    rewrites build new nodes and modules rather than editing them, and distillation swaps modules.
+    A pass asks about every node and the planner's trials ask again."""
+    state = (node.args, node.kwargs, node.meta.get("tensor_meta"),
+             fetch_attr(node.graph.owning_module, str(node.target)) if node.op == "call_module" else None)
+    # kept on the node itself, not in node.meta (copied with the node) nor in a weak mapping (the view
+    # refers to its node, so the entry would keep every graph alive)
+    cached = getattr(node, VIEW_ATTRIBUTE, None)
+    if cached is not None and all(a is b for a, b in zip(cached[0], state)):
+        return cached[1]
+    view = _compute_view(node)
+    setattr(node, VIEW_ATTRIBUTE, (state, view))
+    return view
+
+
+#: the attribute op_view memoizes a node's view in
+VIEW_ATTRIBUTE = "_fxrewrite_view"
+
+
+def _compute_view(node: fx.Node) -> OpView:
     if node.op == "placeholder":
         return OpView("input", {}, (), node, "placeholder")
     if node.op == "output":

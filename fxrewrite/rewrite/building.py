@@ -48,14 +48,20 @@ def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int
            padding: tuple[int, int] = (0, 0), groups: int = 1) -> nn.Conv2d:
     """An nn.Conv2d holding exactly these weights (float32, zero padding, dilation 1)."""
     out_ch, in_per_group, kh, kw = weight.shape
-    # skip_init: the random initialisation would be overwritten at once, and costs more than the copy
-    conv = nn.utils.skip_init(nn.Conv2d, in_per_group * groups, out_ch, (kh, kw), stride=stride, padding=padding,
-                              groups=groups, bias=bias is not None)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        if bias is not None:
-            conv.bias.copy_(bias)
-    return conv.eval()
+    conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride=stride, padding=padding, groups=groups,
+                     bias=bias is not None, device="meta")
+    return holding(conv, weight, bias)
+
+
+def holding(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """`layer` holding float32 copies of these weights (it is built on the meta device, so there is no
+    initialisation to overwrite; a layer built from uninitialised weights is a shell to fill later)."""
+    if layer.weight.shape != weight.shape:  # an assigned Parameter is not checked, unlike copy_
+        raise ValueError(f"a weight of shape {tuple(weight.shape)} for a layer that takes {tuple(layer.weight.shape)}")
+    layer.weight = nn.Parameter(weight.detach().to(torch.float32, copy=True))
+    if bias is not None:
+        layer.bias = nn.Parameter(bias.detach().to(torch.float32, copy=True))
+    return layer.eval()
 
 
 def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -71,12 +77,7 @@ def block_diagonal(weight: torch.Tensor, groups: int) -> torch.Tensor:
 
 def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An nn.Linear holding exactly these weights (float32)."""
-    layer = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer.eval()
+    return holding(nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta"), weight, bias)
 
 
 def is_plain_conv2d(view: OpView) -> bool:

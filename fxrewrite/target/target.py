@@ -19,6 +19,8 @@ from fxrewrite.target.performance import Performance
 from fxrewrite.target.schema import read_target
 
 BUILTIN_PACKAGE = "fxrewrite.targets"
+#: the attribute Target.verdict memoizes a node's verdict in
+VERDICT_ATTRIBUTE = "_fxrewrite_verdict"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,15 @@ class Target:
         """Whether this target runs `node`, and if not, why. Every caller (check, the picture, the
         regions, the pass filter, the planner) asks here."""
         view = op_view(node)
+        # memoized on the node beside its view (see op_view), for the last target that judged it
+        cached = getattr(node, VERDICT_ATTRIBUTE, None)
+        if cached is not None and cached[0] is self and cached[1] is view:
+            return cached[2]
+        verdict = self._judge(view)
+        setattr(node, VERDICT_ATTRIBUTE, (self, view, verdict))
+        return verdict
+
+    def _judge(self, view: OpView) -> Verdict:
         if view.structural:
             return Verdict(True)
         if view.kind == UNKNOWN:

@@ -65,3 +65,22 @@ def test_fires_only_where_the_target_cost_says_it_is_cheaper():
     gm, collapsed = run_pass("collapse-linear-convs", captured(model, x, "module"), x, slow_depthwise)
     assert (plain, collapsed) == (0, 1)
     assert_same(gm, model, x)
+
+
+def test_a_merged_conv_the_target_cannot_run_is_declined_before_composing():
+    from fxrewrite.passes import registered_passes
+    from fxrewrite.rewrite import PassContext
+
+    torch.manual_seed(3)
+    # a wide middle: the merged 5x5 conv (8 -> 2) is far cheaper than the two 3x3 convs
+    model = nn.Sequential(nn.Conv2d(8, 32, 3, padding=1), nn.Conv2d(32, 2, 3)).eval()
+    x = torch.randn(1, 8, 16, 17)
+    three_only = chip('[ops.conv2d]\nkernels = ["3x3"]\n')
+    result = registered_passes()["collapse-linear-convs"].run(captured(model, x, "module"), PassContext((x,), three_only))
+    assert result.rewrites == 0
+    (reason,) = result.stats.declined["conv-conv"]
+    assert "the merged conv would not run on test-chip (conv2d kernel 5x5" in reason
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model, x, "module"), x,
+                            chip('[ops.conv2d]\nkernels = ["3x3", "5x5"]\n'))
+    assert rewrites == 1 and only_conv(gm).attrs["kernel"] == (5, 5)
+    assert_same(gm, model, x)
