@@ -19,8 +19,10 @@ from fxrewrite import lower
 from fxrewrite.rewrite import Rule, RuleSet, apply_rules, op
 from fxrewrite.target import Target
 
-MODELS = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "swin_t",
-          "regnet_y_400mf"]
+#: the 16 models of ../shared/zoo_report.py
+MODELS = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16",
+          "swin_t", "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5", "googlenet",
+          "efficientnet_v2_s", "maxvit_t"]
 
 
 @pytest.mark.parametrize("name", MODELS)
