@@ -1,4 +1,4 @@
-"""max-pool-as-relu-max (exact): k x k max pooling from convs, ReLU and concat, via max(a, b) = a + relu(b - a).
+"""max-pool-as-relu-max (exact): k x k max pooling from dense convs, ReLU and concat, via max(a, b) = a + relu(b - a).
 
 Max over a rectangle is max over rows of max over columns, so each axis is pooled in turn. Along
 one axis, a radius-1 running max m'(i) = max(m(i - 1), m(i), m(i + 1)) takes two steps
@@ -15,10 +15,13 @@ so the pass needs padding 0 or an input made non-negative by its producer (ReLU,
 Needs odd kernels, dilation 1, floor rounding and p >= r - 1.
 """
 
-import torch
+from collections.abc import Callable
 
-from fxrewrite.ir import op_view
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+import torch
+from torch import fx
+
+from fxrewrite.ir import OpView, op_view
+from fxrewrite.rewrite import Decline, Match, Rewriter, Rule, op
 from fxrewrite.rewrite.building import conv2d, nchw_shape
 
 NON_NEGATIVE_PRODUCERS = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid"})
@@ -56,8 +59,9 @@ def _pool_axis(rewriter: Rewriter, anchor, x, channels: int, axis: int, kernel: 
     return running
 
 
-def _as_relu_max(match: Match, rewriter: Rewriter):
-    pool = match["pool"]
+def relu_max_precondition(pool: OpView) -> tuple[int, ...] | Decline:
+    """The pool's NCHW shape when a running-max form with zero-padded convs is exact for it (see the
+    module docstring; the depthwise form shares these conditions), else why not."""
     attrs = pool.attrs
     shape = nchw_shape(pool)
     if isinstance(shape, Decline):
@@ -72,19 +76,29 @@ def _as_relu_max(match: Match, rewriter: Rewriter):
     if any(attrs["padding"]) and op_view(producer).kind not in NON_NEGATIVE_PRODUCERS:
         return Decline(f"its input comes from {op_view(producer).kind}, not from ReLU/ReLU6/sigmoid, so it may be "
                        "negative, and zero padding would change the max at the border")
-    node = producer
-    for axis in (1, 0):
-        node = _pool_axis(rewriter, pool.node, node, shape[1], axis, attrs["kernel"][axis], attrs["stride"][axis],
-                          attrs["padding"][axis])
-    return node
+    return shape
 
 
-register(PatternPass(
-    name="max-pool-as-relu-max",
-    summary="k x k max pool as running maxes a + relu(b - a) built from 3x3 convs, ReLU and concat",
-    rules=RuleSet((Rule("max-pool", op("max_pool2d", name="pool"), _as_relu_max),)),
-    produces_ops=frozenset({"conv2d", "cat", "relu"}),
-    reads_ops=NON_NEGATIVE_PRODUCERS,
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-grouped-conv", "hardsigmoid-as-relu6",
-                  "relu6-as-relus"),
-))
+PoolAxis = Callable[[Rewriter, fx.Node, fx.Node, int, int, int, int, int], fx.Node]
+
+
+def running_max_rule(name: str, pool_axis: PoolAxis, priority: int = 0) -> Rule:
+    """A rule pooling each axis in turn, columns then rows, with `pool_axis(rewriter, anchor, x,
+    channels, axis, kernel, stride, padding)`, where relu_max_precondition holds."""
+
+    def replace(match: Match, rewriter: Rewriter):
+        pool = match["pool"]
+        shape = relu_max_precondition(pool)
+        if isinstance(shape, Decline):
+            return shape
+        attrs = pool.attrs
+        node = pool.inputs[0]
+        for axis in (1, 0):
+            node = pool_axis(rewriter, pool.node, node, shape[1], axis, attrs["kernel"][axis], attrs["stride"][axis],
+                             attrs["padding"][axis])
+        return node
+
+    return Rule(name, op("max_pool2d", name="pool"), replace, priority)
+
+
+RELU_MAX_RULE = running_max_rule("relu-max", _pool_axis, priority=1)
