@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -94,6 +95,7 @@ def test_the_growth_budget_keeps_the_dearest_node_for_distillation():
     reason = report.still_illegal[0].reason
     assert "kernel" in reason and "kept for distillation: its exact rewrites would add" in reason
     assert "(limit 2 on test-chip): pass --calib to distil it, or --max-growth" in reason
+    assert re.search(r"candidates: as it is \([\d.e+]+ cycles, [\d.e+]+ MACs\), exact rewrites \(", reason)
     assert report.rewrites.get("add-as-concat-conv") == 1  # the cheap rewrite still runs
     assert report.after.macs <= 2.0 * report.before.macs
     assert report.after.estimate.cycles <= 2.0 * report.before.estimate.cycles

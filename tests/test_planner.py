@@ -33,6 +33,17 @@ def test_products_signature_ignores_weights_but_not_shapes_or_attributes():
     assert products_signature([a]) != products_signature([c])
 
 
+def test_products_signature_tells_a_zero_bias_from_another():
+    """collapse-linear-convs merges a 1x1 conv into a padded 3x3 one only when its bias is zero, so a
+    trial's outcome depends on that, and the memo must not hand one's outcome to the other."""
+    convs = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1))
+    with torch.no_grad():
+        convs[0].bias.zero_()
+    gm = symbolic(convs, torch.randn(1, 4, 5, 5))
+    zero_bias, some_bias = (n for n in gm.graph.nodes if n.op == "call_module")
+    assert products_signature([zero_bias]) != products_signature([some_bias])
+
+
 def test_identical_products_are_legalized_once_per_depth():
     gm = symbolic(TwinDepthwise(), torch.randn(1, 4, 11, 11))
     a, b, c = (n for n in gm.graph.nodes if n.op == "call_module")

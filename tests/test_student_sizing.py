@@ -76,5 +76,5 @@ def test_with_calibration_data_a_material_exact_rewrite_dearer_than_a_student_is
         r.name == "add-as-concat-conv" and r.rewrites == 4 for r in exact.passes)
     assert residual_adds <= planned.kept.keys()
     assert all("distilled instead" in planned.kept[name] and "--student-budget 1.5" in planned.kept[name]
-               for name in residual_adds)
+               and ", a student of at most " in planned.kept[name] for name in residual_adds)
     assert planned.after.macs < exact.after.macs

@@ -48,6 +48,14 @@ def charges(gm: fx.GraphModule, target: Target) -> Charges:
     return charged
 
 
+def _candidates(before: Cost, after: Cost, student: Cost | None = None) -> str:
+    """The candidates a choice weighed, with their estimated costs, for a kept node's reason."""
+    def cost(c: Cost) -> str:
+        return f"{c.cycles:.3g} cycles, {c.macs:.3g} MACs"
+    said = f"candidates: as it is ({cost(before)}), exact rewrites ({cost(after)})"
+    return said + (f", a student of at most {cost(student)}" if student is not None else "")
+
+
 def _total(charged: Charges) -> Cost:
     return sum(charged.values(), Cost(0.0, 0))
 
@@ -106,7 +114,7 @@ class GrowthBudget:
                             f"estimated cycles and {shares[1]:.1%} of its MACs, and with every exact rewrite the "
                             f"model costs x{cycles_growth:.3g} the cycles and x{macs_growth:.3g} the MACs (limit "
                             f"{self.limit:g} on {self.target_name}): pass --calib to distil it, or --max-growth "
-                            f"{suggestion:g}")
+                            f"{suggestion:g}; {_candidates(before, after)}")
         return keep
 
     def dearer_than_students(self, charged: Charges, kept: Mapping[str, str], student_budget: float) -> dict[str, str]:
@@ -120,5 +128,6 @@ class GrowthBudget:
             if growth > student_budget and share >= MATERIAL_SHARE:
                 keep[origin] = (f"distilled instead: its exact rewrites would cost x{growth:.3g} its estimated cycles "
                                 f"or MACs and add {share:.1%} of the teacher's, more than a student may cost "
-                                f"(--student-budget {student_budget:g})")
+                                f"(--student-budget {student_budget:g}); "
+                                f"{_candidates(before, after, before.scaled(student_budget))}")
         return keep

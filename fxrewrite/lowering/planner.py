@@ -8,7 +8,9 @@ cannot run) is declined. Among the rules that could replace one node, the cheape
 cost estimate wins (fxrewrite.rewrite.judge).
 
 Trials are memoized by the products' signature (each node's op, attributes, scalar arguments and
-shapes, and how they connect) for one target: legality and cost do not depend on weight values, and
+shapes, how they connect, and which of their weights are all zeros) for one target: legality and
+cost do not depend on weight values beyond that (a zero bias lets collapse-linear-convs merge across
+padding), and
 a decomposition repeats the same few products many times (the shifts of a large kernel, the adds
 that sum its windows), so without the memo trials of trials grow exponentially with depth.
 """
@@ -57,19 +59,39 @@ def extract_subgraph(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple[fx.Graph
     return fx.GraphModule(gm, graph), tuple(inputs)
 
 
+def _zero_tensors(node: fx.Node) -> tuple[bool | None, ...]:
+    """Which tensors `node` holds (a module's own parameters) or is (a constant) are all zeros: the one
+    property of values a rule reads (collapse-linear-convs takes a 1x1 conv with a zero bias as
+    bias-free); None for a tensor without values (on the meta device)."""
+    owner = node.graph.owning_module
+    if node.op == "call_module":
+        tensors = list(owner.get_submodule(node.target).parameters(recurse=False))
+    elif node.op == "get_attr":
+        value = owner
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        tensors = [value] if isinstance(value, torch.Tensor) else []
+    else:
+        return ()
+    return tuple(None if t.is_meta else not t.any().item() for t in tensors)
+
+
 def products_signature(nodes: list[fx.Node]) -> tuple:
-    """What a trial's result depends on: ops, attributes, scalar arguments, shapes and wiring, not weights."""
+    """What a trial's result depends on: ops, attributes, scalar arguments, shapes and wiring, and
+    which weights are all zeros, not the weights' values."""
     index = {node: i for i, node in enumerate(nodes)}
 
     def wire(arg: fx.Node) -> tuple:
-        return ("made", index[arg]) if arg in index else ("read", arg.op == "get_attr", tensor_shape(arg))
+        if arg in index:
+            return ("made", index[arg])
+        return ("read", arg.op == "get_attr", tensor_shape(arg), _zero_tensors(arg))
 
     parts = []
     for node in nodes:
         view = op_view(node)
         scalars = repr(fx.node.map_arg((node.args, node.kwargs), lambda _: None))
         parts.append((view.kind, repr(sorted(view.attrs.items())), scalars if node.op != "call_module" else "",
-                      tuple(wire(a) for a in node.all_input_nodes), view.output_shape))
+                      tuple(wire(a) for a in node.all_input_nodes), view.output_shape, _zero_tensors(node)))
     return tuple(parts)
 
 
