@@ -6,6 +6,8 @@ import copy
 import json
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from conftest import chip, symbolic
@@ -117,3 +119,37 @@ def test_a_residual_chain_is_cut_into_one_region_per_block():
     assert [name for name, _ in carved.named_children() if name.startswith("region_")] == [
         "region_0", "region_1", "region_2"]
     torch.testing.assert_close(carved(x), gm(x))
+
+
+class RandomDag(nn.Module):
+    """Node i applies gelu (illegal on CONV_ONLY) or relu (legal) to the sum of earlier nodes `reads[i]`
+    (an add, illegal, when there are two): many paths leave a group of illegal nodes and come back."""
+
+    def __init__(self, steps: list[tuple[bool, tuple[int, ...]]]):
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x):
+        values = [x]
+        for illegal, reads in self.steps:
+            total = values[reads[0]] if len(reads) == 1 else values[reads[0]] + values[reads[1]]
+            values.append(nn.functional.gelu(total) if illegal else torch.relu(total))
+        return values[-1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_carved_regions_never_hold_a_cycle_in_random_graphs(data):
+    count = data.draw(st.integers(2, 14))
+    steps = [(data.draw(st.booleans()),
+              tuple(sorted(data.draw(st.lists(st.integers(0, i), min_size=1, max_size=2, unique=True)))))
+             for i in range(count)]
+    x = torch.randn(1, 2, 3, 3)
+    model = RandomDag(steps).eval()
+    gm = symbolic(model, x)
+    regions = find_regions(gm, CONV_ONLY)
+    rejected = {n for n in gm.graph.nodes if not CONV_ONLY.verdict(n).legal}
+    assert rejected <= {n for r in regions for n in r.nodes}
+    carved = carve(gm, CONV_ONLY)
+    carved.graph.lint()  # a fused region that feeds and reads one node fails the topological check
+    torch.testing.assert_close(carved(x), model(x))

@@ -23,7 +23,8 @@ MAX_ROUNDS = 4
 #: lowerings tried while the growth budget keeps more nodes (keeping a node changes what its neighbours
 #: become, so the first estimate of what to keep can fall short)
 MAX_BUDGET_ATTEMPTS = 8
-VERIFY_SEEDS = (1, 2, 3)
+#: two fresh inputs: every output pixel is compared twice, and the pair tells whether the output varies
+VERIFY_SEEDS = (1, 2)
 
 
 @dataclass
