@@ -1,11 +1,11 @@
 """Regions: the nodes a target still rejects, grouped for distillation.
 
-torch.fx's capability-based partitioner groups the rejected nodes (and the legal nodes they enclose,
-see `region_members`) into connected partitions whose fusion never creates a cycle; each region is
+The rejected nodes (and the legal nodes they enclose, see `region_members`) are grouped into
+connected partitions whose fusion never creates a cycle (`_partitions`); each region is
 cut at legal tensors and has its input and output tensors. A partition is cut once more after each
 residual add it holds (`split_after_residual_adds`), so a chain of residual blocks the target cannot
 run becomes one region per block, each with its skip, rather than one region for the whole chain.
-`carve` fuses each region into a submodule (`region_0`, ...) so a student block with the same call
+`carve` fuses each region into a submodule with torch.fx's fuser (`region_0`, ...) so a student block with the same call
 signature can take its place.
 """
 
@@ -15,31 +15,14 @@ import collections
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from torch import fx, nn
-from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner, Partition
-from torch.fx.passes.operator_support import OperatorSupportBase
+from torch import fx
+from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.target import Target
 
 REGION_PREFIX = "region_"
-
-
-class _InRegion(OperatorSupportBase):
-    def __init__(self, members: set[fx.Node]):
-        self.members = members
-
-    def is_node_supported(self, submodules: Mapping[str, nn.Module], node: fx.Node) -> bool:
-        return node in self.members
-
-
-class _Partitioner(CapabilityBasedPartitioner):
-    """torch's partitioner rebuilds dict(named_modules()) for every node it asks about (quadratic on
-    large graphs: 2.5 s of maxvit_t's lowering); region membership needs no modules."""
-
-    def _is_node_supported(self, node: fx.Node) -> bool:
-        return self.operator_support.is_node_supported({}, node)
 
 
 def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
@@ -164,26 +147,25 @@ def _levels(gm: fx.GraphModule, components: list[list[fx.Node]]) -> dict[fx.Node
     return level
 
 
-def _partitions(gm: fx.GraphModule, target: Target) -> tuple[CapabilityBasedPartitioner, list[list[fx.Node]]]:
-    """The partitioner that fuses regions, and the regions' members cut after residual adds, each
-    in graph order, sorted by first node: the members connected by edges within one level
-    (`_levels`). By hand, since torch's partitioner proposes the same cycle-free groups in time
-    quadratic in their size (0.9 s of maxvit_t's 3 s lowering); its fusing is used as it is."""
+def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
+    """The regions' members cut after residual adds, each in graph order, sorted by first node: the
+    members connected by edges within one level (`_levels`). By hand, since torch's partitioner
+    (CapabilityBasedPartitioner) proposes such cycle-free groups in time quadratic in their size
+    (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them."""
     members = region_members(gm, target)
-    partitioner = _Partitioner(gm, _InRegion(members), allows_single_node_partition=True, skip_horizontal_fusion=True)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     components = _components(members, order)
     level = _levels(gm, components)
     parts = [piece for component in components for step in sorted({level[n] for n in component})
              for piece in _components({n for n in component if level[n] == step}, order)]
     parts = [cut for part in parts for cut in split_after_residual_adds(part)]
-    return partitioner, sorted(parts, key=lambda members: order[members[0]])
+    return sorted(parts, key=lambda members: order[members[0]])
 
 
 def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
     """Connected, cycle-free groups of the nodes `target` rejects, in graph order."""
     regions = []
-    for index, members in enumerate(_partitions(gm, target)[1]):
+    for index, members in enumerate(_partitions(gm, target)):
         inside = set(members)
         inputs = {a: None for n in members for a in n.all_input_nodes if a not in inside and a.op != "get_attr"}
         outputs = [n for n in members if any(u not in inside for u in n.users)]
@@ -193,6 +175,5 @@ def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
 
 def carve(gm: fx.GraphModule, target: Target) -> fx.GraphModule:
     """`gm` with every region fused into a submodule named region_<index> (graph order)."""
-    partitioner, parts = _partitions(gm, target)
-    return partitioner.fuse_partitions([Partition(index, members) for index, members in enumerate(parts)],
-                                       prefix=REGION_PREFIX)
+    return fuse_by_partitions(gm, [dict.fromkeys(members) for members in _partitions(gm, target)],
+                              prefix=REGION_PREFIX)
