@@ -17,7 +17,7 @@ import torch
 
 from fxrewrite.cost import nodes_cycles, op_cycles
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import block_diagonal, conv2d, holding, plain_conv_weights
+from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
 
 
 def _compose(second: torch.Tensor, first: torch.Tensor, pairing: str) -> torch.Tensor:
@@ -93,7 +93,10 @@ def _collapse(match: Match, rewriter: Rewriter):
         bias += b2.double()
     if b1 is not None:
         bias += channel_sums * b1.double() if both_depthwise else channel_sums @ b1.double()
-    holding(shell, merged, bias)
+    with torch.no_grad():  # in place: the view memoized on the shell's node holds these very Parameters
+        shell.weight.copy_(merged)
+        if bias is not None:
+            shell.bias.copy_(bias)
     return merged_node
 
 

@@ -55,7 +55,8 @@ def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int
 
 def holding(layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     """`layer` holding float32 copies of these weights (it is built on the meta device, so there is no
-    initialisation to overwrite; a layer built from uninitialised weights is a shell to fill later)."""
+    initialisation to overwrite). A layer built from uninitialised weights is a shell, filled later in
+    place: its node's memoized view holds its Parameters."""
     if layer.weight.shape != weight.shape:  # an assigned Parameter is not checked, unlike copy_
         raise ValueError(f"a weight of shape {tuple(weight.shape)} for a layer that takes {tuple(layer.weight.shape)}")
     layer.weight = nn.Parameter(weight.detach().to(torch.float32, copy=True))

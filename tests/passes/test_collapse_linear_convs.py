@@ -5,6 +5,7 @@ from torch import nn
 from conftest import chip
 from pass_helpers import FORMS, FunctionalConv, assert_same, captured, kinds, run_pass
 from fxrewrite.ir import op_view
+from fxrewrite.target import Target
 
 
 def only_conv(gm):
@@ -33,6 +34,19 @@ def test_restructurable_activation_chain_becomes_one_dense_conv():
     assert rewrites == 2
     conv = only_conv(gm)
     assert (conv.attrs["kernel"], conv.attrs["grouping"], conv.attrs["padding"]) == ((3, 3), "dense", (1, 1))
+    assert_same(gm, model, x)
+
+
+def test_a_chain_collapsed_on_a_target_reads_the_filled_weights_of_the_first_merge():
+    """Regression (found by the random-graph property test): the merged conv is judged on the target
+    as a shell first, which memoizes its node's view; filling the shell by swapping its Parameters
+    left that view on the empty ones, so the next merge composed garbage (errors of 1e37)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 1, bias=False),
+                          nn.Conv2d(16, 16, 1, bias=False)).eval()
+    x = torch.randn(1, 3, 9, 9)
+    gm, rewrites = run_pass("collapse-linear-convs", captured(model, x, "module"), x, Target.load("npu-generic"))
+    assert rewrites == 2
     assert_same(gm, model, x)
 
 
