@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fxrewrite import lower
-from fxrewrite.examples import TinyConvNeXt
+from fxrewrite.examples import TinyConvNeXt, train_classifier
 from fxrewrite.frontend import capture
 from fxrewrite.lowering.exact import default_pipeline
 from fxrewrite.passes import registered_passes
@@ -55,15 +54,8 @@ def mnist():
 
 
 def _train_teacher(images: torch.Tensor, labels: torch.Tensor, stem_kernel: int) -> tuple[TinyConvNeXt, float]:
-    torch.manual_seed(0)
-    model = TinyConvNeXt(stem_kernel=stem_kernel)
-    optimizer = torch.optim.AdamW(model.parameters(), 3e-3)
-    for _ in range(8):
-        for batch in torch.randperm(8000).split(64):
-            optimizer.zero_grad()
-            F.cross_entropy(model(images[batch]), labels[batch]).backward()
-            optimizer.step()
-    model.eval()
+    model = train_classifier(lambda: TinyConvNeXt(stem_kernel=stem_kernel), images, labels, epochs=8, train=8000,
+                             batch=64)
     with torch.no_grad():
         return model, (model(images[TEST]).argmax(1) == labels[TEST]).float().mean().item()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,26 +61,93 @@ def digits_inputs() -> torch.Tensor:
     return _digits()[0]
 
 
-def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+def _digits(size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError("the digits examples need scikit-learn: pip install 'fxrewrite[dev]'") from None
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16
-    return F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False), torch.tensor(digits.target)
+    if size != 8:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images, torch.tensor(digits.target)
 
 
-def digits_convnext() -> TinyConvNeXt:
-    """TinyConvNeXt trained (with labels, about 20 s on 2 cores) on the first 1,400 digits: a teacher
-    worth distilling, made without downloading anything."""
-    images, labels = _digits()
+def train_classifier(build: Callable[[], nn.Module], images: torch.Tensor, labels: torch.Tensor, epochs: int,
+                     train: int = 1400, batch: int = 50) -> nn.Module:
+    """`build()` (seeded 0) trained with labels by AdamW on the first `train` images, in eval mode."""
     torch.manual_seed(0)
-    model = TinyConvNeXt()
+    model = build()
     optimizer = torch.optim.AdamW(model.parameters(), 3e-3)
-    for _ in range(20):
-        for batch in torch.randperm(1400).split(50):
+    for _ in range(epochs):
+        for indices in torch.randperm(train).split(batch):
             optimizer.zero_grad()
-            F.cross_entropy(model(images[batch]), labels[batch]).backward()
+            F.cross_entropy(model(images[indices]), labels[indices]).backward()
             optimizer.step()
     return model.eval()
+
+
+def digits_convnext() -> nn.Module:
+    """TinyConvNeXt trained (with labels, about 20 s on 2 cores) on the first 1,400 digits: a teacher
+    worth distilling, made without downloading anything."""
+    return train_classifier(TinyConvNeXt, *_digits(), epochs=20)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention spelled in the ops a chip's list names: linear, reshape, permute,
+    matmul, softmax (nn.MultiheadAttention is one opaque op to a target)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n, length, dim = x.shape
+        q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (dim // self.heads) ** -0.5, dim=-1)
+        return self.proj((weights @ v).permute(0, 2, 1, 3).reshape(n, length, dim))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with GELU."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = Attention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """Vision transformer: patchify conv, class token, learned position embeddings, `depth` encoder
+    blocks, LayerNorm and a linear head on the class token."""
+
+    def __init__(self, image: int = 8, patch: int = 2, dim: int = 32, depth: int = 2, heads: int = 2,
+                 classes: int = 10):
+        super().__init__()
+        self.embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position
+        return self.head(self.norm(self.blocks(tokens)[:, 0]))
+
+
+def digits_vit() -> nn.Module:
+    """TinyViT trained (with labels, a few seconds on 2 cores) on the first 1,400 of scikit-learn's
+    digits at their own 8x8 size, as 16 patches of 2x2."""
+    return train_classifier(TinyViT, *_digits(size=8), epochs=30)
+
+
+def digits_inputs_8x8() -> torch.Tensor:
+    """scikit-learn's bundled digits at their own 1x8x8 size in [0, 1]; no labels."""
+    return _digits(size=8)[0]

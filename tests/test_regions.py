@@ -13,6 +13,7 @@ from torch import nn
 from conftest import chip, symbolic
 from fxrewrite import lower
 from fxrewrite.distill import carve, find_regions
+from fxrewrite.ir import tensor_shape
 
 CONV_ONLY = chip("[ops.conv2d]\n[ops.relu]\n")
 
@@ -62,10 +63,33 @@ class MlpBlock(nn.Module):
 
 def test_a_legal_node_enclosed_by_illegal_ones_joins_their_region():
     gm = symbolic(MlpBlock(), torch.randn(2, 5, 8))
-    regions = find_regions(gm, chip("[ops.linear]\n[ops.relu]\n"))
+    regions = find_regions(gm, chip("[ops.linear]\n[ops.relu]\n[ops.reshape]\n"))
     # up sits between layer norm and GELU, so the three are one region; down feeds the legal relu
     assert [sorted(r.kinds.elements()) for r in regions] == [["gelu", "layer_norm", "linear"]]
     assert [n.name for n in regions[0].outputs] == ["gelu"]
+
+
+class TokenHead(nn.Module):
+    """Two token blocks (residual adds) and a mean-pooled linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(MlpBlock() for _ in range(2))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x.mean(1))
+
+
+def test_a_token_stream_is_cut_only_where_the_target_can_reshape():
+    gm = symbolic(TokenHead(), torch.randn(2, 5, 8))
+    with_reshape = find_regions(gm, chip("[ops.linear]\n[ops.relu]\n[ops.reshape]\n"))
+    without = find_regions(gm, chip("[ops.linear]\n[ops.relu]\n"))
+    # a student can make tokens only with a reshape: without one the stream runs on to the pooled vector
+    assert [len(tensor_shape(r.outputs[0])) for r in with_reshape] == [3, 3, 2]
+    assert [[len(tensor_shape(o)) for o in r.outputs] for r in without] == [[2]]
 
 
 def test_regions_never_create_a_cycle():

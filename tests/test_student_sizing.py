@@ -34,7 +34,7 @@ def test_the_estimate_folds_batch_norm_as_deployment_does():
 
 
 def test_a_larger_budget_buys_a_larger_student_and_the_ratio_is_reported():
-    teacher = cost_of(ConvStudent(16, 16, 16, 1, 0, None))
+    teacher = cost_of(ConvStudent({0: 16}, {0: ()}, 16, 16, 1, (), None))
     output = torch.randn(2, 16, 9, 9)
     roomy = synthesize("r", [X], [output], teacher, ARCHNET, Cost(10 * teacher.cycles, 10 * teacher.macs))
     # archnet's 500 cycles per op make MACs the binding limit at this size
@@ -46,7 +46,7 @@ def test_a_larger_budget_buys_a_larger_student_and_the_ratio_is_reported():
 
 
 def test_a_layer_is_dropped_before_any_width():
-    teacher = cost_of(ConvStudent(16, 16, 16, 1, 0, None))
+    teacher = cost_of(ConvStudent({0: 16}, {0: ()}, 16, 16, 1, (), None))
     chosen = synthesize("r", [X], [torch.randn(2, 16, 9, 9)], teacher, ARCHNET,
                         Cost(1.01 * teacher.cycles, int(1.01 * teacher.macs)))
     assert chosen.size == "1 x conv3x3 of 16"
@@ -54,7 +54,7 @@ def test_a_layer_is_dropped_before_any_width():
 
 def test_a_skip_student_starts_as_input_plus_a_fresh_conv_of_the_body():
     torch.manual_seed(0)
-    student = ConvStudent(16, 16, 8, 1, 0, skip_input=0).eval()
+    student = ConvStudent({0: 16}, {0: ()}, 16, 8, 1, (), skip_input=0).eval()
     with torch.no_grad():
         student.last.weight[:, 16:].zero_()
         student.last.bias.zero_()

@@ -14,7 +14,7 @@ from fxrewrite.target import QuantFormat, Target, builtin_targets
 
 from conftest import compute_views, symbolic
 
-BUILTINS = ["archnet", "cpu-reference", "ethos-u55", "npu-generic"]
+BUILTINS = ["archnet", "archnet-transformer", "cpu-reference", "ethos-u55", "npu-generic"]
 
 
 def only_view(module: nn.Module, *shape: int):
@@ -171,7 +171,7 @@ def test_node_cycles_are_the_slower_of_compute_and_memory_plus_overhead():
 
 
 def test_unknown_target_name_lists_the_builtins():
-    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, cpu-reference, ethos-u55, npu-generic"):
+    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, archnet-transformer, cpu-reference, ethos-u55, npu-generic"):
         Target.load("tpu")
 
 

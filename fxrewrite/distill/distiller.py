@@ -25,7 +25,7 @@ from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, m
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 from fxrewrite.errors import DistillError
-from fxrewrite.ir import annotate_shapes
+from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.quant import (QuantScheme, calibrate, fold_for_quantization, materialize, quantize_modules,
                              quantizers)
 from fxrewrite.quant.post_training import CALIBRATION_BATCHES, measure_per_input
@@ -136,8 +136,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     first = cache[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
-    sized = {n: synthesize(n, *first[n], region_costs[n], target, allowance(region_costs[n], model,
-                                                                            config.student_budget)) for n in order}
+    sized = {n: synthesize(n, *first[n], region_costs[n], target, allowance(region_costs[n], model, config.student_budget),
+                           {op_view(node).kind for node in getattr(teacher, n).graph.nodes}) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
     seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
     kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}

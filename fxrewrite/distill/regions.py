@@ -23,23 +23,57 @@ from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.target import Target
 
 REGION_PREFIX = "region_"
+#: ops that only move data: a region absorbs those next to it
+LAYOUT_KINDS = frozenset({"reshape", "permute", "transpose", "flatten"})
+
+
+def holds_tokens(target: Target) -> bool:
+    """Whether a student on `target` can produce token sequences (N, L, D): it needs a reshape to
+    make them from maps and from each other. Without one (archnet), a transformer's token stream is
+    never cut: its region runs on to a map or a vector, which students can produce."""
+    return "reshape" in target.ops or target.allow_all_ops
+
+
+def _is_token_node(node: fx.Node) -> bool:
+    shape = tensor_shape(node)
+    return node.op not in ("placeholder", "get_attr", "output") and shape is not None and len(shape) == 3
 
 
 def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
-    """The illegal nodes, plus every legal node enclosed by them: one whose data inputs all come from
-    region nodes and whose users are all region nodes. Absorbing it merges the regions around it
-    (a ConvNeXt block's linear layers between LayerNorm, GELU and the layer scale), so one student
-    replaces the block instead of two students having to reproduce the exact tensors around a
-    single legal op. Parameters used only by region nodes join them too."""
-    members = {n for n in gm.graph.nodes if not target.verdict(n).legal}
+    """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), plus
+    every legal node enclosed by them: one whose data inputs all come from region nodes and whose
+    users are all region nodes. Absorbing it merges the regions around it (a ConvNeXt block's
+    linear layers between LayerNorm, GELU and the layer scale), so one student replaces the block
+    instead of two students having to reproduce the exact tensors around a single legal op.
+    Parameters used only by region nodes join them too."""
+    tokens_cut = holds_tokens(target)
+    maps_ok = "conv2d" in target.ops or target.allow_all_ops
+    members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not tokens_cut and _is_token_node(n))}
     grown = True
     while grown:
         grown = False
         for node in gm.graph.nodes:
             producers = [a for a in node.all_input_nodes if a.op != "get_attr"]
-            if (node not in members and node.op not in ("placeholder", "get_attr", "output") and producers
-                    and node.users and all(p in members for p in producers) and all(u in members for u in node.users)):
+            enclosed = (node not in members and node.op not in ("placeholder", "get_attr", "output") and producers
+                        and node.users and all(p in members for p in producers)
+                        and all(u in members for u in node.users))
+            # a member made from parameters and sizes alone (a class token expanded to the batch) is
+            # no region by itself: a student needs a tensor to read, so its users join it
+            unfed = node in members and not any(tensor_shape(p) for p in producers)
+            joining = {u for u in node.users if u not in members and u.op != "output"} if unfed else set()
+            # next to a region, these join it: size arithmetic (x.shape read to reshape x); layout
+            # ops on tensors of rank 5 and more, so regions begin and end at batch-first tensors (not
+            # at attention's (3, N, heads, L, d) split of q, k and v); and, where no student reads
+            # rank-4 tensors as image maps (a target without convs), every op on them
+            adjacent = node not in members and node.op.startswith("call") and (
+                any(p in members for p in producers) or any(u in members for u in node.users))
+            rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
+            kind = op_view(node).kind
+            joins = adjacent and (kind == "shape" or (kind in LAYOUT_KINDS and rank >= 5)
+                                  or (not maps_ok and rank >= 4))
+            if enclosed or joining or joins:
                 members.add(node)
+                members |= joining
                 grown = True
     # parameters read only inside regions travel with them, so students see activations only
     members |= {n for n in gm.graph.nodes if n.op == "get_attr" and n.users and all(u in members for u in n.users)}
@@ -72,16 +106,18 @@ class Region:
         }
 
 
-def _is_residual_add(node: fx.Node) -> bool:
+def _is_residual_add(node: fx.Node, cut_tokens: bool) -> bool:
     view = op_view(node)
     shapes = [tensor_shape(a) for a in node.all_input_nodes if a.op != "get_attr"]
-    return view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
+    return (view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
+            and (len(shapes[0]) != 3 or cut_tokens))
 
 
-def split_after_residual_adds(members: list[fx.Node]) -> list[list[fx.Node]]:
+def split_after_residual_adds(members: list[fx.Node], cut_tokens: bool = True) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut after every residual add: a node's block is the
     largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
-    outside alone (parameters, a second input) join the first block that reads them. Blocks only
+    outside alone (parameters, a second input) join the first block that reads them. Token adds
+    are cut only with `cut_tokens` (see holds_tokens). Blocks only
     feed later blocks, and every path between members stays inside the partition, so no cut makes
     a cycle."""
     inside = set(members)
@@ -89,7 +125,7 @@ def split_after_residual_adds(members: list[fx.Node]) -> list[list[fx.Node]]:
     for node in members:
         producers = [a for a in node.all_input_nodes if a in inside]
         if producers:
-            block[node] = max(block.get(p, 0) + _is_residual_add(p) for p in producers)
+            block[node] = max(block.get(p, 0) + _is_residual_add(p, cut_tokens) for p in producers)
     for node in reversed(members):
         if node not in block:
             block[node] = min((block[u] for u in node.users if u in block), default=0)
@@ -158,7 +194,7 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     level = _levels(gm, components)
     parts = [piece for component in components for step in sorted({level[n] for n in component})
              for piece in _components({n for n in component if level[n] == step}, order)]
-    parts = [cut for part in parts for cut in split_after_residual_adds(part)]
+    parts = [cut for part in parts for cut in split_after_residual_adds(part, holds_tokens(target))]
     return sorted(parts, key=lambda members: order[members[0]])
 
 

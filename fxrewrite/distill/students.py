@@ -1,17 +1,24 @@
 """Student blocks: legal ops only, the region's input and output shapes, started from the teacher.
 
-Policy (per region output; the size within the budget is chosen by fxrewrite.distill.sizing):
+Policy for image-map outputs (fxrewrite.distill.token_students has the others; the size within the
+budget is chosen by fxrewrite.distill.sizing):
 - NCHW -> NCHW (same or halved map): `depth` layers of 3x3 conv + batch norm + ReLU of `width`
   channels and a last 3x3 conv; one stride-2 conv per halving of the map. The widest width is
   max(input, output channels), capped by the target's in_channels_max; depth runs from the
   halvings plus one (at most MAX_DEPTH) down to the halvings (at least 1). Where an input has the
-  output's shape and already points its way (cosine above SKIP_COSINE on the recorded batch: a skip
-  path), the last conv reads that input beside the body and starts as input + body (a residual
-  block whose add the target cannot run); otherwise a batch norm follows it.
-- 2-D and 3-D tensors (vectors, tokens) with the input's leading dims: Linear-ReLU-Linear on the
-  last dim, hidden width at most max(in, out). An NCHW map to a vector (a pooling head): the same
-  on the flattened map, hidden width at most max(channels, out).
-- A region with several outputs gets one such student per output, all reading every input, each
+  output's shape and already points its way (a skip path), the last conv reads that input beside
+  the body and starts as input + body (a residual block whose add the target cannot run);
+  otherwise a batch norm follows it.
+- Merges: inputs finer than the others (an FPN or U-Net level) first pass their own stride-2
+  3x3 conv + batch norm + ReLU layers, one per halving, down to the coarsest map that feeds the
+  body; inputs coarser than the output would need upsampling, which no shipped target declares,
+  so they are left out (the body learns from the rest) and a region of only such inputs is
+  refused with its shapes.
+- Gates: vector inputs (N, C, 1, 1) or (N, C) beside a map (squeeze-and-excitation) multiply the
+  body's output through a 1x1 conv started as the identity (the teacher's gate as it is) where
+  the target multiplies a map by a per-channel vector; elsewhere they are left out, and the body
+  learns the gate from the map it squeezes.
+- A region with several outputs gets one student per output, all reading every input, each
   with an equal share of the budget.
 
 Teacher weights: a student layer starts from a teacher layer of the region where that layer has a
@@ -31,6 +38,7 @@ from torch import fx, nn
 
 from fxrewrite.cost import Cost
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, first_within_budget, widths
+from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import Decline
@@ -38,24 +46,38 @@ from fxrewrite.rewrite.building import block_diagonal, conv_weights
 from fxrewrite.target import Target
 
 MAX_DEPTH = 3
-#: a skip path is taken where an input of the output's shape already points the output's way
-SKIP_COSINE = 0.5
 
 
-def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.BatchNorm2d(out_ch)]
+def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool, padding: int = 1) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding), nn.BatchNorm2d(out_ch)]
     return layers + [nn.ReLU()] if relu else layers
 
 
 class ConvStudent(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, width: int, depth: int, halvings: int, skip_input: int | None):
+    """Conv layers over the maps it reads (`maps`: input position -> the paddings of the stride-2
+    layers taking it to the body's size; `halvings`: those of the body's), the output optionally gated by vector inputs (`gates`: input position -> whether it is (N, C)
+    rather than (N, C, 1, 1))."""
+
+    def __init__(self, channels: dict[int, int], maps: dict[int, tuple[int, ...]], out_ch: int, width: int,
+                 depth: int, halvings: tuple[int, ...], skip_input: int | None, gates: dict[int, bool] | None = None):
         super().__init__()
-        layers, channels = [], in_ch
+        gates = gates or {}
+        self.maps, self.gates, self.skip_input = list(maps), list(gates), skip_input
+        self.flat_gates = [i for i, flat in gates.items() if flat]
+        self.down = nn.ModuleList(nn.Sequential(*[layer for padding in maps[i] for layer in
+                                                  _conv_bn(channels[i], channels[i], 2, True, padding)])
+                                  for i in self.maps)
+        layers, in_ch = [], sum(channels[i] for i in self.maps)
         for index in range(depth):
-            layers += _conv_bn(channels, width, 2 if index < halvings else 1, relu=True)
-            channels = width
+            layers += _conv_bn(in_ch, width, 2, True, halvings[index]) if index < len(halvings) else \
+                _conv_bn(in_ch, width, 1, relu=True)
+            in_ch = width
         self.body = nn.Sequential(*layers)
-        self.skip_input = skip_input
+        self.gate = nn.Conv2d(sum(channels[i] for i in self.gates), out_ch, 1) if self.gates else None
+        if self.gate is not None and self.gate.in_channels == out_ch:
+            with torch.no_grad():
+                self.gate.weight.copy_(torch.eye(out_ch)[:, :, None, None])
+                self.gate.bias.zero_()
         if skip_input is None:
             self.last = nn.Sequential(*_conv_bn(width, out_ch, 1, relu=False))
             return
@@ -66,20 +88,13 @@ class ConvStudent(nn.Module):
             self.last.weight[:, :out_ch, 1, 1] = torch.eye(out_ch)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        body = self.body(torch.cat(inputs, 1) if len(inputs) > 1 else inputs[0])
-        if self.skip_input is None:
-            return self.last(body)
-        return self.last(torch.cat([inputs[self.skip_input], body], 1))
-
-
-class MlpStudent(nn.Module):
-    def __init__(self, in_features: int, out_features: int, width: int, flatten: bool = False):
-        super().__init__()
-        head = [nn.Flatten()] if flatten else []
-        self.body = nn.Sequential(*head, nn.Linear(in_features, width), nn.ReLU(), nn.Linear(width, out_features))
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.body(inputs[0])
+        maps = [down(inputs[i]) for i, down in zip(self.maps, self.down)]
+        body = self.body(torch.cat(maps, 1) if len(maps) > 1 else maps[0])
+        out = self.last(body) if self.skip_input is None else self.last(torch.cat([inputs[self.skip_input], body], 1))
+        if self.gate is None:
+            return out
+        vectors = [inputs[i][:, :, None, None] if i in self.flat_gates else inputs[i] for i in self.gates]
+        return out * self.gate(torch.cat(vectors, 1) if len(vectors) > 1 else vectors[0])
 
 
 class MultiOutputStudent(nn.Module):
@@ -105,49 +120,72 @@ class TensorInputs(nn.Module):
         return self.student(*(inputs[i] for i in self.positions))
 
 
-def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, teacher: Cost, allowed: Cost,
-                 target: Target) -> Sized:
+def _halvings(size: Sequence[int], to: Sequence[int]) -> tuple[int, ...] | None:
+    """The paddings of stride-2 3x3 conv layers taking a map of `size` to `to`, fewest layers first,
+    padding 1 (n -> ceil(n / 2)) before 0 (n -> floor((n - 1) / 2), an unpadded pool's size); None
+    when none do."""
+    paths: list[tuple[tuple[int, ...], tuple[int, ...]]] = [((), tuple(size))]
+    for _ in range(6):
+        for paddings, sizes in paths:
+            if sizes == tuple(to):
+                return paddings
+        paths = [(paddings + (p,), tuple((n + 2 * p - 3) // 2 + 1 for n in sizes))
+                 for paddings, sizes in paths for p in (1, 0)]
+    return None
+
+
+def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, target: Target) -> Candidates:
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
+    vectors = [i for i, s in enumerate(shapes) if len(s) == 2 or (len(s) == 4 and s[2:] == (1, 1) != out_shape[2:])]
+    to_output = {i: _halvings(s[2:], out_shape[2:]) for i, s in enumerate(shapes) if len(s) == 4 and i not in vectors}
+    reachable = {i: paddings for i, paddings in to_output.items() if paddings is not None}
+    if not reachable:
+        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}: every input map is "
+                           "coarser than the output, and upsampling is not among the ops students use")
+    # the body starts at the coarsest input that reaches the output; finer ones come down to it first
+    body_input = min(reachable, key=lambda i: len(reachable[i]))
+    halvings = reachable[body_input]
+    maps = {i: _halvings(shapes[i][2:], shapes[body_input][2:]) for i in reachable}
+    maps = {i: paddings for i, paddings in maps.items() if paddings is not None}
+    channels = {i: s[1] for i, s in enumerate(shapes)}
+    gates: dict[int, bool] = {}
+    if vectors:
+        wanted = {i: len(shapes[i]) == 2 for i in vectors}
+        probe = ConvStudent(channels, maps, out_shape[1], 4, max(len(halvings), 1), halvings, None, wanted)
+        gates = wanted if runs_on(target, probe, inputs) else {}
     limit = target.limit("conv2d", "in_channels_max") or math.inf
-    if len(out_shape) == 4 and all(len(s) == 4 and s[2:] == shapes[0][2:] for s in shapes):
-        halvings = next((j for j in range(4) if tuple(math.ceil(d / 2 ** j) for d in shapes[0][2:]) == out_shape[2:]),
-                        None)
-        if halvings is None:
-            raise DistillError(f"{name}: no conv student maps {shapes[0][2:]} to {out_shape[2:]} (only halvings)")
-        in_ch = sum(s[1] for s in shapes)
-        skip = next((i for i, t in enumerate(inputs) if t.shape == output.shape
-                     and F.cosine_similarity(t.flatten(), output.flatten(), dim=0) > SKIP_COSINE), None)
-        shallowest = max(halvings, 1)
-        depths = range(min(MAX_DEPTH, shallowest + 1), shallowest - 1, -1)
-        candidates = [(f"{depth} x conv3x3 of {width}" + (" + skip merge" if skip is not None else ""),
-                       lambda width=width, depth=depth: ConvStudent(in_ch, out_shape[1], width, depth, halvings, skip))
-                      for width in widths(int(min(max(in_ch, out_shape[1]), limit))) for depth in depths]
-    elif len(inputs) == 1 and len(out_shape) in (2, 3) and shapes[0][:-1] == out_shape[:-1]:
-        candidates = [(f"MLP of {width}", lambda width=width: MlpStudent(shapes[0][-1], out_shape[-1], width))
-                      for width in widths(max(shapes[0][-1], out_shape[-1]))]
-    elif len(inputs) == 1 and len(shapes[0]) == 4 and len(out_shape) == 2 and shapes[0][0] == out_shape[0]:
-        features = math.prod(shapes[0][1:])
-        candidates = [(f"MLP of {width} on the flattened map",
-                       lambda width=width: MlpStudent(features, out_shape[-1], width, flatten=True))
-                      for width in widths(max(shapes[0][1], out_shape[-1]))]
-    else:
-        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}; students cover NCHW maps "
-                           "(same or halved size) and vectors or tokens with the same leading dims")
+    in_ch = sum(channels[i] for i in maps)
+    skip = skip_input(inputs, output)
+    shallowest = max(len(halvings), 1)
+    depths = range(min(MAX_DEPTH, shallowest + 1), shallowest - 1, -1)
+    label = "{} x conv3x3 of {}" + (" + skip merge" if skip is not None else "") + (" x gate" if gates else "")
+    return [(label.format(depth, width),
+             lambda width=width, depth=depth: ConvStudent(channels, maps, out_shape[1], width, depth, halvings, skip,
+                                                          gates))
+            for width in widths(int(min(max(in_ch, out_shape[1]), limit))) for depth in depths]
+
+
+def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, region_kinds: set[str],
+                 teacher: Cost, allowed: Cost, target: Target) -> Sized:
+    candidates = token_candidates(name, inputs, output, region_kinds, target)
+    if candidates is None:
+        candidates = _map_candidates(name, inputs, output, target)
     return first_within_budget(candidates, inputs, teacher, allowed, target)
 
 
 def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
-               target: Target, allowed: Cost | None = None) -> Sized:
+               target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None) -> Sized:
     """A student for one region from its recorded inputs and output tensors (see the module policy),
     costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
-    times DEFAULT_STUDENT_BUDGET)."""
+    times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
+    tokens)."""
     positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
     tensors = [inputs[i] for i in positions]
     allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
     parts = len(outputs)
-    sized = [_one_student(name, tensors, out, teacher.divided(parts), allowed.divided(parts), target)
-             for out in outputs]
+    sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
+                          target) for out in outputs]
     student = sized[0].student if len(sized) == 1 else MultiOutputStudent([s.student for s in sized])
     if len(positions) != len(inputs):
         student = TensorInputs(student, positions)

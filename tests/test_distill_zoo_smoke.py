@@ -1,0 +1,41 @@
+"""Smoke coverage of distillation (slow; `make test-slow`): every model of ../shared/zoo_report.py at
+64x64 and the transformers models of tests/test_capture_models.py, random weights, distilled onto
+archnet with `--calib synthetic` and one epoch of each phase, must come out legal. A model that
+cannot fails with the DistillError naming its region and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from fxrewrite import check, lower
+
+from test_capture_models import _transformers_cases
+
+ZOO = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16",
+       "swin_t", "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5", "googlenet",
+       "efficientnet_v2_s", "maxvit_t"]
+#: what each zoo model is built with at 64x64 (ViT's position embeddings are sized to the image)
+BUILD = {"vit_b_16": {"image_size": 64}}
+
+
+def distils_legally(model: torch.nn.Module, x: torch.Tensor) -> None:
+    lowered = lower(model.eval(), (x,), target="archnet", calib="synthetic", calib_size=32, batch_size=16, epochs=1,
+                    finetune_epochs=1)
+    assert not lowered.report.still_illegal
+    assert check(lowered.gm, "archnet", (x,)).all_legal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_distils_onto_archnet(name):
+    torch.manual_seed(0)
+    distils_legally(getattr(torchvision.models, name)(**BUILD.get(name, {})), torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit", "convnext"])
+def test_transformers_models_distil_onto_archnet(name):
+    model, x = _transformers_cases()[name]
+    distils_legally(model, x)

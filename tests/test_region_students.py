@@ -1,0 +1,119 @@
+"""A student for every region shape: tokens (with and without attention), vectors, maps to tokens,
+gates and merges. Each is checked for its shapes, that it runs on its target, and that training
+lowers its loss against a random teacher signal of the region's shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import chip
+from fxrewrite.cost import Cost
+from fxrewrite.distill.students import synthesize
+from fxrewrite.distill.token_students import runs_on
+from fxrewrite.errors import DistillError
+from fxrewrite.target import Target
+
+TRANSFORMER = Target.load("archnet-transformer")
+ROOMY = Cost(1e12, 10**12)
+#: archnet-transformer without matmul and softmax: token mixing by an FC layer across the sequence
+NO_ATTENTION = chip("""
+[ops.linear]
+[ops.batch_norm]
+[ops.relu]
+[ops.cat]
+[ops.transpose]
+[ops.reshape]
+[ops.flatten]
+""")
+
+
+def trained_loss_drop(student: torch.nn.Module, inputs: list[torch.Tensor], target: torch.Tensor) -> tuple[float, float]:
+    """The student's MSE to `target` before and after 60 Adam steps on it."""
+    optimizer = torch.optim.Adam(student.parameters(), 1e-2)
+    student.train()
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = F.mse_loss(student(*inputs), target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+def built(inputs, output, target, kinds=()):
+    sized = synthesize("region_0", inputs, [output], ROOMY, target, ROOMY, set(kinds))
+    student = sized.student
+    with torch.no_grad():
+        assert student.eval()(*inputs).shape == output.shape
+    assert runs_on(target, student, inputs), sized.size
+    return sized
+
+
+@pytest.mark.parametrize("target, kinds, expected", [
+    (TRANSFORMER, {"layer_norm", "matmul", "softmax", "add"}, "attention + FC-BN-ReLU-FC"),
+    (NO_ATTENTION, {"layer_norm", "matmul", "softmax", "add"}, "sequence FC + FC-BN-ReLU-FC"),
+    (TRANSFORMER, {"layer_norm", "gelu", "linear", "add"}, "FC-BN-ReLU-FC")])
+def test_token_students_mix_tokens_where_the_teacher_does(target, kinds, expected):
+    torch.manual_seed(0)
+    x = torch.randn(16, 9, 12)
+    teacher = torch.softmax(x @ x.transpose(1, 2), -1) @ x if "matmul" in kinds else torch.relu(x)
+    sized = built([x], x + teacher, target, kinds)
+    assert sized.size.startswith(expected) and sized.size.endswith("+ skip merge")
+    first, last = trained_loss_drop(sized.student, [x], x + teacher)
+    assert last < 0.5 * first
+
+
+def test_tokens_to_a_vector_and_a_map_to_tokens():
+    torch.manual_seed(1)
+    tokens, image = torch.randn(16, 9, 12), torch.randn(16, 1, 8, 8)
+    head = built([tokens], torch.randn(16, 10), TRANSFORMER)
+    assert head.size.startswith("MLP of") and "flattened" in head.size
+    patchify = built([image], torch.randn(16, 17, 12), TRANSFORMER)
+    assert "reshaped to (17, 12)" in patchify.size
+    first, last = trained_loss_drop(patchify.student, [image], image.flatten(1)[:, :17, None].expand(-1, -1, 12))
+    assert last < 0.5 * first
+
+
+def test_a_map_to_tokens_on_a_target_without_reshape_is_refused_with_its_shapes():
+    with pytest.raises(DistillError, match=r"inputs \[\(2, 1, 8, 8\)\] -> output \(2, 17, 12\) on archnet: .*reshape"):
+        synthesize("region_0", [torch.randn(2, 1, 8, 8)], [torch.randn(2, 17, 12)], ROOMY, Target.load("archnet"))
+
+
+@pytest.mark.parametrize("target, gated", [("npu-generic", True), ("archnet", False)])
+def test_a_squeeze_and_excitation_gate(target, gated):
+    """(N, C, 1, 1) times a map: multiplied through a 1x1 conv where the target runs a per-channel
+    mul, else left out and learnt from the map."""
+    torch.manual_seed(2)
+    gate, x = torch.rand(16, 8, 1, 1), torch.randn(16, 8, 9, 9)
+    sized = built([gate, x], gate * x, Target.load(target))
+    assert sized.size.endswith("x gate") == gated
+    first, last = trained_loss_drop(sized.student, [gate, x], gate * x)
+    assert last < 0.5 * first
+
+
+def test_a_merge_of_a_finer_map_and_a_coarser_one():
+    """FPN-style: a 16x16 level brought down to the 8x8 level by its own stride-2 convs; a 4x4 level
+    (which would need upsampling) left out."""
+    torch.manual_seed(3)
+    fine, same, coarse = torch.randn(8, 4, 16, 16), torch.randn(8, 6, 8, 8), torch.randn(8, 6, 4, 4)
+    output = F.avg_pool2d(fine, 2)[:, :4] + same[:, :4]
+    sized = built([fine, same, coarse], output, Target.load("archnet"))
+    student = sized.student
+    assert len(student.down[0]) > 0 and student.maps == [0, 1]
+    first, last = trained_loss_drop(student, [fine, same, coarse], output)
+    assert last < 0.5 * first
+
+
+def test_an_unpadded_stride_2_region_gets_an_unpadded_halving():
+    """squeezenet's 3x3 stride-2 max pool without padding takes 31x31 to 15x15, not ceil(31 / 2)."""
+    torch.manual_seed(4)
+    x = torch.randn(8, 4, 31, 31)
+    output = F.max_pool2d(x, 3, 2)
+    sized = built([x], output, Target.load("archnet"))
+    assert [conv.padding for conv in sized.student.modules() if isinstance(conv, torch.nn.Conv2d)
+            and conv.stride == (2, 2)] == [(0, 0)]
+    first, last = trained_loss_drop(sized.student, [x], output)
+    assert last < 0.7 * first
