@@ -14,6 +14,7 @@ from conftest import chip, symbolic
 from fxrewrite import lower
 from fxrewrite.distill import carve, find_regions
 from fxrewrite.ir import tensor_shape
+from fxrewrite.target import Target
 
 CONV_ONLY = chip("[ops.conv2d]\n[ops.relu]\n")
 
@@ -177,3 +178,39 @@ def test_carved_regions_never_hold_a_cycle_in_random_graphs(data):
     carved = carve(gm, CONV_ONLY)
     carved.graph.lint()  # a fused region that feeds and reads one node fails the topological check
     torch.testing.assert_close(carved(x), model(x))
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet's channel shuffle, then a chunk whose halves go separate ways."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        x = x.reshape(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        left, right = x.chunk(2, dim=1)
+        return torch.cat([left, torch.relu(self.conv(right))], 1)
+
+
+class WideExpansion(nn.Module):
+    """A legal 3x3 conv widening to 600 channels, read by a depthwise conv archnet lacks."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(8, 600, 3, padding=1)
+        self.depthwise = nn.Conv2d(600, 600, 3, padding=1, groups=600)
+
+    def forward(self, x):
+        return self.depthwise(torch.relu(self.expand(x)))
+
+
+def test_regions_end_at_tensors_a_student_can_read_and_make():
+    """Regressions from the zoo at 64x64 on archnet: shufflenet's region ended at a chunk's tuple
+    (a crash while distilling), and mnasnet's students read 576 channels where archnet's convs read 512."""
+    archnet = Target.load("archnet")
+    shuffle = find_regions(symbolic(ShuffleUnit(), torch.randn(1, 8, 6, 6)), archnet)
+    assert all(tensor_shape(n) is not None for r in shuffle for n in (*r.inputs, *r.outputs))
+    wide = find_regions(symbolic(WideExpansion(), torch.randn(1, 8, 6, 6)), archnet)
+    assert [tensor_shape(n)[1] for r in wide for n in r.inputs] == [8]

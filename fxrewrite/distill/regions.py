@@ -12,6 +12,7 @@ signature can take its place.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     Parameters used only by region nodes join them too."""
     tokens_cut = holds_tokens(target)
     maps_ok = "conv2d" in target.ops or target.allow_all_ops
+    widest = target.limit("conv2d", "in_channels_max") or math.inf
     members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not tokens_cut and _is_token_node(n))}
     grown = True
     while grown:
@@ -64,13 +66,18 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
             # next to a region, these join it: size arithmetic (x.shape read to reshape x); layout
             # ops on tensors of rank 5 and more, so regions begin and end at batch-first tensors (not
             # at attention's (3, N, heads, L, d) split of q, k and v); and, where no student reads
-            # rank-4 tensors as image maps (a target without convs), every op on them
+            # rank-4 tensors as image maps (a target without convs), every op on them; and the producer
+            # of a map wider than the target's convs read, which no student could read
             adjacent = node not in members and node.op.startswith("call") and (
                 any(p in members for p in producers) or any(u in members for u in node.users))
             rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
             kind = op_view(node).kind
-            joins = adjacent and (kind == "shape" or (kind in LAYOUT_KINDS and rank >= 5)
-                                  or (not maps_ok and rank >= 4))
+            shape = tensor_shape(node)
+            too_wide = shape is not None and len(shape) == 4 and shape[1] > widest and any(
+                u in members for u in node.users)
+            picks = kind == "getitem" and any(p in members for p in producers)  # a tuple cannot leave a region
+            joins = adjacent and (kind == "shape" or picks or (kind in LAYOUT_KINDS and rank >= 5)
+                                  or (not maps_ok and rank >= 4) or too_wide)
             if enclosed or joining or joins:
                 members.add(node)
                 members |= joining

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.cost import Cost
-from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, first_within_budget, widths
+from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, MIN_WIDTH, Sized, first_within_budget, widths
 from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import op_view
@@ -157,6 +157,9 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
     limit = target.limit("conv2d", "in_channels_max") or math.inf
     in_ch = sum(channels[i] for i in maps)
     skip = skip_input(inputs, output)
+    if skip is not None and out_shape[1] + MIN_WIDTH > limit:
+        skip = None  # the last conv could not read the skip beside the body
+    limit -= out_shape[1] if skip is not None else 0
     shallowest = max(len(halvings), 1)
     depths = range(min(MAX_DEPTH, shallowest + 1), shallowest - 1, -1)
     label = "{} x conv3x3 of {}" + (" + skip merge" if skip is not None else "") + (" x gate" if gates else "")
