@@ -40,48 +40,64 @@ def _is_token_node(node: fx.Node) -> bool:
     return node.op not in ("placeholder", "get_attr", "output") and shape is not None and len(shape) == 3
 
 
+@dataclass(frozen=True)
+class _Reach:
+    """What students on a target read and make: token sequences (a reshape makes them), image maps
+    (convs read them), and how many channels a conv reads."""
+
+    tokens: bool
+    maps: bool
+    widest: float
+
+    @classmethod
+    def of(cls, target: Target) -> _Reach:
+        return cls(holds_tokens(target), "conv2d" in target.ops or target.allow_all_ops,
+                   target.limit("conv2d", "in_channels_max") or math.inf)
+
+
+def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
+    """Whether `node`, legal and outside the members, joins them."""
+    if node.op not in ("call_function", "call_method", "call_module"):
+        return False
+    producers = [a for a in node.all_input_nodes if a.op != "get_attr"]
+    fed, feeding = any(p in members for p in producers), any(u in members for u in node.users)
+    if producers and node.users and all(p in members for p in producers) and all(u in members for u in node.users):
+        return True  # enclosed
+    if not (fed or feeding):
+        return False
+    kind, shape = op_view(node).kind, tensor_shape(node)
+    rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
+    return (kind == "shape"  # size arithmetic: x.shape read to reshape x
+            or (kind == "getitem" and fed)  # a tuple cannot leave a region
+            # so regions begin and end at batch-first tensors, not at attention's (3, N, heads, L, d)
+            or (kind in LAYOUT_KINDS and rank >= 5)
+            or (not reach.maps and rank >= 4)  # no student reads rank-4 tensors as image maps
+            # a map wider than the target's convs read, which no student could read
+            or (feeding and shape is not None and len(shape) == 4 and shape[1] > reach.widest))
+
+
 def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
-    """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), plus
-    every legal node enclosed by them: one whose data inputs all come from region nodes and whose
-    users are all region nodes. Absorbing it merges the regions around it (a ConvNeXt block's
-    linear layers between LayerNorm, GELU and the layer scale), so one student replaces the block
-    instead of two students having to reproduce the exact tensors around a single legal op.
-    Parameters used only by region nodes join them too."""
-    tokens_cut = holds_tokens(target)
-    maps_ok = "conv2d" in target.ops or target.allow_all_ops
-    widest = target.limit("conv2d", "in_channels_max") or math.inf
-    members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not tokens_cut and _is_token_node(n))}
+    """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), grown
+    by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
+    (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
+    block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
+    block instead of two students having to reproduce the exact tensors around a single legal op.
+    A member made from parameters and sizes alone (a class token expanded to the batch) takes its
+    users along: a student needs a tensor to read. Parameters used only by members join them too."""
+    reach = _Reach.of(target)
+    members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
     grown = True
     while grown:
         grown = False
         for node in gm.graph.nodes:
-            producers = [a for a in node.all_input_nodes if a.op != "get_attr"]
-            enclosed = (node not in members and node.op not in ("placeholder", "get_attr", "output") and producers
-                        and node.users and all(p in members for p in producers)
-                        and all(u in members for u in node.users))
-            # a member made from parameters and sizes alone (a class token expanded to the batch) is
-            # no region by itself: a student needs a tensor to read, so its users join it
-            unfed = node in members and not any(tensor_shape(p) for p in producers)
-            joining = {u for u in node.users if u not in members and u.op != "output"} if unfed else set()
-            # next to a region, these join it: size arithmetic (x.shape read to reshape x); layout
-            # ops on tensors of rank 5 and more, so regions begin and end at batch-first tensors (not
-            # at attention's (3, N, heads, L, d) split of q, k and v); and, where no student reads
-            # rank-4 tensors as image maps (a target without convs), every op on them; and the producer
-            # of a map wider than the target's convs read, which no student could read
-            adjacent = node not in members and node.op.startswith("call") and (
-                any(p in members for p in producers) or any(u in members for u in node.users))
-            rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
-            kind = op_view(node).kind
-            shape = tensor_shape(node)
-            too_wide = shape is not None and len(shape) == 4 and shape[1] > widest and any(
-                u in members for u in node.users)
-            picks = kind == "getitem" and any(p in members for p in producers)  # a tuple cannot leave a region
-            joins = adjacent and (kind == "shape" or picks or (kind in LAYOUT_KINDS and rank >= 5)
-                                  or (not maps_ok and rank >= 4) or too_wide)
-            if enclosed or joining or joins:
-                members.add(node)
-                members |= joining
-                grown = True
+            if node not in members:
+                if _absorbed(node, members, reach):
+                    members.add(node)
+                    grown = True
+            elif not any(tensor_shape(p) for p in node.all_input_nodes if p.op != "get_attr"):
+                users = {u for u in node.users if u not in members and u.op != "output"}
+                grown |= bool(users)
+                members |= users
     # parameters read only inside regions travel with them, so students see activations only
     members |= {n for n in gm.graph.nodes if n.op == "get_attr" and n.users and all(u in members for u in n.users)}
     return members
