@@ -65,7 +65,7 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
         return True  # enclosed
     if not (fed or feeding):
         return False
-    kind, shape = op_view(node).kind, tensor_shape(node)
+    kind = op_view(node).kind
     rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
     return (kind == "shape"  # size arithmetic: x.shape read to reshape x
             or (kind == "getitem" and fed)  # a tuple cannot leave a region
@@ -73,7 +73,23 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
             or (kind in LAYOUT_KINDS and rank >= 5)
             or (not reach.maps and rank >= 4)  # no student reads rank-4 tensors as image maps
             # a map wider than the target's convs read, which no student could read
-            or (feeding and shape is not None and len(shape) == 4 and shape[1] > reach.widest))
+            or (feeding and _wider_than_convs_read(node, reach)))
+
+
+def _wider_than_convs_read(node: fx.Node, reach: _Reach) -> bool:
+    shape = tensor_shape(node)
+    return shape is not None and len(shape) == 4 and shape[1] > reach.widest
+
+
+def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Node]:
+    """The users a member takes into the region: all of them when it is made from parameters and
+    sizes alone (a class token expanded to the batch: a student needs a tensor to read) or when its
+    map is wider than the target's convs read (no student could read it: resnet50's 1024-channel
+    blocks on archnet become one region up to a tensor a student can read or the output)."""
+    unfed = not any(tensor_shape(p) for p in member.all_input_nodes if p.op != "get_attr")
+    if not (unfed or _wider_than_convs_read(member, reach)):
+        return set()
+    return {u for u in member.users if u not in members and u.op != "output"}
 
 
 def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
@@ -82,8 +98,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
-    A member made from parameters and sizes alone (a class token expanded to the batch) takes its
-    users along: a student needs a tensor to read. Parameters used only by members join them too."""
+    Members take some of their users along (`_pulled`). Parameters used only by members join them too."""
     reach = _Reach.of(target)
     members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
     grown = True
@@ -94,8 +109,8 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
                 if _absorbed(node, members, reach):
                     members.add(node)
                     grown = True
-            elif not any(tensor_shape(p) for p in node.all_input_nodes if p.op != "get_attr"):
-                users = {u for u in node.users if u not in members and u.op != "output"}
+            else:
+                users = _pulled(node, members, reach)
                 grown |= bool(users)
                 members |= users
     # parameters read only inside regions travel with them, so students see activations only
@@ -129,18 +144,19 @@ class Region:
         }
 
 
-def _is_residual_add(node: fx.Node, cut_tokens: bool) -> bool:
+def _is_residual_add(node: fx.Node, reach: _Reach) -> bool:
     view = op_view(node)
     shapes = [tensor_shape(a) for a in node.all_input_nodes if a.op != "get_attr"]
     return (view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
-            and (len(shapes[0]) != 3 or cut_tokens))
+            and (len(shapes[0]) != 3 or reach.tokens) and not _wider_than_convs_read(node, reach))
 
 
-def split_after_residual_adds(members: list[fx.Node], cut_tokens: bool = True) -> list[list[fx.Node]]:
+def split_after_residual_adds(members: list[fx.Node], reach: _Reach = _Reach(True, True, math.inf)) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut after every residual add: a node's block is the
     largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
-    outside alone (parameters, a second input) join the first block that reads them. Token adds
-    are cut only with `cut_tokens` (see holds_tokens). Blocks only
+    outside alone (parameters, a second input) join the first block that reads them. An add is not
+    cut after where students on the target could not make or read its output (tokens without a
+    reshape, a map wider than its convs read). Blocks only
     feed later blocks, and every path between members stays inside the partition, so no cut makes
     a cycle."""
     inside = set(members)
@@ -148,7 +164,7 @@ def split_after_residual_adds(members: list[fx.Node], cut_tokens: bool = True) -
     for node in members:
         producers = [a for a in node.all_input_nodes if a in inside]
         if producers:
-            block[node] = max(block.get(p, 0) + _is_residual_add(p, cut_tokens) for p in producers)
+            block[node] = max(block.get(p, 0) + _is_residual_add(p, reach) for p in producers)
     for node in reversed(members):
         if node not in block:
             block[node] = min((block[u] for u in node.users if u in block), default=0)
@@ -217,7 +233,7 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     level = _levels(gm, components)
     parts = [piece for component in components for step in sorted({level[n] for n in component})
              for piece in _components({n for n in component if level[n] == step}, order)]
-    parts = [cut for part in parts for cut in split_after_residual_adds(part, holds_tokens(target))]
+    parts = [cut for part in parts for cut in split_after_residual_adds(part, _Reach.of(target))]
     return sorted(parts, key=lambda members: order[members[0]])
 
 
