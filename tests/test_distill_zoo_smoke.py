@@ -22,7 +22,6 @@ BUILD = {"vit_b_16": {"image_size": 64}}
 #: known gaps (issue 12), strict: a fix turns them into failures to remove from this table
 KNOWN_GAPS = {
     "resnet50": "1024- and 2048-channel tensors cross region boundaries; archnet's convs read 512 and it cannot split",
-    "convnext_tiny": "3 nodes stay illegal after distillation (not yet diagnosed)",
     "swin_t": "a size computed inside a region is read outside it, and carving makes it a region output (crash)",
     "maxvit_t": "the teacher itself does not run at 64x64 (its windows need 224x224)",
     "convnext": "the model returns a ModelOutput, which distillation does not unpack (crash)",
