@@ -49,13 +49,8 @@ def _pool_axis(rewriter: Rewriter, anchor: fx.Node, m: fx.Node, channels: int, a
         return rewriter.module(anchor, name, layer, source)
 
     fn = rewriter.function
-    if radius == 0:
-        if (stride, padding) == (1, 0):
-            return m
-        pad, steps = [1, 1], [1, 1]
-        pad[axis], steps[axis] = padding + 1, stride
-        layer = conv2d(_taps(channels, axis, {0: 1.0}), None, stride=tuple(steps), padding=tuple(pad), groups=channels)
-        return rewriter.module(anchor, "subsample", layer, m)
+    if radius == 0:  # only subsampling: the centre tap at the pool's stride, padding p + 1
+        return m if (stride, padding) == (1, 0) else depthwise("subsample", m, {0: 1.0}, last=True)
     for step in range(radius):
         last = step == radius - 1
         left_minus_centre = depthwise("max_left", m, {-1: 1.0, 0: -1.0}, last)

@@ -136,7 +136,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     first = cache[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
-    sized = {n: synthesize(n, *first[n], region_costs[n], target, allowance(region_costs[n], model, config.student_budget),
+    sized = {n: synthesize(n, *first[n], region_costs[n], target,
+                           allowance(region_costs[n], model, config.student_budget),
                            {op_view(node).kind for node in getattr(teacher, n).graph.nodes}) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
     seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}

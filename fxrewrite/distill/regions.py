@@ -5,8 +5,8 @@ connected partitions whose fusion never creates a cycle (`_partitions`); each re
 cut at legal tensors and has its input and output tensors. A partition is cut once more after each
 residual add it holds (`split_after_residual_adds`), so a chain of residual blocks the target cannot
 run becomes one region per block, each with its skip, rather than one region for the whole chain.
-`carve` fuses each region into a submodule with torch.fx's fuser (`region_0`, ...) so a student block with the same call
-signature can take its place.
+`carve` fuses each region into a submodule with torch.fx's fuser (`region_0`, ...) so a student
+block with the same call signature can take its place.
 """
 
 from __future__ import annotations
@@ -28,13 +28,6 @@ REGION_PREFIX = "region_"
 LAYOUT_KINDS = frozenset({"reshape", "permute", "transpose", "flatten"})
 
 
-def holds_tokens(target: Target) -> bool:
-    """Whether a student on `target` can produce token sequences (N, L, D): it needs a reshape to
-    make them from maps and from each other. Without one (archnet), a transformer's token stream is
-    never cut: its region runs on to a map or a vector, which students can produce."""
-    return "reshape" in target.ops or target.allow_all_ops
-
-
 def _is_token_node(node: fx.Node) -> bool:
     shape = tensor_shape(node)
     return node.op not in ("placeholder", "get_attr", "output") and shape is not None and len(shape) == 3
@@ -42,8 +35,10 @@ def _is_token_node(node: fx.Node) -> bool:
 
 @dataclass(frozen=True)
 class _Reach:
-    """What students on a target read and make: token sequences (a reshape makes them), image maps
-    (convs read them), and how many channels a conv reads."""
+    """What students on a target read and make: token sequences (N, L, D), which need a reshape to be
+    made from maps and from each other (without one, as on archnet, a transformer's token stream is
+    never cut: its region runs on to a map or a vector); image maps (convs read them); and how many
+    channels a conv reads."""
 
     tokens: bool
     maps: bool
@@ -51,7 +46,7 @@ class _Reach:
 
     @classmethod
     def of(cls, target: Target) -> _Reach:
-        return cls(holds_tokens(target), "conv2d" in target.ops or target.allow_all_ops,
+        return cls("reshape" in target.ops or target.allow_all_ops, "conv2d" in target.ops or target.allow_all_ops,
                    target.limit("conv2d", "in_channels_max") or math.inf)
 
 
@@ -151,7 +146,7 @@ def _is_residual_add(node: fx.Node, reach: _Reach) -> bool:
             and (len(shapes[0]) != 3 or reach.tokens) and not _wider_than_convs_read(node, reach))
 
 
-def split_after_residual_adds(members: list[fx.Node], reach: _Reach = _Reach(True, True, math.inf)) -> list[list[fx.Node]]:
+def split_after_residual_adds(members: list[fx.Node], reach: _Reach) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut after every residual add: a node's block is the
     largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
     outside alone (parameters, a second input) join the first block that reads them. An add is not
@@ -193,13 +188,12 @@ def _components(members: set[fx.Node], order: Mapping[fx.Node, int]) -> list[lis
     return list(groups.values())
 
 
-def _levels(gm: fx.GraphModule, components: list[list[fx.Node]]) -> dict[fx.Node, int]:
+def _levels(gm: fx.GraphModule, components: list[list[fx.Node]], order: Mapping[fx.Node, int]) -> dict[fx.Node, int]:
     """Per member of a component, one more than the largest level in its own component from which a
     path leaves the component and reaches it (0 when none does), and at least its producers' levels
     in that component. A path leaving a level comes back only to a higher one, so the members of
     one component and level fuse without a cycle."""
     component = {n: index for index, members in enumerate(components) for n in members}
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
     last = [order[members[-1]] for members in components]
     level: dict[fx.Node, int] = {}
     #: per node, the components a path left to reach it, with the highest level it left from
@@ -230,7 +224,7 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     members = region_members(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     components = _components(members, order)
-    level = _levels(gm, components)
+    level = _levels(gm, components, order)
     parts = [piece for component in components for step in sorted({level[n] for n in component})
              for piece in _components({n for n in component if level[n] == step}, order)]
     parts = [cut for part in parts for cut in split_after_residual_adds(part, _Reach.of(target))]

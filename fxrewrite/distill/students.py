@@ -55,8 +55,8 @@ def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool, padding: int = 1)
 
 class ConvStudent(nn.Module):
     """Conv layers over the maps it reads (`maps`: input position -> the paddings of the stride-2
-    layers taking it to the body's size; `halvings`: those of the body's), the output optionally gated by vector inputs (`gates`: input position -> whether it is (N, C)
-    rather than (N, C, 1, 1))."""
+    layers taking it to the body's size; `halvings`: those of the body's), the output optionally
+    gated by vector inputs (`gates`: input position -> whether it is (N, C) rather than (N, C, 1, 1))."""
 
     def __init__(self, channels: dict[int, int], maps: dict[int, tuple[int, ...]], out_ch: int, width: int,
                  depth: int, halvings: tuple[int, ...], skip_input: int | None, gates: dict[int, bool] | None = None):
