@@ -129,7 +129,7 @@ class LoweringReport:
     still_illegal: list[IllegalNode]
     regions: list[RegionReport]
     max_relative_error: float
-    #: what max_relative_error compares: the outputs, or intermediate tensors when the outputs ignore the input
+    #: what max_relative_error compares: the outputs and the intermediate tensors both graphs compute
     verified_on: str
     before: Size
     after: Size

@@ -141,6 +141,37 @@ def test_a_growth_budget_not_met_is_said_not_silent(monkeypatch):
                for note in lowered.report.notes)
 
 
+def test_nodes_a_rewrite_merged_are_kept_together_in_one_more_lowering(monkeypatch):
+    """The batch norm folds into a copy of the 7x7 conv, which is charged to the norm: keeping the
+    norm alone would leave the conv to be decomposed on its own, over budget again."""
+    from fxrewrite.lowering import exact
+
+    monkeypatch.setattr(exact, "MAX_BUDGET_ATTEMPTS", 2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 7, padding=3), torch.nn.BatchNorm2d(8)).eval()
+    x = torch.randn(1, 8, 15, 15)
+    report = lower(capture(model, (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml")).report
+    assert not report.notes
+    reasons = {row.name: row.reason for row in report.still_illegal}
+    assert set(reasons) == {"_0", "_1"} and any("which a rewrite merged it into" in r for r in reasons.values())
+    assert report.after.estimate.cycles <= 2.0 * report.before.estimate.cycles and report.max_relative_error < 1e-5
+
+
+def test_a_confirming_round_builds_no_declined_replacement_again(monkeypatch):
+    from fxrewrite.rewrite import driver
+
+    built = []
+    original = driver.Rewriter.__init__
+    monkeypatch.setattr(driver.Rewriter, "__init__", lambda self, *a, **k: built.append(1) or original(self, *a, **k))
+    x = torch.randn(1, 8, 15, 15)
+    lower(capture(SevenAndAdd().eval(), (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml"))
+    with_memo = len(built)
+    built.clear()
+    monkeypatch.setattr(driver, "_state", lambda gm, nodes: object())  # every match looks new
+    lower(capture(SevenAndAdd().eval(), (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml"))
+    assert with_memo < len(built)
+
+
 def test_shapes_recorded_while_rewriting_match_a_fresh_propagation():
     """Rewrites record the shapes of what they build instead of propagating the whole graph again;
     the result must carry what a full ShapeProp finds."""

@@ -119,9 +119,10 @@ class IgnoresItsInput(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.first, self.second = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4).eval()  # folded on npu-generic: the relu then reads a rewritten node
 
     def forward(self, x):
-        return self.second(torch.relu(self.first(x))) * 0.0 + 1.0
+        return self.second(torch.relu(self.norm(self.first(x)))) * 0.0 + 1.0
 
 
 def test_a_teacher_that_ignores_its_input_is_verified_on_intermediate_tensors():
@@ -137,8 +138,22 @@ def test_the_report_says_which_tensors_the_error_compares():
     from fxrewrite import lower
     model, x = IgnoresItsInput().eval(), torch.randn(1, 3, 9, 9)
     report = lower(symbolic(model, x), (x,), target="npu-generic").report
-    assert "intermediate tensors" in report.verified_on and report.max_relative_error < 1e-5
-    assert lower(symbolic(model_and_input()[0], x), (x,), target="npu-generic").report.verified_on == "outputs"
+    assert report.verified_on == "outputs and 1 intermediate tensors" and report.max_relative_error < 1e-5
+
+
+def test_verification_compares_where_rewritten_tensors_are_read_and_catches_a_wrong_one(monkeypatch):
+    import importlib
+    verification = importlib.import_module("fxrewrite.rewrite.verify")
+    model, x = IgnoresItsInput().eval(), torch.randn(1, 3, 9, 9)
+    teacher, lowered = symbolic(model, x), symbolic(model, x)
+    relu = next(n for n in lowered.graph.nodes if n.target is torch.relu)
+    with lowered.graph.inserting_before(relu):
+        wrong = lowered.graph.call_function(torch.tanh, relu.args)
+    relu.replace_input_with(relu.args[0], wrong)
+    lowered.recompile()
+    # only the relu reads a changed operand; the output ignores the input, so only the relu can tell
+    assert verification._frontier(lowered, teacher) == {relu.name}
+    assert verification.verify(lowered, teacher, (x,), seed=0).max_relative_error > 0.1
 
 
 def test_a_pass_with_nothing_to_root_on_is_skipped_before_any_work(monkeypatch):
@@ -150,7 +165,19 @@ def test_a_pass_with_nothing_to_root_on_is_skipped_before_any_work(monkeypatch):
     softmax, collapse = registered_passes()["softmax-as-exp"], registered_passes()["collapse-linear-convs"]
     ran = []
     original = PatternPass.run
-    monkeypatch.setattr(PatternPass, "run", lambda self, gm, ctx: ran.append(self.name) or original(self, gm, ctx))
+    monkeypatch.setattr(PatternPass, "run", lambda self, gm, ctx, **kw: ran.append(self.name) or original(self, gm, ctx, **kw))
     results = PassManager([softmax, collapse]).run(gm, PassContext((x,)))
     assert [r.name for r in results] == ["softmax-as-exp", "collapse-linear-convs"]
     assert ran == ["collapse-linear-convs"]  # the graph has a conv but no softmax
+
+
+def test_a_tensor_an_in_place_op_changes_later_is_compared_as_it_was_computed():
+    """torchvision's SiLU(inplace=True) overwrites the conv it follows; rewritten as x * sigmoid(x)
+    it no longer does, and the comparison must not mistake that for an error."""
+    from fxrewrite import lower
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3), nn.SiLU(inplace=True)).eval()
+    x = torch.randn(1, 3, 9, 9)
+    report = lower(symbolic(model, x), (x,), target="npu-generic").report
+    assert report.rewrites["silu-as-sigmoid-mul"] == 1 and "intermediate" in report.verified_on
+    assert report.max_relative_error < 1e-5

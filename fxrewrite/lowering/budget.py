@@ -26,7 +26,7 @@ from torch import fx
 
 from fxrewrite.cost import Cost, node_cycles, node_macs
 from fxrewrite.ir import op_view
-from fxrewrite.rewrite import origin_of
+from fxrewrite.rewrite import absorbed_by, origin_of
 from fxrewrite.target import Target
 
 #: the share of the teacher's cycles or MACs a node's exact rewrites must add before a student is tried instead
@@ -46,6 +46,26 @@ def charges(gm: fx.GraphModule, target: Target) -> Charges:
         charged[origin] = charged.get(origin, Cost(0.0, 0)) + Cost(node_cycles(view, target.performance),
                                                                   node_macs(view))
     return charged
+
+
+def merged_origins(gm: fx.GraphModule) -> dict[str, frozenset[str]]:
+    """Per teacher node, the other teacher nodes rewrites merged into what it became: keeping one of
+    them for distillation keeps the others (a conv kept while its batch norm folds into a copy of
+    it would be rewritten all the same)."""
+    merged: dict[str, frozenset[str]] = {}
+    for node in gm.graph.nodes:
+        if absorbed := absorbed_by(node):
+            merged[origin_of(node)] = merged.get(origin_of(node), frozenset()) | absorbed
+    return merged
+
+
+def with_merged(keep: dict[str, str], merged: Mapping[str, frozenset[str]]) -> dict[str, str]:
+    """`keep` and, for each node in it, the teacher nodes merged with it, kept for the same reason."""
+    grown = dict(keep)
+    for origin, reason in keep.items():
+        for other in merged.get(origin, ()):
+            grown.setdefault(other, f"kept with {origin}, which a rewrite merged it into: {reason}")
+    return grown
 
 
 def _candidates(before: Cost, after: Cost, student: Cost | None = None) -> str:

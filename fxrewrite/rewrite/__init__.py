@@ -3,7 +3,7 @@ pass is (contracts, registry) and the pass manager with its instruments."""
 
 from fxrewrite.rewrite.compare import relative_error
 from fxrewrite.rewrite.contracts import canonical_order, check_contracts, check_order, parse_pipeline
-from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, apply_rules, origin_of
+from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, absorbed_by, apply_rules, origin_of
 from fxrewrite.rewrite.judge import ReplacementJudge
 from fxrewrite.rewrite.manager import Instruments, PassManager
 from fxrewrite.rewrite.passes import Pass, PassContext, PassResult, PatternPass, register, registered_passes
@@ -13,5 +13,5 @@ from fxrewrite.rewrite.verify import Verification, fresh_inputs, verify
 
 __all__ = ["Decline", "Instruments", "Match", "Pass", "PassContext", "PassManager", "PassResult", "Pattern",
            "PatternPass", "ReplacementJudge", "RewriteLoopError", "RewriteStats", "Rewriter", "Rule", "RuleSet",
-           "Verification", "apply_rules", "canonical_order", "check_contracts", "check_order", "fresh_inputs", "op",
+           "Verification", "absorbed_by", "apply_rules", "canonical_order", "check_contracts", "check_order", "fresh_inputs", "op",
            "origin_of", "parse_pipeline", "register", "registered_passes", "relative_error", "same_shape", "verify"]

@@ -25,6 +25,16 @@ def origin_of(node: fx.Node) -> str:
     return node.meta.get(ORIGIN, node.name)
 
 
+#: meta key naming the other teacher nodes a rewrite merged into a node (a conv folded into its batch norm)
+ABSORBED = "fxrewrite_absorbed"
+
+
+def absorbed_by(node: fx.Node) -> frozenset[str]:
+    """The teacher nodes, besides its origin, whose computation `node` took over when a rewrite
+    replaced them with it."""
+    return node.meta.get(ABSORBED, frozenset())
+
+
 @dataclass
 class RewriteStats:
     applied: collections.Counter = field(default_factory=collections.Counter)
@@ -54,6 +64,12 @@ class _Candidate:
     cost: float = 0.0
 
 
+def _state(gm: fx.GraphModule, nodes: list[fx.Node]) -> tuple:
+    """What a replacement is built from: the matched nodes, their operands and modules."""
+    return tuple((n, n.args, tuple(n.kwargs.items()),
+                  gm.get_submodule(n.target) if n.op == "call_module" else None) for n in nodes)
+
+
 def _discard(gm: fx.GraphModule, created: list[fx.Node]) -> None:
     for node in reversed(created):
         gm.graph.erase_node(node)
@@ -61,38 +77,54 @@ def _discard(gm: fx.GraphModule, created: list[fx.Node]) -> None:
 
 def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_rewrites: int | None = None,
                 root_filter: Callable[[fx.Node], bool] | None = None, evaluate: Evaluate | None = None,
-                target: Any = None) -> RewriteStats:
+                target: Any = None, declines: dict | None = None, recompile: bool = True) -> RewriteStats:
     """Rewrite `gm` in place until no rule applies. `root_filter` limits which nodes may be roots;
     with `debug`, record why candidates did not match. Without `evaluate` the first rule (by
     priority) that builds a replacement wins; with it, every matching rule builds one and the
-    cheapest accepted one wins. `target` is handed to replacement functions through the Rewriter."""
+    cheapest accepted one wins. `target` is handed to replacement functions through the Rewriter.
+
+    `declines` remembers what `evaluate` declined, by rule and matched nodes with their operands
+    (and modules): a later run on the same graph declines such a match again without building its
+    replacement. Rewrites build new nodes and modules rather than editing them, so an unchanged
+    match builds the same products; the confirming round of a lowering is mostly such matches.
+    Without `recompile` the module's code is not regenerated (a pass manager does it once per run)."""
     stats = RewriteStats()
     limit = max_rewrites if max_rewrites is not None else 4 * len(gm.graph.nodes) + 100
     worklist = collections.deque(gm.graph.nodes)
     queued = set(worklist)
     erased: set[fx.Node] = set()
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fake_mode: FakeTensorMode | None = None  # made for the first replacement built: most runs build none
     built = False  # whether any replacement was built (it may have added submodules, kept or not)
+    declines_seen = declines if declines is not None else {}
     while worklist:
         node = worklist.popleft()
         queued.discard(node)
         if node in erased or node.op in ("placeholder", "output", "get_attr"):
             continue
-        if root_filter is not None and not root_filter(node):
+        rooted = rules.for_kind(op_view(node).kind)
+        # the filter (a target verdict) is dearer than the kind lookup, which most nodes fail
+        if not rooted or (root_filter is not None and not root_filter(node)):
             continue
         candidates: list[_Candidate] = []
-        for rule in rules.for_kind(op_view(node).kind):
+        for rule in rooted:
             found = rule.pattern.match(node)
             if isinstance(found, str):
                 if debug:
                     stats.misses[rule.name].append(found)
                 continue
+            memo_key = (rule.name, _state(gm, found.nodes)) if declines is not None else None
+            if memo_key in declines_seen:
+                stats.declined[rule.name].append(f"{node.name}: {declines_seen[memo_key]}")
+                continue
+            fake_mode = fake_mode or FakeTensorMode(allow_non_fake_inputs=True)
             rewriter = Rewriter(gm, fake_mode, target)
             built = True
             result = rule.replace(found, rewriter)
             if not isinstance(result, Decline) and evaluate is not None:
                 verdict = evaluate(node, found, rewriter.created)
                 result = verdict if isinstance(verdict, Decline) else result
+                if isinstance(verdict, Decline) and memo_key is not None:
+                    declines_seen[memo_key] = verdict.reason
             if isinstance(result, Decline):
                 stats.declined[rule.name].append(f"{node.name}: {result.reason}")
                 _discard(gm, rewriter.created)
@@ -109,15 +141,20 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
         if len(candidates) > 1:
             stats.notes.append(f"{node.name}: chose {best.rule.name} (cost {best.cost:.3g}) over " + ", ".join(
                 f"{c.rule.name} ({c.cost:.3g})" for c in candidates if c is not best))
-        origin = origin_of(node)
-        for made in best.rewriter.created:
-            made.meta[ORIGIN] = origin
         node.replace_all_uses_with(best.result)
+        merged: set[str] = set()
         # captures are recorded operands first, so reversed order erases users before producers
         for dead in reversed(best.match.nodes):
             if not dead.users and dead.op != "placeholder":
+                merged |= {origin_of(dead), *absorbed_by(dead)}
                 gm.graph.erase_node(dead)
                 erased.add(dead)
+        origin = origin_of(node)
+        merged.discard(origin)
+        for made in best.rewriter.created:
+            made.meta[ORIGIN] = origin
+            if merged:
+                made.meta[ABSORBED] = frozenset(merged)
         stats.applied[best.rule.name] += 1
         stats.notes.extend(best.rewriter.notes)
         if stats.total > limit:
@@ -132,7 +169,8 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
         _drop_unused_attributes(gm)
     if stats.total:
         gm.graph.lint()
-        gm.recompile()
+        if recompile:
+            gm.recompile()
     return stats
 
 

@@ -31,7 +31,8 @@ class JudgedPass(Protocol):
 
 class ReplacementJudge:
     """Products must be legal on `target`; a pass that fires on cost must save some; a node the growth
-    budget keeps (`kept`: teacher node name -> reason) is not rewritten for legality. Returns the
+    budget keeps (`kept`: teacher node name -> reason) is not rewritten for legality, as a root or as
+    part of a match. Returns the
     change in estimated cost (products minus the nodes they replace) or a Decline."""
 
     def __init__(self, target: Target, kept: Mapping[str, str] | None = None):
@@ -39,8 +40,11 @@ class ReplacementJudge:
         self.kept = kept or {}
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
-        if pass_.trigger != "cheaper" and origin_of(root) in self.kept:
-            return Decline(self.kept[origin_of(root)])
+        if pass_.trigger != "cheaper":
+            replaced = [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
+            kept = next((origin_of(n) for n in replaced if origin_of(n) in self.kept), None)
+            if kept is not None:
+                return Decline(self.kept[kept])
         return self.judge_created(pass_, root, match, created) if created else 0.0
 
     def judge_created(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:

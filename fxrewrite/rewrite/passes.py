@@ -29,6 +29,9 @@ class PassContext:
     #: judges each replacement; by default, with a target, on the target's verdicts and cost (the
     #: planner passes one that legalizes products in a trial first); without one the first rule wins
     judge: Judge | None = None
+    #: the judge's declines so far, by rule and matched nodes (see fxrewrite.rewrite.driver.apply_rules):
+    #: the rounds that run with this context build no replacement twice to decline it twice
+    declines: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.judge is None and self.target is not None:
@@ -58,7 +61,7 @@ class Pass(Protocol):
     produces_ops: frozenset[str]
     must_precede: tuple[str, ...]
 
-    def run(self, gm: fx.GraphModule, ctx: PassContext) -> PassResult: ...
+    def run(self, gm: fx.GraphModule, ctx: PassContext, recompile: bool = True) -> PassResult: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class PatternPass:
     def root_ops(self) -> frozenset[str]:
         return frozenset().union(*(r.root_kinds or frozenset() for r in self.rules.rules))
 
-    def run(self, gm: fx.GraphModule, ctx: PassContext) -> PassResult:
+    def run(self, gm: fx.GraphModule, ctx: PassContext, recompile: bool = True) -> PassResult:
+        """Rewrite `gm` in place; without `recompile` its code is left for the caller to regenerate."""
         start = time.perf_counter()
         evaluate: Evaluate | None = None
         if ctx.judge is not None:
@@ -87,7 +91,7 @@ class PatternPass:
             evaluate = lambda root, match, created: judge(self, root, match, created)  # noqa: E731
         root_filter = ctx.is_candidate if self.trigger == "illegal" else None
         stats = apply_rules(gm, self.rules, debug=ctx.debug, root_filter=root_filter, evaluate=evaluate,
-                            target=ctx.target)
+                            target=ctx.target, declines=ctx.declines, recompile=recompile)
         return PassResult(self.name, stats.total, time.perf_counter() - start, stats)
 
 

@@ -101,12 +101,17 @@ class RuleSet:
         return RuleSet(self.rules + other.rules)
 
     def for_kind(self, kind: str) -> list[Rule]:
-        return _rules_for(self.rules, kind)
+        """The rules that may root on `kind`, highest priority first."""
+        if kind not in self._by_kind:
+            self._by_kind[kind] = sorted((r for r in self.rules if r.root_kinds is None or kind in r.root_kinds),
+                                         key=lambda r: -r.priority)
+        return self._by_kind[kind]
 
-
-@functools.lru_cache(maxsize=1024)
-def _rules_for(rules: tuple[Rule, ...], kind: str) -> list[Rule]:
-    return sorted((r for r in rules if r.root_kinds is None or kind in r.root_kinds), key=lambda r: -r.priority)
+    @functools.cached_property
+    def _by_kind(self) -> dict[str, list[Rule]]:
+        # filled per kind as asked: a driver asks once per node, and hashing the rules (what a
+        # module-level cache keyed on them would do) costs more than the lookup it saves
+        return {}
 
 
 def same_shape(a: fx.Node, b: fx.Node) -> bool:
