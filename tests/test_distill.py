@@ -189,6 +189,29 @@ def test_a_region_with_two_outputs_gets_a_student_per_output():
     assert result.agreement.cosine > 0.85  # one epoch each: 0.79; these: 0.89
 
 
+class TwoOutputs(nn.Module):
+    """Returns a dict, as transformers models return a ModelOutput: the map and its pooled vector."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        features = torch.tanh(self.conv(x))
+        return {"features": features, "pooled": features.mean((2, 3))}
+
+
+def test_a_model_with_a_structured_output_is_fine_tuned_on_every_tensor_of_it():
+    """Fine-tuning compared the stitched model's output with the teacher's as one tensor and crashed
+    on a ModelOutput (transformers' ConvNextModel); regression test."""
+    torch.manual_seed(0)
+    chip_ = chip("[ops.conv2d]\n[ops.relu]\n[ops.add]\n[ops.cat]\n[ops.batch_norm]\n[ops.mean]\n")
+    x = torch.randn(128, 4, 6, 6)
+    gm = symbolic(TwoOutputs().eval(), x[:8])
+    result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], DistillConfig(epochs=2, finetune_epochs=2))
+    assert check(result.gm, chip_).all_legal and result.agreement.cosine > 0.0
+
+
 class OneByOne(nn.Module):
     """A 1x1 conv inside a region: its weights have a legal counterpart in the student's 3x3."""
 

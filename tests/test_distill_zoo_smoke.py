@@ -22,9 +22,8 @@ BUILD = {"vit_b_16": {"image_size": 64}}
 #: known gaps (issue 12), strict: a fix turns them into failures to remove from this table
 KNOWN_GAPS = {
     "resnet50": "1024- and 2048-channel tensors cross region boundaries; archnet's convs read 512 and it cannot split",
-    "swin_t": "a size computed inside a region is read outside it, and carving makes it a region output (crash)",
+    "swin_t": "its stem writes channels-last (N, H, W, C) maps; archnet cannot permute, and no student writes them",
     "maxvit_t": "the teacher itself does not run at 64x64 (its windows need 224x224)",
-    "convnext": "the model returns a ModelOutput, which distillation does not unpack (crash)",
 }
 
 

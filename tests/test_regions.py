@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import chip, symbolic
+from conftest import chip, exported, symbolic
 from fxrewrite import lower
 from fxrewrite.distill import carve, find_regions
 from fxrewrite.ir import tensor_shape
@@ -214,3 +215,56 @@ def test_regions_end_at_tensors_a_student_can_read_and_make():
     assert all(tensor_shape(n) is not None for r in shuffle for n in (*r.inputs, *r.outputs))
     wide = find_regions(symbolic(WideExpansion(), torch.randn(1, 8, 6, 6)), archnet)
     assert [tensor_shape(n)[1] for r in wide for n in r.inputs] == [8]
+
+
+class SharedBatchSize(nn.Module):
+    """One x.shape[0] read by two regions (gelu ... reshape, and tanh ... reshape) apart from a
+    legal conv, as swin_t reads its batch size in every block."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        n = x.shape[0]
+        made = self.conv(nn.functional.gelu(x).reshape(n, 3, 8, 8))
+        return torch.tanh(made).reshape(n, -1), torch.relu(made)  # the relu keeps the conv out of both
+
+
+def test_a_size_two_regions_read_is_computed_in_each_so_no_int_leaves_a_region():
+    x = torch.randn(4, 3, 8, 8)
+    model = SharedBatchSize().eval()
+    carved = carve(symbolic(model, x[:1]), CONV_ONLY)
+    regions = [m for name, m in carved.named_children() if name.startswith("region_")]
+    assert len(regions) == 2
+    for region in regions:
+        output = next(n for n in region.graph.nodes if n.op == "output")
+        assert all(tensor_shape(a) is not None for a in output.all_input_nodes)
+    torch.testing.assert_close(carved(x), model(x))
+
+
+class PositionBias(nn.Module):
+    """A bias gathered from a parameter (the one op the chip lacks), reshaped and permuted by legal
+    ops, added to a map by a legal add: the chain is fed by no input, so a region of it alone would
+    have no input for a student to read; it grows to the add that reads the map."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(9, 3))
+        self.register_buffer("index", torch.arange(64) % 9)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        bias = self.table[self.index].reshape(8, 8, 3).permute(2, 0, 1).unsqueeze(0)
+        return torch.relu(self.conv(x + bias))
+
+
+@pytest.mark.parametrize("capture_with", [symbolic, exported])
+def test_a_chain_made_from_parameters_alone_joins_the_region_that_reads_it(capture_with):
+    x = torch.randn(4, 3, 8, 8)
+    model = PositionBias().eval()
+    gm = capture_with(model, x[:1])
+    no_gather = chip("[ops.conv2d]\n[ops.relu]\n[ops.add]\n[ops.reshape]\n[ops.permute]\n")
+    regions = find_regions(gm, no_gather)
+    assert len(regions) == 1 and [tensor_shape(n) for n in regions[0].inputs] == [(1, 3, 8, 8)]
+    torch.testing.assert_close(carve(gm, no_gather)(x), model(x))

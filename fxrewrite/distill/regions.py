@@ -62,7 +62,9 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
         return False
     kind = op_view(node).kind
     rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
-    return (kind == "shape"  # size arithmetic: x.shape read to reshape x
+    # size arithmetic (x.shape read to reshape x) joins the region that reads it: an int cannot
+    # leave a region (private_sizes gives each reader its own copy)
+    return ((kind == "shape" and (feeding or all(u in members for u in node.users)))
             or (kind == "getitem" and fed)  # a tuple cannot leave a region
             # so regions begin and end at batch-first tensors, not at attention's (3, N, heads, L, d)
             or (kind in LAYOUT_KINDS and rank >= 5)
@@ -76,12 +78,24 @@ def _wider_than_convs_read(node: fx.Node, reach: _Reach) -> bool:
     return shape is not None and len(shape) == 4 and shape[1] > reach.widest
 
 
-def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Node]:
+def _input_free(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes computed from parameters and constants alone, not from any input (swin_t's relative
+    position bias, gathered from its table and reshaped in several steps)."""
+    free: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" or (node.op in ("call_function", "call_method", "call_module")
+                                     and all(a in free for a in node.all_input_nodes)):
+            free.add(node)
+    return free
+
+
+def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach, input_free: set[fx.Node]) -> set[fx.Node]:
     """The users a member takes into the region: all of them when it is made from parameters and
-    sizes alone (a class token expanded to the batch: a student needs a tensor to read) or when its
-    map is wider than the target's convs read (no student could read it: resnet50's 1024-channel
-    blocks on archnet become one region up to a tensor a student can read or the output)."""
-    unfed = not any(tensor_shape(p) for p in member.all_input_nodes if p.op != "get_attr")
+    sizes alone (a class token expanded to the batch, a position bias: a student needs a tensor to
+    read) or when its map is wider than the target's convs read (no student could read it:
+    resnet50's 1024-channel blocks on archnet become one region up to a tensor a student can read or
+    the output)."""
+    unfed = not any(tensor_shape(p) for p in member.all_input_nodes if p.op != "get_attr" and p not in input_free)
     if not (unfed or _wider_than_convs_read(member, reach)):
         return set()
     return {u for u in member.users if u not in members and u.op != "output"}
@@ -94,7 +108,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
     Members take some of their users along (`_pulled`). Parameters used only by members join them too."""
-    reach = _Reach.of(target)
+    reach, input_free = _Reach.of(target), _input_free(gm)
     members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
     grown = True
     while grown:
@@ -105,7 +119,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
                     members.add(node)
                     grown = True
             else:
-                users = _pulled(node, members, reach)
+                users = _pulled(node, members, reach, input_free)
                 grown |= bool(users)
                 members |= users
     # parameters read only inside regions travel with them, so students see activations only
@@ -216,11 +230,27 @@ def _levels(gm: fx.GraphModule, components: list[list[fx.Node]], order: Mapping[
     return level
 
 
+def private_sizes(gm: fx.GraphModule) -> None:
+    """Give every reader of a size (x.shape, x.shape[0], ...) its own copy of the size arithmetic,
+    in place: a size one region computes and another reads would be an int crossing between
+    regions, which no student can produce (swin_t reads its batch size in every block)."""
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op not in ("call_function", "call_method") or op_view(node).kind != "shape" or len(node.users) < 2:
+            continue
+        for user in list(node.users)[1:]:
+            with gm.graph.inserting_before(user):
+                copy = gm.graph.node_copy(node)
+            copy.meta = dict(node.meta)
+            user.replace_input_with(node, copy)
+
+
 def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     """The regions' members cut after residual adds, each in graph order, sorted by first node: the
     members connected by edges within one level (`_levels`). By hand, since torch's partitioner
     (CapabilityBasedPartitioner) proposes such cycle-free groups in time quadratic in their size
-    (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them."""
+    (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them. Sizes are made private first
+    (`private_sizes`), which rewrites `gm` without changing what it computes."""
+    private_sizes(gm)
     members = region_members(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     components = _components(members, order)

@@ -22,6 +22,7 @@ from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.loop import train_phase
 from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
+from fxrewrite.ir import tensor_leaves
 
 Schedule = Literal["parallel", "progressive"]
 SCHEDULES: tuple[str, ...] = ("parallel", "progressive")
@@ -86,8 +87,10 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
         hooks = OutputHooks(stitched, order)
         got = stitched(entry.batch)
         hooks.remove()
-        cosine = 1 - F.cosine_similarity(got.flatten(1), entry.final.flatten(1)).mean()
+        # every floating-point tensor of the output (a tuple or a model output class holds several)
+        pairs = [(g, w) for g, w in zip(tensor_leaves(got), tensor_leaves(entry.final)) if w.is_floating_point()]
+        final = sum(1 - F.cosine_similarity(g.flatten(1), w.flatten(1)).mean() + normalized_mse(g, w) for g, w in pairs)
         blocks = sum(normalized_mse(g, w) for n in order for g, w in zip(hooks.values[n], entry.regions[n][1]))
-        return cosine + normalized_mse(got, entry.final) + BLOCK_WEIGHT * blocks
+        return final + BLOCK_WEIGHT * blocks
 
     train_phase("finetune", epochs, stitched, optimizer, cache, loss, checkpoints, progress)

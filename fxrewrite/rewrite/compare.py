@@ -47,7 +47,8 @@ class Agreement:
 def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable[[torch.Tensor], torch.Tensor],
               batches: Sequence[torch.Tensor]) -> Agreement:
     with torch.no_grad():
-        pairs = [(student(x), teacher(x)) for x in batches]
+        # a structured output (a tuple, a model output class) is judged on its first tensor
+        pairs = [(tensor_leaves(student(x))[0], tensor_leaves(teacher(x))[0]) for x in batches]
     got, want = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     return Agreement(len(got), F.mse_loss(got, want).item(),
                      F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),

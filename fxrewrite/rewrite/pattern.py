@@ -115,4 +115,24 @@ class RuleSet:
 
 
 def same_shape(a: fx.Node, b: fx.Node) -> bool:
-    return tensor_shape(a) is not None and tensor_shape(a) == tensor_shape(b)
+    """Whether `a` and `b` have the same shape at every batch size, not only the example's: a tensor
+    made from parameters alone keeps its leading 1 when the batch grows (swin_t adds its position
+    bias, (1, heads, L, L), to the attention scores, (N, heads, L, L)), so it broadcasts there."""
+    shape = tensor_shape(a)
+    if shape is None or shape != tensor_shape(b):
+        return False
+    return not shape or shape[0] != 1 or reads_an_input(a) == reads_an_input(b)
+
+
+def reads_an_input(node: fx.Node) -> bool:
+    """Whether a graph input is among `node`'s ancestors (depth first, stopping at the first found)."""
+    stack, seen = [node], {node}
+    while stack:
+        current = stack.pop()
+        if current.op == "placeholder":
+            return True
+        for arg in current.all_input_nodes:
+            if arg not in seen:
+                seen.add(arg)
+                stack.append(arg)
+    return False

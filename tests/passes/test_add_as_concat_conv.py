@@ -72,3 +72,27 @@ def test_broadcast_add_is_declined():
     x = torch.randn(1, 4, 5, 5)
     gm, rewrites = run_pass("add-as-concat-conv", captured(Bias(), x, "module"), x)
     assert rewrites == 0 and kinds(gm)["add"] == 1
+
+
+class AddsAPositionBias(nn.Module):
+    """A bias made from a parameter alone, (1, C, H, W) at every batch size, added to a map that grows
+    with the batch: the shapes agree at batch 1 only."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bias = nn.Parameter(torch.randn(1, 4, 5, 5))
+
+    def forward(self, x):
+        return self.conv(x) + self.bias.permute(0, 1, 3, 2)
+
+
+def test_an_add_that_broadcasts_over_the_batch_is_not_concatenated():
+    """At the example's batch of 1 the operands had one shape, so the add became cat + conv, which
+    fails at batch 8 (swin_t's relative position bias); regression test."""
+    torch.manual_seed(0)
+    model, x = AddsAPositionBias().eval(), torch.randn(1, 4, 5, 5)
+    lowered = lower(captured(model, x, "module"), (x,), target="archnet")
+    batch = torch.randn(8, 4, 5, 5)
+    assert lowered.report.rewrites["add-as-concat-conv"] == 0
+    assert_same(lowered.gm, model, batch)
