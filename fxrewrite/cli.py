@@ -89,17 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
     data = lower.add_argument_group("distillation and quantization (need --calib)")
     data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
                                                       "labels are never read")
-    data.add_argument("--calib-size", type=int, default=1024, metavar="N",
-                      help="use the first N inputs, the last fifth of them held out for the report (default 1024)")
+    data.add_argument("--calib-size", type=int, metavar="N",
+                      help="use at most the first N inputs (default: all; 1024 for synthetic); the last fifth is "
+                           "held out to judge training and for the report")
     data.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
     data.add_argument("--wbits", type=int, metavar="B", help="weight bits: one of the target's weight formats")
     data.add_argument("--abits", type=int, metavar="B", help="activation bits: one of the target's activation formats")
     data.add_argument("--quant", choices=METHODS, default="lsq", help="fake quantization method (default lsq)")
     data.add_argument("--schedule", choices=SCHEDULES, default="parallel",
                       help="blockwise schedule: all students at once, or Arch-Net's progressive one (default parallel)")
-    data.add_argument("--epochs", type=int, default=20, metavar="N", help="blockwise epochs (default 20)")
-    data.add_argument("--finetune-epochs", type=int, default=10, metavar="N",
-                      help="end-to-end fine-tuning epochs (default 10)")
+    data.add_argument("--epochs", type=int, default=40, metavar="N",
+                      help="at most N blockwise epochs (default 40); a phase stops earlier on a plateau or the "
+                           "time budget, and keeps its best epoch")
+    data.add_argument("--finetune-epochs", type=int, default=20, metavar="N",
+                      help="at most N end-to-end fine-tuning epochs (default 20)")
+    data.add_argument("--patience", type=int, default=3, metavar="N",
+                      help="stop a phase after N epochs without a gain in held-out agreement or cosine (default 3)")
+    data.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
+                      help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default 600)")
     data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
                       help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
@@ -181,6 +188,7 @@ def _run_lower(args: argparse.Namespace) -> int:
                             calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
                             schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                             lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed,
+                            patience=args.patience, time_budget=args.time_budget,
                             checkpoint_dir=checkpoint_dir,
                             resume=args.resume, progress=bars)
     finally:

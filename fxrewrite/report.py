@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fxrewrite.cost import Size
-from fxrewrite.distill import Distilled, Region, StudentResult
+from fxrewrite.distill import Distilled, Point, Region, StudentResult
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
 from fxrewrite.rewrite.compare import Agreement
@@ -99,12 +99,17 @@ class DistillationReport:
     before: Size
     after: Size
     seconds: dict[str, float]
+    #: the held-out score after every epoch: phase, epoch, seconds since distillation began, agreement, cosine
+    history: tuple[Point, ...] = ()
+    #: why a phase stopped before its epoch cap
+    stops: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
                 "regions": [asdict(s) for s in self.students], **self.agreement.as_dict(),
                 "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
-                "calibration": self.calibration, "samples": dict(zip(("train", "held_out"), self.samples))}
+                "calibration": self.calibration, "samples": dict(zip(("train", "held_out"), self.samples)),
+                "history": [asdict(p) for p in self.history], "stops": self.stops}
 
     def to_text(self) -> str:
         train, held = self.samples
@@ -115,6 +120,12 @@ class DistillationReport:
         top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
         lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "
                      f"MSE {self.agreement.mse:.3g}{top1}")
+        lines += [f"{phase} stopped early: {why}" for phase, why in self.stops.items()]
+        if self.history:
+            best = max(self.history, key=lambda p: (p.agreement or 0.0, p.cosine))
+            lines.append(f"best held-out epoch: {best.phase} {best.epoch} at {best.seconds:.0f} s"
+                         + (f", agreement {best.agreement:.2%}" if best.agreement is not None else "")
+                         + f", cosine {best.cosine:.4f}")
         lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
         return "\n".join(lines)
 
@@ -172,8 +183,10 @@ class LoweringReport:
             return report
         students = tuple(trained.regions) if isinstance(trained, Distilled) else ()
         schedule = trained.schedule if isinstance(trained, Distilled) else "post-training calibration"
+        history, stops = (tuple(trained.history), trained.stops) if isinstance(trained, Distilled) else ((), {})
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
-                                                 trained.agreement, trained.before, trained.after, trained.seconds)
+                                                 trained.agreement, trained.before, trained.after, trained.seconds,
+                                                 history, stops)
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

@@ -8,7 +8,9 @@
    - progressive (Arch-Net): period k swaps the first k+1 regions (graph order) for their
      students and matches their outputs with weights 0.8^(k-i), the newest at 1.
    The loss is MSE under teacher attention, through a residual feature adapter (blockwise_loss.py);
-   every phase runs in the one training loop (loop.py) with checkpoints (checkpoints.py).
+   every phase runs in the one training loop (loop.py) with checkpoints (checkpoints.py) and, with
+   a patience or a time budget, stops on a held-out plateau or its deadline and keeps its best
+   epoch (monitor.py).
 3. The students are stitched in, batch norms folded by the fold-batch-norm pass, and (with a
    quantization scheme) every conv and linear layer gets LSQ or DoReFa fake quantization,
    calibrated on the data. The whole network is then fine-tuned end to end on a cosine loss and
@@ -19,11 +21,12 @@
 
 from fxrewrite.distill.checkpoints import CHECKPOINT_NAME, Progress, ProgressBars, ProgressCallback
 from fxrewrite.distill.distiller import DistillConfig, Distilled, StudentResult, distill
+from fxrewrite.distill.monitor import Point
 from fxrewrite.distill.regions import REGION_PREFIX, Region, carve, find_regions
 from fxrewrite.distill.schedules import SCHEDULES, Schedule
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 
 __all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled",
-           "Progress", "ProgressBars", "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
+           "Point", "Progress", "ProgressBars", "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
            "seed_from_teacher", "synthesize"]

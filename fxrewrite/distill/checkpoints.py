@@ -32,6 +32,9 @@ class Progress:
     epochs: int
     loss: float
     seconds: float
+    #: the stitched network's held-out top-1 agreement and cosine after the epoch, where measured
+    agreement: float | None = None
+    cosine: float | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -94,7 +97,12 @@ class ProgressBars:
             self.bar = tqdm(total=event.epochs, initial=event.epoch - 1, desc=event.phase, unit="epoch",
                             file=sys.stderr, dynamic_ncols=True)
         assert self.bar is not None
-        self.bar.set_postfix(loss=f"{event.loss:.4g}")
+        shown = {"loss": f"{event.loss:.4g}"}
+        if event.agreement is not None:
+            shown["agreement"] = f"{event.agreement:.2%}"
+        elif event.cosine is not None:
+            shown["cosine"] = f"{event.cosine:.4f}"
+        self.bar.set_postfix(shown)
         self.bar.update(1)
 
     def close(self) -> None:

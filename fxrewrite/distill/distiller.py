@@ -20,6 +20,7 @@ from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
 from fxrewrite.distill.growth import PHASE as GROWTH_PHASE
 from fxrewrite.distill.growth import grow_missing
+from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
 from fxrewrite.distill.regions import carve
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
@@ -49,6 +50,18 @@ class DistillConfig:
     progress: ProgressCallback | None = None
     #: each student may cost this many times its teacher region's estimated cycles and MACs
     student_budget: float = DEFAULT_STUDENT_BUDGET
+    #: stop a phase after this many epochs without a held-out gain (None: run every epoch)
+    patience: int | None = None
+    #: seconds for the whole distillation; the blockwise phases may use BLOCKWISE_SHARE of them
+    time_budget: float | None = None
+    #: warm-up then cosine learning rate in every phase (fxrewrite.distill.loop)
+    cosine_lr: bool = False
+    #: soft-target KL at this temperature in the fine-tuning, where the output is class scores
+    temperature: float | None = None
+
+
+#: the share of the time budget the blockwise phases may use before fine-tuning starts
+BLOCKWISE_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,10 @@ class Distilled:
     before: Size
     after: Size
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the held-out score after every monitored epoch, with the seconds since distillation began
+    history: list[Point] = field(default_factory=list)
+    #: why a phase stopped before its epoch cap, per phase
+    stops: dict[str, str] = field(default_factory=dict)
 
 
 def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], config: DistillConfig) -> str:
@@ -88,7 +105,8 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
     for tensor in list(gm.state_dict().values()) + list(batches):
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
     options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
-               config.attention, config.adaptation, config.student_budget)
+               config.attention, config.adaptation, config.student_budget, config.patience, config.time_budget,
+               config.cosine_lr, config.temperature)
     digest.update(repr(options).encode())
     return digest.hexdigest()
 
@@ -120,7 +138,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     if config.schedule not in SCHEDULES:
         raise DistillError(f"schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     times: dict[str, float] = {}
-    start = time.perf_counter()
+    start = began = time.perf_counter()
+    history: list[Point] = []
+    deadline = (lambda share: None if config.time_budget is None else began + share * config.time_budget)
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     checkpoints = Checkpoints(config.checkpoint_dir, _fingerprint(gm, target, batches, config), config.resume)
@@ -129,10 +149,12 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     if not order:
         raise DistillError("no region to distil: every node is legal (use post_training_quantize for formats)")
     cache = record(teacher, [b.to(device) for b in batches])
+    held = record(teacher, [b.to(device) for b in held_out])  # for monitoring, growth and the report
     if reference is not None:
         reference = reference.to(device).eval()
         with torch.no_grad():
             cache = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in cache]
+            held = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in held]
     first = cache[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
@@ -148,21 +170,25 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
     start = time.perf_counter()
     students.train()
+    blockwise = Monitor(swapped_score(teacher, order, students, held), began, history,
+                        config.patience if config.schedule == "parallel" else None, deadline(BLOCKWISE_SHARE))
     if not (checkpoints.reached("finetune") or checkpoints.reached(GROWTH_PHASE)):
         if config.schedule == "parallel":
             parallel(students, adapters, cache, config.epochs, config.lr, config.attention, checkpoints,
-                     config.progress)
+                     config.progress, monitor=blockwise, cosine_lr=config.cosine_lr)
         else:
             progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
-                        checkpoints, config.progress)
-    held = record(teacher, [b.to(device) for b in held_out])  # for growth and the per-region report
+                        checkpoints, config.progress, blockwise, config.cosine_lr)
     growth = grow_missing(students, sized, teacher, adapters, cache, held, config.epochs, config.lr, config.attention,
                           checkpoints, config.progress, device)
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()
     stitched = _stitch(teacher, order, students, cache, config.quant, device)
-    finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress)
+    tuning = Monitor(lambda: held_out_score(stitched, [e.batch for e in held], [e.final for e in held]), began,
+                     history, config.patience, deadline(1.0))
+    finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
+             config.cosine_lr, config.temperature)
     stitched.eval()
     times["finetune"] = time.perf_counter() - start
 
@@ -175,7 +201,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     judged_against = reference.cpu() if reference is not None else gm
     result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
                        agreement(flat, judged_against, held_out), measure_per_input(gm, sample),
-                       Size.of(flat, count_nodes=False))
+                       Size.of(flat, count_nodes=False), history=history,
+                       stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped})
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result

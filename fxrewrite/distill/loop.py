@@ -1,8 +1,15 @@
 """The one training loop every phase uses: epochs over the cached batches, a loss per batch, a
-checkpoint after every epoch (a resumed phase continues where it stopped), a progress event."""
+checkpoint after every epoch (a resumed phase continues where it stopped), a progress event.
+
+With a monitor (fxrewrite.distill.monitor) the epochs are a cap: the phase stops on a held-out
+plateau or its deadline and ends in its best state. With `cosine_lr` the learning rate warms up
+linearly over the first WARMUP_SHARE of the phase's steps, then follows a half cosine to zero at
+the cap; it is a function of the step alone, so a resumed phase continues the same curve.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -10,28 +17,61 @@ from typing import TypeVar
 import torch
 
 from fxrewrite.distill.checkpoints import Checkpoints, Progress, ProgressCallback
+from fxrewrite.distill.monitor import Monitor
 
 Batch = TypeVar("Batch")
+
+#: the share of a phase's steps (at its epoch cap) spent warming the learning rate up
+WARMUP_SHARE = 0.05
+
+
+def lr_factor(step: int, total: int) -> float:
+    """The learning rate's multiple at `step` of `total`: linear warm-up, then a half cosine to 0."""
+    warmup = max(1, round(WARMUP_SHARE * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 batches: Sequence[Batch], batch_loss: Callable[[int, Batch], torch.Tensor], checkpoints: Checkpoints,
-                progress: ProgressCallback | None) -> None:
-    """Train `model` for `epochs` epochs of `phase` (or what is left after a resume): for every batch,
-    minimise `batch_loss(epoch, batch)`; `model` holds everything trained, for the checkpoint."""
+                progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False) -> None:
+    """Train `model` for `epochs` epochs of `phase` (or what is left after a resume, or until the
+    monitor stops it): for every batch, minimise `batch_loss(epoch, batch)`; `model` holds everything
+    trained, for the checkpoint."""
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     done, saved = checkpoints.resume_point(phase)
+    monitor_key = f"monitor:{phase}"
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if monitor is not None and monitor_key in checkpoints.extra:
+            monitor.restore(checkpoints.extra[monitor_key])
     start = time.perf_counter()
+    total = epochs * len(batches)
     for epoch in range(done, epochs):
-        total = 0.0
-        for batch in batches:
+        if monitor is not None and monitor.stopped:
+            break  # resumed after the phase had stopped
+        loss_sum = 0.0
+        for index, batch in enumerate(batches):
+            if cosine_lr:
+                factor = lr_factor(epoch * len(batches) + index, total)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
             optimizer.zero_grad()
             loss = batch_loss(epoch, batch)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            loss_sum += loss.item()
+        stop = monitor.after_epoch(phase, epoch + 1, model) if monitor is not None else False
+        if monitor is not None:
+            checkpoints.extra[monitor_key] = monitor.state()
         checkpoints.save(phase, epoch + 1, model, optimizer)
         if progress is not None:
-            progress(Progress(phase, epoch + 1, epochs, total / len(batches), time.perf_counter() - start))
+            point = monitor.history[-1] if monitor is not None else None
+            progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
+                              point.agreement if point else None, point.cosine if point else None))
+        if stop:
+            break
+    if monitor is not None:
+        monitor.finish(model)

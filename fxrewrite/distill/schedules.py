@@ -5,7 +5,12 @@
 - progressive (Arch-Net): period k swaps the first k+1 regions (graph order) for their students and
   matches their outputs with weights 0.8^(k-i), the newest at 1;
 - fine-tuning: the stitched network end to end, on a cosine loss and normalized MSE on the final
-  output, plus 0.5 x the per-block MSE.
+  output, plus 0.5 x the per-block MSE, and where the output is class scores and a temperature is
+  given, the KL divergence of the student's softened scores from the teacher's (times T^2, as in
+  Hinton et al.'s distillation).
+
+Each phase takes an optional monitor (stop on a held-out plateau or deadline, end in the best state)
+and a cosine learning-rate curve (fxrewrite.distill.loop).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torch import fx, nn
 from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.loop import train_phase
+from fxrewrite.distill.monitor import Monitor
 from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
 from fxrewrite.ir import tensor_leaves
 
@@ -38,7 +44,8 @@ def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.
 
 def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[Recorded], epochs: int, lr: float,
              attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None,
-             names: Sequence[str] | None = None, phase: str = "blockwise-parallel") -> None:
+             names: Sequence[str] | None = None, phase: str = "blockwise-parallel", monitor: Monitor | None = None,
+             cosine_lr: bool = False) -> None:
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
     names = list(students) if names is None else list(names)
@@ -51,12 +58,12 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
         return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1],
                                    attention) for n in names)
 
-    train_phase(phase, epochs, trained, optimizer, cache, loss, checkpoints, progress)
+    train_phase(phase, epochs, trained, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)
 
 
 def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, adapters: nn.ModuleDict,
                 cache: Sequence[Recorded], epochs: int, lr: float, attention: bool, checkpoints: Checkpoints,
-                progress: ProgressCallback | None) -> None:
+                progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False) -> None:
     trained = nn.ModuleDict({"students": students, "adapters": adapters})
     optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
     model = copy.deepcopy(teacher).requires_grad_(False)
@@ -76,11 +83,18 @@ def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.Modu
                    for i, n in enumerate(matched))
 
     train_phase("blockwise-progressive", per_period * len(order), trained, optimizer, cache, loss, checkpoints,
-                progress)
+                progress, monitor, cosine_lr)
+
+
+def soft_target_loss(got: torch.Tensor, want: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 KL(softmax(want / T) || softmax(got / T)) over the class axis, averaged over the batch."""
+    return temperature ** 2 * F.kl_div(F.log_softmax(got / temperature, 1), F.softmax(want / temperature, 1),
+                                       reduction="batchmean")
 
 
 def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded], epochs: int, lr: float,
-             checkpoints: Checkpoints, progress: ProgressCallback | None) -> None:
+             checkpoints: Checkpoints, progress: ProgressCallback | None, monitor: Monitor | None = None,
+             cosine_lr: bool = False, temperature: float | None = None) -> None:
     optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:
@@ -90,7 +104,9 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
         # every floating-point tensor of the output (a tuple or a model output class holds several)
         pairs = [(g, w) for g, w in zip(tensor_leaves(got), tensor_leaves(entry.final)) if w.is_floating_point()]
         final = sum(1 - F.cosine_similarity(g.flatten(1), w.flatten(1)).mean() + normalized_mse(g, w) for g, w in pairs)
+        if temperature is not None and pairs and pairs[0][1].dim() == 2:  # class scores
+            final = final + soft_target_loss(pairs[0][0], pairs[0][1], temperature)
         blocks = sum(normalized_mse(g, w) for n in order for g, w in zip(hooks.values[n], entry.regions[n][1]))
         return final + BLOCK_WEIGHT * blocks
 
-    train_phase("finetune", epochs, stitched, optimizer, cache, loss, checkpoints, progress)
+    train_phase("finetune", epochs, stitched, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)

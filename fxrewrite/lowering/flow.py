@@ -30,15 +30,21 @@ class TrainingOptions:
     """Calibration data and how to use it (the CLI's --calib group)."""
 
     calib: str | torch.Tensor | None = None
-    calib_size: int = 1024
+    #: at most this many calibration inputs (None: all of them; `synthetic` makes SYNTHETIC_SAMPLES)
+    calib_size: int | None = None
     batch_size: int = 64
     wbits: int | None = None
     abits: int | None = None
     quant: Method = "lsq"
     schedule: Schedule = "parallel"
-    epochs: int = 20
-    finetune_epochs: int = 10
+    #: caps: each phase stops earlier on a held-out plateau (`patience` epochs) or the time budget
+    epochs: int = 40
+    finetune_epochs: int = 20
     lr: float = 3e-3
+    patience: int | None = 3
+    time_budget: float | None = 600.0
+    cosine_lr: bool = False
+    temperature: float | None = None
     student_budget: float = DEFAULT_STUDENT_BUDGET
     device: str = "cpu"
     seed: int = 0
@@ -84,9 +90,11 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
         raise UsageError(f"--device {options.device}: use cpu, cuda or cuda:N")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {options.device}: torch sees no CUDA device here; use --device cpu")
-    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs"):
-        if getattr(options, flag) < 1:
+    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs", "patience"):
+        if getattr(options, flag) is not None and getattr(options, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
+    if options.time_budget is not None and options.time_budget <= 0:
+        raise UsageError(f"--time-budget must be positive, got {options.time_budget:g}")
     if options.student_budget <= 0:
         raise UsageError(f"--student-budget must be positive, got {options.student_budget:g}")
     if not options.wants_quantization:
@@ -118,12 +126,17 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         return outcome
     data = load_calibration(training.calib, example_inputs[0], training.calib_size, training.batch_size,
                             training.seed)
+    if data.dropped:
+        outcome.notes.append(f"--calib-size {training.calib_size} used {sum(data.samples):,} of the "
+                             f"{sum(data.samples) + data.dropped:,} calibration inputs given")
     if exact.verdicts.illegal:
         config = DistillConfig(epochs=training.epochs, finetune_epochs=training.finetune_epochs, lr=training.lr,
                                student_budget=training.student_budget,
                                seed=training.seed, schedule=training.schedule, quant=scheme, device=training.device,
                                checkpoint_dir=training.checkpoint_dir, resume=training.resume,
-                               progress=training.progress)
+                               progress=training.progress, patience=training.patience,
+                               time_budget=training.time_budget, cosine_lr=training.cosine_lr,
+                               temperature=training.temperature)
         trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config, reference)
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm

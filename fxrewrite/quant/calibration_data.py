@@ -22,6 +22,8 @@ from fxrewrite.errors import InputShapeError, LoadError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 HELD_OUT_FRACTION = 0.2
+#: how many inputs `synthetic` makes when no size is given
+SYNTHETIC_SAMPLES = 1024
 SOURCES_HELP = ("a folder of images, a .npy or .pt tensor, pkg.module:callable returning inputs, "
                 "or `synthetic` for random inputs")
 
@@ -31,6 +33,8 @@ class CalibrationData:
     train: tuple[torch.Tensor, ...]
     held_out: tuple[torch.Tensor, ...]
     source: str
+    #: inputs given but left out by the size cap
+    dropped: int = 0
 
     @property
     def samples(self) -> tuple[int, int]:
@@ -79,10 +83,10 @@ def _stack(inputs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(batches)
 
 
-def _read(spec: str, shape: tuple[int, ...], size: int, seed: int) -> torch.Tensor:
+def _read(spec: str, shape: tuple[int, ...], size: int | None, seed: int) -> torch.Tensor:
     path = Path(spec)
     if spec == "synthetic":
-        return torch.randn((size, *shape[1:]), generator=torch.Generator().manual_seed(seed))
+        return torch.randn((size or SYNTHETIC_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(seed))
     if ":" in spec and not path.exists():
         return _stack(_from_callable(spec), shape)
     if not path.exists():
@@ -106,10 +110,11 @@ def _read(spec: str, shape: tuple[int, ...], size: int, seed: int) -> torch.Tens
     raise LoadError(f"--calib {spec}: unsupported file type {path.suffix!r}; pass {SOURCES_HELP}")
 
 
-def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int, batch_size: int,
+def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int | None, batch_size: int,
                      seed: int = 0) -> CalibrationData:
-    """Up to `size` inputs shaped like `example` (its batch dim aside), split into training batches
-    and a held-out fifth for the report. `spec` names a source (module docstring) or is the inputs."""
+    """Every input (or the first `size`) shaped like `example` (its batch dim aside), split into
+    training batches and a held-out fifth that judges training. `spec` names a source (module
+    docstring) or is the inputs."""
     shape = tuple(example.shape)
     if isinstance(spec, torch.Tensor):
         data, spec = spec, f"a tensor of {len(spec)} inputs"
@@ -118,9 +123,10 @@ def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int,
     if tuple(data.shape[1:]) != shape[1:]:
         raise InputShapeError(f"--calib {spec}: samples of shape {tuple(data.shape[1:])}, but the model takes "
                               f"{shape[1:]} (after the batch dim)")
+    dropped = max(0, len(data) - size) if size is not None else 0
     data = data[:size].to(example.dtype)
     if len(data) < 2:
         raise LoadError(f"--calib {spec}: {len(data)} samples; at least 2 are needed (one held out)")
     held = max(1, int(len(data) * HELD_OUT_FRACTION))
     train, held_out = data[:-held], data[-held:]
-    return CalibrationData(tuple(train.split(batch_size)), tuple(held_out.split(batch_size)), spec)
+    return CalibrationData(tuple(train.split(batch_size)), tuple(held_out.split(batch_size)), spec, dropped)

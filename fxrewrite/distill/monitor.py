@@ -1,0 +1,123 @@
+"""Training to a target instead of to an epoch count.
+
+After every epoch the stitched network (the teacher with the students in place) is scored on the
+held-out split: top-1 agreement with the teacher where the output is class scores, then the cosine
+of the outputs. The best state so far is kept; a phase stops when the score has not improved for
+`patience` epochs or when its deadline passes, and it ends with its best state, not its last.
+Every score is recorded with the seconds since distillation began, so schedules can be compared by
+the time they need to reach an agreement.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fxrewrite.ir import tensor_leaves
+
+#: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
+MIN_COSINE_GAIN = 1e-4
+
+
+@dataclass(frozen=True)
+class Score:
+    """Held-out top-1 agreement (None when the output is not class scores) and cosine."""
+
+    agreement: float | None
+    cosine: float
+
+    def beats(self, other: Score | None) -> bool:
+        if other is None:
+            return True
+        if self.agreement is not None and other.agreement is not None and self.agreement != other.agreement:
+            return self.agreement > other.agreement
+        return self.cosine > other.cosine + MIN_COSINE_GAIN
+
+
+@dataclass(frozen=True)
+class Point:
+    """One scored epoch: where, when (seconds since distillation began) and how well."""
+
+    phase: str
+    epoch: int
+    seconds: float
+    agreement: float | None
+    cosine: float
+
+
+def held_out_score(forward: Callable[[torch.Tensor], Any], batches: Sequence[torch.Tensor],
+                   wanted: Sequence[Any]) -> Score:
+    """`forward` on the held-out batches against the teacher's outputs on them (their first tensors)."""
+    with torch.no_grad():
+        got = torch.cat([tensor_leaves(forward(b))[0] for b in batches])
+    want = torch.cat([tensor_leaves(w)[0] for w in wanted])
+    cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
+    agreement = (got.argmax(1) == want.argmax(1)).float().mean().item() if got.dim() == 2 else None
+    return Score(agreement, cosine)
+
+
+def swapped_score(teacher: torch.nn.Module, order: Sequence[str], students: torch.nn.ModuleDict,
+                  held: Sequence[Any]) -> Callable[[], Score]:
+    """The score of the teacher with every region swapped for its student (in eval mode while scored),
+    on the held-out records (`batch` and the teacher's `final` output)."""
+    swapped = copy.deepcopy(teacher).eval()
+    for name in order:
+        setattr(swapped, name, students[name])
+
+    def score() -> Score:
+        students.eval()
+        try:
+            return held_out_score(swapped, [e.batch for e in held], [e.final for e in held])
+        finally:
+            students.train()
+
+    return score
+
+
+class Monitor:
+    """Scores, keeps the best state and says when to stop, for one phase at a time (module docstring).
+    Its state travels in the checkpoint's `extra`, so a resumed phase keeps its best and its count."""
+
+    def __init__(self, score: Callable[[], Score], started: float, history: list[Point],
+                 patience: int | None = None, deadline: float | None = None):
+        self.score, self.started, self.history = score, started, history
+        self.patience, self.deadline = patience, deadline
+        self.best: Score | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+        self.stopped = ""
+
+    def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module) -> bool:
+        """Score `model` after `epoch`; True when the phase should stop."""
+        score = self.score()
+        self.history.append(Point(phase, epoch, round(time.perf_counter() - self.started, 2), score.agreement,
+                                  score.cosine))
+        if score.beats(self.best):
+            self.best, self.best_state, self.stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            self.stale += 1
+        if self.patience is not None and self.stale >= self.patience:
+            self.stopped = f"no held-out gain in {self.stale} epochs"
+        elif self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.stopped = "time budget reached"
+        return bool(self.stopped)
+
+    def finish(self, model: torch.nn.Module) -> None:
+        """Leave `model` in its best state."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+    def state(self) -> dict[str, Any]:
+        return {"best": None if self.best is None else asdict(self.best), "best_state": self.best_state,
+                "stale": self.stale, "stopped": self.stopped, "history": [asdict(p) for p in self.history]}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.best = None if saved["best"] is None else Score(**saved["best"])
+        self.best_state, self.stale, self.stopped = saved["best_state"], saved["stale"], saved["stopped"]
+        self.history[:] = [Point(**p) for p in saved["history"]]

@@ -1,0 +1,102 @@
+"""Training to a target (issue 13): all calibration inputs by default, phases that stop on a held-out
+plateau or the time budget and keep their best epoch, and the held-out score recorded over time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from conftest import chip, symbolic
+from fxrewrite import lower
+from fxrewrite.distill.checkpoints import Checkpoints
+from fxrewrite.distill.loop import lr_factor, train_phase
+from fxrewrite.distill.monitor import Monitor, Score
+from fxrewrite.quant import load_calibration
+
+EXAMPLE = torch.zeros(1, 3, 5, 5)
+
+
+def test_every_calibration_input_is_used_unless_capped_and_a_cap_is_said(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.rand(4000, 3, 5, 5).astype(np.float32))
+    everything = load_calibration(str(tmp_path / "x.npy"), EXAMPLE, size=None, batch_size=64)
+    assert everything.samples == (3200, 800) and everything.dropped == 0
+    capped = load_calibration(str(tmp_path / "x.npy"), EXAMPLE, size=1024, batch_size=64)
+    assert sum(capped.samples) == 1024 and capped.dropped == 2976
+
+
+class Marked(nn.Module):
+    """One weight that records which epoch wrote it last."""
+
+    def __init__(self):
+        super().__init__()
+        self.mark = nn.Parameter(torch.zeros(()))
+
+
+def _run(scores: list[float], patience: int | None, deadline: float | None = None, epochs: int = 10):
+    """train_phase over a model whose step sets its mark to the epoch number, scored from `scores`."""
+    model = Marked()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    epoch_scores = iter(scores)
+
+    def loss(epoch: int, _: object) -> torch.Tensor:
+        return (model.mark - (epoch + 1)) ** 2 / 2  # one SGD step of rate 1 lands on epoch + 1
+
+    monitor = Monitor(lambda: Score(None, next(epoch_scores)), 0.0, [], patience, deadline)
+    train_phase("phase", epochs, model, optimizer, [None], loss, Checkpoints(None, "", False), None, monitor)
+    return model.mark.item(), monitor
+
+
+def test_a_phase_stops_on_a_plateau_and_ends_in_its_best_epoch():
+    mark, monitor = _run([0.5, 0.6, 0.55, 0.58, 0.57, 0.9, 0.95], patience=3)
+    assert len(monitor.history) == 5 and monitor.stopped == "no held-out gain in 3 epochs"
+    assert mark == 2.0  # the second epoch scored best; the fifth was the last run
+
+
+def test_without_patience_every_epoch_runs_and_the_best_is_still_kept():
+    mark, monitor = _run([0.5, 0.9, 0.6, 0.7], patience=None, epochs=4)
+    assert len(monitor.history) == 4 and not monitor.stopped and mark == 2.0
+
+
+def test_a_passed_deadline_stops_after_the_epoch_that_passed_it():
+    mark, monitor = _run([0.5, 0.6, 0.7], patience=None, deadline=0.0)
+    assert len(monitor.history) == 1 and monitor.stopped == "time budget reached" and mark == 1.0
+
+
+def test_agreement_decides_before_cosine():
+    assert Score(0.9, 0.5).beats(Score(0.8, 0.99)) and not Score(0.8, 0.99).beats(Score(0.9, 0.5))
+    assert Score(0.9, 0.6).beats(Score(0.9, 0.5)) and not Score(0.9, 0.50001).beats(Score(0.9, 0.5))
+
+
+def test_the_learning_rate_warms_up_then_falls_to_zero_at_the_cap():
+    total = 200
+    factors = [lr_factor(step, total) for step in range(total)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[-1] < 1e-3
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+
+
+class Gelus(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 5 * 5, 6)
+
+    def forward(self, x):
+        return self.head(nn.functional.gelu(self.conv(x)).flatten(1))
+
+
+def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning_epoch():
+    torch.manual_seed(0)
+    x = torch.randn(320, 3, 5, 5)
+    lowered = lower(symbolic(Gelus().eval(), x[:1]), (x[:1],), target=chip("[ops.conv2d]\n[ops.relu]\n[ops.linear]\n[ops.flatten]\n"),
+                    calib=x, epochs=6, finetune_epochs=6, patience=None)
+    distillation = lowered.report.distillation
+    phases = [p.phase for p in distillation.history]
+    assert phases == ["blockwise-parallel"] * 6 + ["finetune"] * 6
+    assert all(a.seconds <= b.seconds for a, b in zip(distillation.history, distillation.history[1:]))
+    best = max((p for p in distillation.history if p.phase == "finetune"), key=lambda p: (p.agreement, p.cosine))
+    # the written graph is the best fine-tuning epoch's, measured again on the same held-out inputs
+    assert abs(distillation.agreement.top1 - best.agreement) < 0.02
+    assert abs(distillation.agreement.cosine - best.cosine) < 2e-3
+    assert distillation.samples == (256, 64)  # every input given, no cap
+    document = lowered.report.to_dict()["distillation"]
+    assert len(document["history"]) == 12 and document["stops"] == {}
