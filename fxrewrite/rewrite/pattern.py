@@ -124,15 +124,24 @@ def same_shape(a: fx.Node, b: fx.Node) -> bool:
     return not shape or shape[0] != 1 or reads_an_input(a) == reads_an_input(b)
 
 
+#: the attribute a node's answer to reads_an_input is kept in: exact rewrites replace a value by the
+#: same function of the inputs, so whether it reads any stays true of the node
+_READS_INPUT = "_fxrewrite_reads_input"
+
+
 def reads_an_input(node: fx.Node) -> bool:
-    """Whether a graph input is among `node`'s ancestors (depth first, stopping at the first found)."""
-    stack, seen = [node], {node}
+    """Whether a graph input is among `node`'s ancestors; answered once per node (post-order walk)."""
+    stack = [node]
     while stack:
-        current = stack.pop()
-        if current.op == "placeholder":
-            return True
-        for arg in current.all_input_nodes:
-            if arg not in seen:
-                seen.add(arg)
-                stack.append(arg)
-    return False
+        current = stack[-1]
+        if hasattr(current, _READS_INPUT):
+            stack.pop()
+            continue
+        pending = [a for a in current.all_input_nodes if not hasattr(a, _READS_INPUT)]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        setattr(current, _READS_INPUT, current.op == "placeholder"
+                or any(getattr(a, _READS_INPUT) for a in current.all_input_nodes))
+    return getattr(node, _READS_INPUT)
