@@ -85,20 +85,22 @@ CASES = {
 
 
 def record_row(case: str, lowered, model, teacher_top1: float, images: torch.Tensor, labels: torch.Tensor,
-               seconds: float) -> dict:
-    """Student and teacher measured on the last 2,000 images: printed as a README row and appended to
-    RESULTS."""
+               seconds: float, test: slice = TEST) -> dict:
+    """Student and teacher measured on the `test` inputs (the last 2,000 images): printed as a README
+    row and appended to RESULTS."""
     report = lowered.report
     with torch.no_grad():
-        student = lowered.gm(images[TEST]).argmax(1)
-        teacher = model(images[TEST]).argmax(1)
+        student = lowered.gm(images[test]).argmax(1)
+        teacher = model(images[test]).argmax(1)
     row = {"case": case, "teacher_top1": teacher_top1,
-           "student_top1": (student == labels[TEST]).float().mean().item(),
+           "student_top1": (student == labels[test]).float().mean().item(),
            "agreement": (student == teacher).float().mean().item(), "seconds": round(seconds, 1),
            "legal": lowered.legal, "teacher_macs": report.before.macs, "student_macs": report.after.macs,
            "teacher_cycles": round(report.before.estimate.cycles), "student_cycles": round(report.after.estimate.cycles),
            "students": [f"{s.region}: {s.size} (x{s.cost_ratio:.2f})" for s in report.distillation.students],
-           "phases": report.seconds}
+           "phases": report.seconds, "stops": report.distillation.stops,
+           # held-out agreement over time: (phase, epoch, seconds since distillation began, agreement)
+           "history": [(p.phase, p.epoch, p.seconds, p.agreement) for p in report.distillation.history]}
     print(f"\n{case}: teacher {teacher_top1:.4f}, student {row['student_top1']:.4f}, agreement {row['agreement']:.4f}, "
           f"{seconds:.0f} s, legal {lowered.legal}, MACs/image {row['teacher_macs']:,} -> {row['student_macs']:,} "
           f"(x{row['student_macs'] / row['teacher_macs']:.2f}), cycles {row['teacher_cycles']:,} -> "

@@ -103,17 +103,21 @@ class DistillationReport:
     history: tuple[Point, ...] = ()
     #: why a phase stopped before its epoch cap
     stops: dict[str, str] = field(default_factory=dict)
+    #: calibration inputs given but left out by --calib-size
+    dropped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
                 "regions": [asdict(s) for s in self.students], **self.agreement.as_dict(),
                 "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
-                "calibration": self.calibration, "samples": dict(zip(("train", "held_out"), self.samples)),
+                "calibration": self.calibration,
+                "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
                 "history": [asdict(p) for p in self.history], "stops": self.stops}
 
     def to_text(self) -> str:
         train, held = self.samples
-        lines = [f"{self.schedule}, {self.quantization}; {train} inputs from {self.calibration}, {held} held out"]
+        lines = [f"{self.schedule}, {self.quantization}; {train} inputs from {self.calibration}, {held} held out"
+                 + (f"; --calib-size left out {self.dropped} of the inputs given" if self.dropped else "")]
         lines += [f"  {s.region}: {s.student} ({s.size}; {s.student_params:,} params; x{s.cost_ratio:.2f} the teacher "
                   f"region's estimated cost), held-out MSE {s.mse:.3g}, "
                   f"cosine {s.cosine:.4f}" + (f"; {s.growth}" if s.growth else "") for s in self.students]
@@ -186,7 +190,7 @@ class LoweringReport:
         history, stops = (tuple(trained.history), trained.stops) if isinstance(trained, Distilled) else ((), {})
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
                                                  trained.agreement, trained.before, trained.after, trained.seconds,
-                                                 history, stops)
+                                                 history, stops, data.dropped)
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

@@ -7,7 +7,6 @@ no gather. padding_idx only matters for training; max_norm renormalizes the tabl
 embeddings with max_norm are declined.
 """
 
-import torch
 import torch.nn.functional as F
 
 from fxrewrite.ir import constant_value
@@ -24,7 +23,7 @@ def _as_one_hot(match: Match, rewriter: Rewriter):
         return Decline("its table is computed at run time, not a constant")
     rows = table.shape[0]
     one_hot = rewriter.function(embedding.node, F.one_hot, embedding.inputs[0], rows)
-    as_float = rewriter.function(embedding.node, torch.Tensor.float, one_hot)
+    as_float = rewriter.method(embedding.node, "float", one_hot)
     return rewriter.module(embedding.node, "embedding_linear", linear(table.t(), None), as_float)
 
 

@@ -100,3 +100,18 @@ def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning
     assert distillation.samples == (256, 64)  # every input given, no cap
     document = lowered.report.to_dict()["distillation"]
     assert len(document["history"]) == 12 and document["stops"] == {}
+
+
+def test_a_cap_that_drops_calibration_inputs_is_said_by_the_cli(tmp_path, run_cli):
+    torch.manual_seed(0)
+    program = tmp_path / "gelus.pt2"
+    torch.export.save(torch.export.export(Gelus().eval(), (torch.randn(2, 3, 5, 5),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), program)
+    np.save(tmp_path / "x.npy", np.random.rand(100, 3, 5, 5).astype(np.float32))
+    common = ["lower", str(program), "-t", "archnet", "--calib", str(tmp_path / "x.npy"), "--epochs", "1",
+              "--finetune-epochs", "1", "-o", str(tmp_path / "out.pt2")]
+    code, stdout, stderr = run_cli(*common, "--calib-size", "60")
+    assert code in (0, 1), stderr
+    assert "48 inputs from" in stdout and "--calib-size left out 40 of the inputs given" in stdout
+    code, stdout, _ = run_cli(*common)
+    assert "80 inputs from" in stdout and "left out" not in stdout

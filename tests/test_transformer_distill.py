@@ -50,3 +50,27 @@ def test_the_cli_distils_the_example_vit_onto_archnet_transformer(tmp_path, run_
     assert code == 0, err
     code, _, err = run_cli("check", str(out), "--target", "archnet-transformer")
     assert code == 0, err
+
+
+class TokenClassifier(torch.nn.Module):
+    """Token ids embedded, plus position embeddings, one encoder block, mean over positions, head."""
+
+    def __init__(self):
+        super().__init__()
+        from fxrewrite.examples import EncoderBlock
+        self.embed = torch.nn.Embedding(12, 16)
+        self.position = torch.nn.Parameter(torch.randn(1, 6, 16) * 0.02)
+        self.block, self.head = EncoderBlock(16, 2), torch.nn.Linear(16, 3)
+
+    def forward(self, ids):
+        return self.head(self.block(self.embed(ids) + self.position).mean(1))
+
+
+def test_token_ids_are_one_hot_encoded_on_archnet_transformer_and_refused_with_a_reason_on_archnet():
+    from fxrewrite.errors import DistillError
+    torch.manual_seed(0)
+    model, ids = TokenClassifier().eval(), torch.randint(0, 12, (320, 6))
+    lowered = lower(model, (ids[:1],), target="archnet-transformer", calib=ids, epochs=2, finetune_epochs=1)
+    assert lowered.legal and lowered.report.rewrites["embedding-as-one-hot"] == 1
+    with pytest.raises(DistillError, match=r"no student for integer inputs \[\(64, 6\)\] \(token ids\) on archnet"):
+        lower(model, (ids[:1],), target="archnet", calib=ids, epochs=2, finetune_epochs=1)

@@ -185,6 +185,11 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     tokens)."""
     positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
     tensors = [inputs[i] for i in positions]
+    integers = [tuple(t.shape) for t in tensors if not t.is_floating_point()]
+    if integers:
+        raise DistillError(f"{name}: no student for integer inputs {integers} (token ids) on {target.name}: a "
+                           "student's layers read floats, and the target has no one-hot encoding (one_hot and "
+                           "cast, as archnet-transformer declares) to turn ids into them")
     allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
     parts = len(outputs)
     sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),

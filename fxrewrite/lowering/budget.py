@@ -88,10 +88,15 @@ class GrowthBudget:
     teacher: Charges
     limit: float | None
     target_name: str
+    #: teacher nodes that read integer tensors (an embedding's token ids): no student reads integers
+    integer_readers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, teacher: fx.GraphModule, target: Target, limit: float | None) -> GrowthBudget:
-        return cls(charges(teacher, target), limit, target.name)
+        readers = frozenset(n.name for n in teacher.graph.nodes if any(
+            (meta := a.meta.get("tensor_meta")) is not None and hasattr(meta, "dtype")
+            and not meta.dtype.is_floating_point for a in n.all_input_nodes))
+        return cls(charges(teacher, target), limit, target.name, readers)
 
     def growth(self, charged: Charges) -> tuple[float, float]:
         """The lowered graph's estimated cycles and MACs as multiples of the teacher's (MACs 1 without any)."""
@@ -139,9 +144,12 @@ class GrowthBudget:
 
     def dearer_than_students(self, charged: Charges, kept: Mapping[str, str], student_budget: float) -> dict[str, str]:
         """Teacher nodes (not in `kept`) whose exact rewrites cost more than `student_budget` times the
-        node and add at least MATERIAL_SHARE of the teacher's cycles or MACs, each with its reason."""
+        node and add at least MATERIAL_SHARE of the teacher's cycles or MACs, each with its reason;
+        never a node reading integers (an embedding's one-hot form is the only legal way to read ids)."""
         keep: dict[str, str] = {}
         for origin, (before, after, shares) in self._added(charged, kept).items():
+            if origin in self.integer_readers:
+                continue
             growth = max(after.cycles / max(before.cycles, 1e-12),
                          after.macs / before.macs if before.macs else math.inf if after.macs else 1.0)
             share = max(shares)

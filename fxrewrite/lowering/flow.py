@@ -126,9 +126,6 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         return outcome
     data = load_calibration(training.calib, example_inputs[0], training.calib_size, training.batch_size,
                             training.seed)
-    if data.dropped:
-        outcome.notes.append(f"--calib-size {training.calib_size} used {sum(data.samples):,} of the "
-                             f"{sum(data.samples) + data.dropped:,} calibration inputs given")
     if exact.verdicts.illegal:
         config = DistillConfig(epochs=training.epochs, finetune_epochs=training.finetune_epochs, lr=training.lr,
                                student_budget=training.student_budget,

@@ -48,6 +48,13 @@ class Rewriter:
             node = self.gm.graph.call_function(fn, args, kwargs)
         return self._annotate(node, lambda *xs, **kw: fn(*xs, **kw), fn)
 
+    def method(self, anchor: fx.Node, name: str, receiver: fx.Node, *args: Any) -> fx.Node:
+        """A tensor method call (`x.float()`): a graph traced again later sees a method, which its
+        tracer records, where a call of the unbound `torch.Tensor.float` fails on a proxy."""
+        with self.gm.graph.inserting_before(anchor):
+            node = self.gm.graph.call_method(name, (receiver, *args))
+        return self._annotate(node, lambda x, *rest: getattr(x, name)(*rest), ("method", name))
+
     def constant(self, anchor: fx.Node, prefix: str, value: torch.Tensor) -> fx.Node:
         """A get_attr node reading `value`, stored on the graph module as a buffer."""
         name = self._unique(prefix)
