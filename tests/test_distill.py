@@ -155,6 +155,21 @@ def test_students_that_miss_grow_one_step_and_a_resumed_run_grows_the_same(digit
     assert [r.size for r in resumed.regions] == [r.size for r in whole.regions]
 
 
+def test_a_grown_student_trains_for_as_many_epochs_as_the_blockwise_phase_ran(digits_teacher, monkeypatch):
+    from fxrewrite.distill import growth, sizing
+
+    monkeypatch.setattr(growth, "GROW_BELOW_COSINE", 1.01)  # every student misses its accuracy
+    monkeypatch.setattr(sizing, "FLOOR_SHARE", 2.0)
+    gm, images, archnet = digits_teacher
+    events = []
+    config = DistillConfig(epochs=30, finetune_epochs=1, seed=1, student_budget=0.5, patience=1,
+                           progress=events.append)
+    distill(gm, archnet, [images[:64], images[64:128]], [images[1400:1500]], config)
+    blockwise = [e.epoch for e in events if e.phase == "blockwise-parallel"]
+    grown = [e for e in events if e.phase == growth.PHASE]
+    assert len(blockwise) < 30 and grown and {e.epochs for e in grown} == {len(blockwise)}
+
+
 def test_a_checkpoint_of_another_run_is_refused(digits_teacher, tmp_path):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64]], [images[1400:1500]]

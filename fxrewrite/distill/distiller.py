@@ -179,7 +179,10 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
         else:
             progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
                         checkpoints, config.progress, blockwise, config.cosine_lr)
-    growth = grow_missing(students, sized, teacher, adapters, cache, held, config.epochs, config.lr, config.attention,
+        # a grown student trains alone for as many epochs as the blockwise phase ran (saved for --resume)
+        checkpoints.extra["blockwise_epochs"] = max((p.epoch for p in history), default=config.epochs)
+    ran = checkpoints.extra.get("blockwise_epochs", config.epochs)
+    growth = grow_missing(students, sized, teacher, adapters, cache, held, ran, config.lr, config.attention,
                           checkpoints, config.progress, device)
     times["blockwise"] = time.perf_counter() - start
 

@@ -4,8 +4,9 @@ After the blockwise phase each student runs on its region's held-out inputs; one
 mean cosine with the teacher region's stays below GROW_BELOW_COSINE is rebuilt one step larger (the
 next candidate of its sizing: a layer more, or the next width up), if that costs at most
 sizing.GROWTH_CAP times its allowance, started from the teacher's layers again and trained alone for
-the blockwise epochs. The report says which grew and why. The grown names travel in every later
-checkpoint, so a resumed run rebuilds the same students before loading their weights.
+as many epochs as the blockwise phase ran. The report says which grew and why. The grown names
+travel in every later checkpoint, so a resumed run rebuilds the same students before loading their
+weights.
 """
 
 from __future__ import annotations
