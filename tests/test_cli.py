@@ -201,7 +201,7 @@ def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies
     document = json.loads(report.read_text())
     distilled = document["distillation"]
     assert distilled["quantization"] == "lsq: weights int4 per-channel, activations uint4 per-tensor"
-    assert distilled["samples"] == {"train": 32, "held_out": 8} and distilled["regions"][0]["cosine"] <= 1
+    assert distilled["samples"] == {"train": 32, "held_out": 8, "dropped": 0} and distilled["regions"][0]["cosine"] <= 1
     assert set(distilled["seconds"]) == {"teacher", "blockwise", "finetune", "report"}
     assert (tmp_path / "student.ckpt" / "distill-checkpoint.pt").is_file()
     code, stdout, _ = run_cli("check", str(out), "-t", "archnet")
