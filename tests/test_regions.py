@@ -268,3 +268,19 @@ def test_a_chain_made_from_parameters_alone_joins_the_region_that_reads_it(captu
     regions = find_regions(gm, no_gather)
     assert len(regions) == 1 and [tensor_shape(n) for n in regions[0].inputs] == [(1, 3, 8, 8)]
     torch.testing.assert_close(carve(gm, no_gather)(x), model(x))
+
+
+class AssertsItsRank(nn.Module):
+    """gelu, then an assert on the result's rank (as torchvision's ViT encoder checks its input), then
+    tanh: the rank check reads a member and feeds only the assert."""
+
+    def forward(self, x):
+        y = nn.functional.gelu(x)
+        torch._assert(y.dim() == 4, "a map")
+        return torch.tanh(y)
+
+
+def test_a_rank_check_stays_inside_so_its_tensor_is_no_region_output():
+    gm = symbolic(AssertsItsRank(), torch.randn(1, 3, 8, 8))
+    regions = find_regions(gm, CONV_ONLY)
+    assert len(regions) == 1 and [n.name for n in regions[0].outputs] == ["tanh"]

@@ -62,9 +62,11 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
         return False
     kind = op_view(node).kind
     rank = max((len(tensor_shape(n) or ()) for n in [node, *producers]), default=0)
-    # size arithmetic (x.shape read to reshape x) joins the region that reads it: an int cannot
-    # leave a region (private_sizes gives each reader its own copy)
-    return ((kind == "shape" and (feeding or all(u in members for u in node.users)))
+    # size arithmetic (x.shape read to reshape x, x.dim() read by an assert) joins the region that
+    # reads it, or the one it reads from when nothing outside computes with it: an int cannot leave
+    # a region (private_sizes gives each reader its own copy)
+    return ((kind == "shape" and (feeding or (fed and all(
+        u in members or op_view(u).kind in ("shape", "assert") for u in node.users))))
             or (kind == "getitem" and fed)  # a tuple cannot leave a region
             # so regions begin and end at batch-first tensors, not at attention's (3, N, heads, L, d)
             or (kind in LAYOUT_KINDS and rank >= 5)
