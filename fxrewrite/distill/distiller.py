@@ -188,8 +188,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
     start = time.perf_counter()
     stitched = _stitch(teacher, order, students, cache, config.quant, device)
-    tuning = Monitor(lambda: held_out_score(stitched, [e.batch for e in held], [e.final for e in held]), began,
-                     history, config.patience, deadline(1.0))
+    tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0))
     finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
              config.cosine_lr, config.temperature)
     stitched.eval()

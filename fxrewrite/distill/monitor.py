@@ -51,12 +51,12 @@ class Point:
     cosine: float
 
 
-def held_out_score(forward: Callable[[torch.Tensor], Any], batches: Sequence[torch.Tensor],
-                   wanted: Sequence[Any]) -> Score:
-    """`forward` on the held-out batches against the teacher's outputs on them (their first tensors)."""
+def held_out_score(forward: Callable[[torch.Tensor], Any], held: Sequence[Any]) -> Score:
+    """`forward` on the held-out records' batches against the teacher's outputs on them (`final`; the
+    first tensor of each)."""
     with torch.no_grad():
-        got = torch.cat([tensor_leaves(forward(b))[0] for b in batches])
-    want = torch.cat([tensor_leaves(w)[0] for w in wanted])
+        got = torch.cat([tensor_leaves(forward(e.batch))[0] for e in held])
+    want = torch.cat([tensor_leaves(e.final)[0] for e in held])
     cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
     agreement = (got.argmax(1) == want.argmax(1)).float().mean().item() if got.dim() == 2 else None
     return Score(agreement, cosine)
@@ -73,7 +73,7 @@ def swapped_score(teacher: torch.nn.Module, order: Sequence[str], students: torc
     def score() -> Score:
         students.eval()
         try:
-            return held_out_score(swapped, [e.batch for e in held], [e.final for e in held])
+            return held_out_score(swapped, held)
         finally:
             students.train()
 

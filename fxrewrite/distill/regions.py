@@ -21,6 +21,7 @@ from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
 from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.rewrite.pattern import reads_an_input
 from fxrewrite.target import Target
 
 REGION_PREFIX = "region_"
@@ -80,24 +81,13 @@ def _wider_than_convs_read(node: fx.Node, reach: _Reach) -> bool:
     return shape is not None and len(shape) == 4 and shape[1] > reach.widest
 
 
-def _input_free(gm: fx.GraphModule) -> set[fx.Node]:
-    """Nodes computed from parameters and constants alone, not from any input (swin_t's relative
-    position bias, gathered from its table and reshaped in several steps)."""
-    free: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op == "get_attr" or (node.op in ("call_function", "call_method", "call_module")
-                                     and all(a in free for a in node.all_input_nodes)):
-            free.add(node)
-    return free
-
-
-def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach, input_free: set[fx.Node]) -> set[fx.Node]:
+def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Node]:
     """The users a member takes into the region: all of them when it is made from parameters and
     sizes alone (a class token expanded to the batch, a position bias: a student needs a tensor to
     read) or when its map is wider than the target's convs read (no student could read it:
     resnet50's 1024-channel blocks on archnet become one region up to a tensor a student can read or
     the output)."""
-    unfed = not any(tensor_shape(p) for p in member.all_input_nodes if p.op != "get_attr" and p not in input_free)
+    unfed = not any(tensor_shape(p) for p in member.all_input_nodes if reads_an_input(p))
     if not (unfed or _wider_than_convs_read(member, reach)):
         return set()
     return {u for u in member.users if u not in members and u.op != "output"}
@@ -110,7 +100,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
     Members take some of their users along (`_pulled`). Parameters used only by members join them too."""
-    reach, input_free = _Reach.of(target), _input_free(gm)
+    reach = _Reach.of(target)
     members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
     grown = True
     while grown:
@@ -121,7 +111,7 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
                     members.add(node)
                     grown = True
             else:
-                users = _pulled(node, members, reach, input_free)
+                users = _pulled(node, members, reach)
                 grown |= bool(users)
                 members |= users
     # parameters read only inside regions travel with them, so students see activations only

@@ -29,11 +29,16 @@ class JudgedPass(Protocol):
     trigger: str
 
 
+def _replaced(root: fx.Node, match: Match) -> list[fx.Node]:
+    """The matched nodes a replacement takes the place of: the root and those only the match reads."""
+    return [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
+
+
 class ReplacementJudge:
     """Products must be legal on `target`; a pass that fires on cost must save some; a node the growth
     budget keeps (`kept`: teacher node name -> reason) is not rewritten for legality, as a root or as
-    part of a match. Returns the
-    change in estimated cost (products minus the nodes they replace) or a Decline."""
+    part of a match. Returns the change in estimated cost (products minus the nodes they replace) or
+    a Decline."""
 
     def __init__(self, target: Target, kept: Mapping[str, str] | None = None):
         self.target = target
@@ -41,8 +46,7 @@ class ReplacementJudge:
 
     def __call__(self, pass_: JudgedPass, root: fx.Node, match: Match, created: list[fx.Node]) -> float | Decline:
         if pass_.trigger != "cheaper":
-            replaced = [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
-            kept = next((origin_of(n) for n in replaced if origin_of(n) in self.kept), None)
+            kept = next((origin_of(n) for n in _replaced(root, match) if origin_of(n) in self.kept), None)
             if kept is not None:
                 return Decline(self.kept[kept])
         return self.judge_created(pass_, root, match, created) if created else 0.0
@@ -69,8 +73,7 @@ class ReplacementJudge:
         if outcome.illegal is not None:
             return Decline(f"what it produces stays illegal on {target.name} ({outcome.illegal}); "
                            "left for distillation")
-        replaced = [n for n in match.nodes if n is root or set(n.users) <= set(match.nodes)]
-        before, after = nodes_cycles(replaced, target.performance), outcome.cost
+        before, after = nodes_cycles(_replaced(root, match), target.performance), outcome.cost
         if pass_.trigger == "cheaper" and after >= before:
             return Decline(f"not cheaper on {target.name}: estimated {after:.3g} cycles against {before:.3g} now")
         return after - before

@@ -26,8 +26,6 @@ INT_INPUT_HIGH = 10
 @dataclass(frozen=True)
 class Verification:
     max_relative_error: float
-    #: "outputs", or "outputs and intermediate tensors" when both sides are graphs
-    basis: str
     #: how many intermediate tensors were compared besides the outputs
     tensors: int
 
@@ -79,10 +77,10 @@ def verify(gm: nn.Module, teacher: nn.Module, example_inputs: Sequence[torch.Ten
     inputs = fresh_inputs(example_inputs, seed)
     with torch.no_grad():
         if not isinstance(gm, fx.GraphModule) or not isinstance(teacher, fx.GraphModule):
-            return Verification(relative_error(gm(*inputs), teacher(*inputs)), "outputs", 0)
+            return Verification(relative_error(gm(*inputs), teacher(*inputs)), 0)
         frontier = _frontier(gm, teacher)
         got, want = _Recorder(gm, frontier), _Recorder(teacher, frontier)
         error = relative_error(got.run(*inputs), want.run(*inputs))
         compared = [n for n in got.values if n in want.values and got.values[n].shape == want.values[n].shape]
         error = max([error, *(relative_error(got.values[n], want.values[n]) for n in compared)])
-    return Verification(error, "outputs and intermediate tensors" if compared else "outputs", len(compared))
+    return Verification(error, len(compared))
