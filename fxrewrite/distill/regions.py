@@ -102,18 +102,22 @@ def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
     Members take some of their users along (`_pulled`). Parameters used only by members join them too."""
     reach = _Reach.of(target)
     members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
-    grown = True
-    while grown:
-        grown = False
-        for node in gm.graph.nodes:
-            if node not in members:
-                if _absorbed(node, members, reach):
-                    members.add(node)
-                    grown = True
-            else:
-                users = _pulled(node, members, reach)
-                grown |= bool(users)
-                members |= users
+    # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
+    # sweeps: a node joining can change the answer only for its producers and users
+    worklist = collections.deque(gm.graph.nodes)
+    queued = set(worklist)
+    while worklist:
+        node = worklist.popleft()
+        queued.discard(node)
+        if node in members:
+            joined = _pulled(node, members, reach)
+        else:
+            joined = {node} if _absorbed(node, members, reach) else set()
+        members |= joined
+        for neighbour in {n for j in joined for n in (*j.all_input_nodes, *j.users, j)}:
+            if neighbour not in queued:
+                worklist.append(neighbour)
+                queued.add(neighbour)
     # parameters read only inside regions travel with them, so students see activations only
     members |= {n for n in gm.graph.nodes if n.op == "get_attr" and n.users and all(u in members for u in n.users)}
     return members

@@ -39,9 +39,20 @@ def tensor_shape(value: Any) -> tuple[int, ...] | None:
 
 
 def fetch_attr(root: nn.Module, path: str) -> Any:
+    """The layer, parameter, buffer or attribute at dotted `path` under `root`, or None. Layers and
+    tensors are read from nn.Module's own dictionaries first: `getattr` reaches them only after a
+    failed ordinary lookup, and op views ask for every node's layer."""
     target: Any = root
     for name in path.split("."):
-        target = getattr(target, name, None)
+        if isinstance(target, nn.Module):
+            found = target._modules.get(name)
+            if found is None:
+                found = target._parameters.get(name)
+            if found is None:
+                found = target._buffers.get(name)
+            target = found if found is not None else getattr(target, name, None)
+        else:
+            target = getattr(target, name, None)
     return target
 
 

@@ -119,15 +119,17 @@ def op_view(node: fx.Node) -> OpView:
     node's arguments, its recorded shape and (for a module call) its module object stay the same:
     rewrites build new nodes and modules rather than editing them, and distillation swaps modules.
     A pass asks about every node and the planner's trials ask again."""
-    state = (node.args, node.kwargs, node.meta.get("tensor_meta"),
-             fetch_attr(node.graph.owning_module, str(node.target)) if node.op == "call_module" else None)
+    module = fetch_attr(node.graph.owning_module, str(node.target)) if node.op == "call_module" else None
+    meta = node.meta.get("tensor_meta")
     # kept on the node itself, not in node.meta (copied with the node) nor in a weak mapping (the view
-    # refers to its node, so the entry would keep every graph alive)
+    # refers to its node, so the entry would keep every graph alive); compared field by field because
+    # a pass asks about every node
     cached = getattr(node, VIEW_ATTRIBUTE, None)
-    if cached is not None and all(a is b for a, b in zip(cached[0], state)):
-        return cached[1]
+    if (cached is not None and cached[0] is node.args and cached[1] is node.kwargs and cached[2] is meta
+            and cached[3] is module):
+        return cached[4]
     view = _compute_view(node)
-    setattr(node, VIEW_ATTRIBUTE, (state, view))
+    setattr(node, VIEW_ATTRIBUTE, (node.args, node.kwargs, meta, module, view))
     return view
 
 

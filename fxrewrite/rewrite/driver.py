@@ -166,7 +166,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
                 queued.add(fresh)
     # an untouched graph needs neither cleaning nor new code (most trial runs rewrite nothing)
     if built:
-        _drop_unused_attributes(gm)
+        drop_unused_attributes(gm, submodules=recompile)
     if stats.total:
         gm.graph.lint()
         if recompile:
@@ -174,8 +174,11 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
     return stats
 
 
-def _drop_unused_attributes(gm: fx.GraphModule) -> None:
+def drop_unused_attributes(gm: fx.GraphModule, submodules: bool = True) -> None:
+    """Erase constants nothing reads and, with `submodules`, the layers no node calls (a walk over
+    every module: a pass manager does it once per run)."""
     for node in list(gm.graph.nodes):
         if node.op == "get_attr" and not node.users:
             gm.graph.erase_node(node)
-    gm.delete_all_unused_submodules()
+    if submodules:
+        gm.delete_all_unused_submodules()

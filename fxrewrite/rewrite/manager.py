@@ -71,6 +71,7 @@ class PassManager:
             if self.instruments.on_result:
                 self.instruments.on_result(result)
         if changed and not instrumented:
+            gm.delete_all_unused_submodules()
             gm.recompile()
         return results
 
