@@ -31,6 +31,7 @@ demo: setup
 	$(BIN)/fxrewrite lower fxrewrite.examples:digits_convnext --input-shape 1,1,28,28 --target archnet \
 	  --calib fxrewrite.examples:digits_inputs --calib-size 1797 --epochs 10 --finetune-epochs 5 \
 	  --wbits 4 --abits 4 -o $(OUT)/digits_convnext-archnet.pt2 --report $(OUT)/digits_convnext-archnet.json
+	$(BIN)/fxrewrite export $(OUT)/digits_convnext-archnet.pt2 -o $(OUT)/digits_convnext-archnet.onnx
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -16,12 +16,13 @@ from pathlib import Path
 from fxrewrite import api
 from fxrewrite.distill import CHECKPOINT_NAME, DEFAULT_STUDENT_BUDGET, SCHEDULES, ProgressBars
 from fxrewrite.errors import FxrewriteError, UsageError
-from fxrewrite.export import save_pt2
+from fxrewrite.export import save_pt2, saved_target
 from fxrewrite.files import atomic_write_text
-from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
+from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import METHODS, SOURCES_HELP
 from fxrewrite.rewrite import Instruments, canonical_order
+from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rewrite the illegal nodes exactly, verify against the teacher, "
                                             "save a .pt2 and a report; exit 1 when nodes remain for distillation.")
     lower.add_argument("--target", "-t", required=True, help="built-in target name or path of a .toml file")
-    lower.add_argument("-o", "--output", metavar="OUT.pt2", help="lowered program (default: MODEL-TARGET.pt2)")
+    lower.add_argument("-o", "--output", metavar="OUT", help="lowered program: OUT.pt2 (default: MODEL-TARGET.pt2) or "
+                                                             "OUT.onnx (needs the onnx extra)")
     lower.add_argument("--report", metavar="OUT.json", help="write the lowering report as JSON")
     lower.add_argument("--passes", metavar="SPEC", help="comma-separated passes to run once, in this order "
                                                         "(default: every exact pass, repeated to a fixpoint)")
@@ -115,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     data.add_argument("--resume", action="store_true",
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
+
+    export = commands.add_parser("export", parents=[common], help="write a lowered .pt2 as ONNX",
+                                 description="Write ONNX (opset 21, Q/DQ for quantized layers, free batch), check "
+                                             "its ops against the target and its results against onnxruntime.")
+    export.add_argument("model", metavar="LOWERED.pt2", help="a program written by fxrewrite lower")
+    export.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    export.add_argument("--target", "-t", help="refuse ONNX nodes this target does not run (default: the target "
+                                               "the .pt2 was lowered for)")
 
     commands.add_parser("passes", parents=[common], help="list the rewrite passes",
                         description="Every registered pass with whether it is exact.")
@@ -166,10 +176,12 @@ def _default_output(spec: str, target: str) -> Path:
 def _run_lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
-    if output.suffix != ".pt2":
-        raise UsageError(f"-o {output}: the lowered program is written as a .pt2 file")
+    if output.suffix not in (".pt2", ".onnx"):
+        raise UsageError(f"-o {output}: the lowered program is written as a .pt2 or an .onnx file")
     if output.resolve() == Path(args.model).resolve():
         raise UsageError(f"-o {output} would overwrite the input model; choose another file")
+    if output.suffix == ".onnx":
+        require_onnx()
     checkpoint_dir = output.with_suffix(".ckpt")
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
@@ -194,12 +206,20 @@ def _run_lower(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     report = lowered.report
-    _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output)
+    batch_note = ""
+    if output.suffix == ".onnx":
+        # a graph with nodes left for distillation is written as it is, as its .pt2 would be
+        shipped = write_onnx(lowered.gm, lowered.example_inputs, output, target if lowered.legal else None)
+        report.onnx = shipped.to_dict()
+    else:
+        _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output, target.name)
     if args.report:
         atomic_write_text(args.report, report.to_json())
     if args.timing:
         print(report.timing_table())
     print(report.to_text())
+    if report.onnx is not None:
+        print(shipped.describe())
     written = f"wrote {output}" + (f" and {args.report}" if args.report else "")
     print(written + (f" ({batch_note})" if batch_note else ""))
     if report.max_relative_error > args.tolerance:
@@ -214,6 +234,20 @@ def _run_lower(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
+        raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
+    require_onnx()
+    loaded = load_model(args.model)
+    name = args.target or saved_target(args.model)
+    target = Target.load(name) if name else None
+    shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
+    print(shipped.describe())
+    print(f"wrote {output}" + ("" if target else " (its ops were not checked: pass --target)"))
+    return EXIT_OK
+
+
 def _run_passes(args: argparse.Namespace) -> int:
     for p in canonical_order(registered_passes().values()):
         print(f"{p.name:26} {'exact' if p.exact else 'approximate':11} {p.summary}")
@@ -221,7 +255,7 @@ def _run_passes(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"check": _run_check, "viz": _run_viz, "targets": _run_targets, "lower": _run_lower,
-             "passes": _run_passes}
+             "export": _run_export, "passes": _run_passes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,3 +41,9 @@ class PassContractError(FxrewriteError):
     """A pass declares ordering contracts that do not hold: a bug in that pass's declaration."""
 
     exit_code = 3
+
+
+class OnnxRefusal(FxrewriteError):
+    """The ONNX form of a lowered graph holds a node the target does not run (nothing is written)."""
+
+    exit_code = 1

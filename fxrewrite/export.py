@@ -1,8 +1,10 @@
-"""Writing a lowered graph as a .pt2 ExportedProgram, atomically, with a free batch dimension."""
+"""Writing a lowered graph as a .pt2 ExportedProgram, atomically, with a free batch dimension and
+the name of the target it was lowered for."""
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -13,10 +15,15 @@ from fxrewrite.frontend.batch import at_batch, batch_dims
 from fxrewrite.frontend.capture import quiet_torch
 
 
-def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: str | Path) -> tuple[Path, str]:
+#: the file inside a .pt2 that names the target (torch.export.save's extra_files)
+METADATA = "fxrewrite.json"
+
+
+def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: str | Path,
+             target: str | None = None) -> tuple[Path, str]:
     """Export `gm` with torch.export, dim 0 of every input dynamic, and write it to `path`
-    (temporary file, then rename). Returns the path and, where the batch could not be left free,
-    why the program is fixed at the example's batch size ("" otherwise)."""
+    (temporary file, then rename), naming `target` inside. Returns the path and, where the batch
+    could not be left free, why the program is fixed at the example's batch size ("" otherwise)."""
     inputs = tuple(example_inputs)
     with quiet_torch():
         try:
@@ -27,5 +34,18 @@ def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path:
             note = (f"saved at batch {inputs[0].shape[0] if inputs and inputs[0].dim() else 1} only: torch.export "
                     f"could not keep the batch dynamic ({type(exc).__name__})")
     buffer = io.BytesIO()
-    torch.export.save(program, buffer)
+    extra = {METADATA: json.dumps({"target": target})} if target else None
+    torch.export.save(program, buffer, extra_files=extra)
     return atomic_write_bytes(path, buffer.getvalue()), note
+
+
+def saved_target(path: str | Path) -> str | None:
+    """The target a .pt2 written by `save_pt2` names, or None (another writer, or an unreadable file:
+    loading the program reports that)."""
+    extra = {METADATA: ""}
+    try:
+        with quiet_torch():
+            torch.export.load(path, extra_files=extra)
+        return json.loads(extra[METADATA]).get("target") if extra[METADATA] else None
+    except Exception:
+        return None

@@ -151,6 +151,8 @@ class LoweringReport:
     seconds: dict[str, float]
     exact_after: Size | None = None
     distillation: DistillationReport | None = None
+    #: the ONNX file written and onnxruntime's differences from torch (fxrewrite.ship.OnnxCheck)
+    onnx: dict[str, Any] | None = None
     version: int = field(default=VERSION)
 
     @property
@@ -209,6 +211,8 @@ class LoweringReport:
             document["exact_after"] = self.exact_after.as_dict()
         if self.distillation is not None:
             document["distillation"] = self.distillation.to_dict()
+        if self.onnx is not None:
+            document["onnx"] = self.onnx
         return document
 
     def to_json(self) -> str:

@@ -28,7 +28,7 @@ LAYERS = (
     ("fxrewrite.quant",),
     ("fxrewrite.distill",),
     ("fxrewrite.lowering",),
-    ("fxrewrite.report", "fxrewrite.export", "fxrewrite.viz"),
+    ("fxrewrite.report", "fxrewrite.export", "fxrewrite.ship", "fxrewrite.viz"),
     ("fxrewrite.api",),
     ("fxrewrite.cli", "fxrewrite.__main__", "fxrewrite"),
 )

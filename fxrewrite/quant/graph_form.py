@@ -10,6 +10,29 @@ from torch import fx, nn
 from fxrewrite.quant.layers import QuantLayer
 
 
+def _register_shape_functions() -> None:
+    """Shape functions for the kernels torch.export traces the fake quantizers into. torch 2.14 has
+    none, so a graph reading them could be exported at its example's batch size only (export runs
+    the real kernel on concrete shapes); with these, the written .pt2 keeps its batch free."""
+    def per_tensor(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                   qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+    def per_channel(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int, qmin: int,
+                    qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+    for name, function in (("aten::fake_quantize_per_tensor_affine_cachemask", per_tensor),
+                           ("aten::fake_quantize_per_channel_affine_cachemask", per_channel)):
+        try:
+            torch.library.register_fake(name, function)
+        except RuntimeError:  # a later torch registers its own
+            pass
+
+
+_register_shape_functions()
+
+
 class _QuantTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
         return isinstance(m, QuantLayer) or super().is_leaf_module(m, qualified_name)
