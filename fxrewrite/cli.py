@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fxrewrite import api
 from fxrewrite.distill import CHECKPOINT_NAME, DEFAULT_STUDENT_BUDGET, SCHEDULES, ProgressBars
+from fxrewrite.distill.processes import is_main, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2, saved_target
 from fxrewrite.files import atomic_write_text
@@ -174,6 +175,16 @@ def _default_output(spec: str, target: str) -> Path:
 
 
 def _run_lower(args: argparse.Namespace) -> int:
+    """Under torchrun, every process lowers and trains its share (fxrewrite.distill.processes); rank 0 writes."""
+    started = start_from_environment(args.device)
+    try:
+        return _lower(args)
+    finally:
+        if started:
+            stop()
+
+
+def _lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
     if output.suffix not in (".pt2", ".onnx"):
@@ -183,7 +194,7 @@ def _run_lower(args: argparse.Namespace) -> int:
     if output.suffix == ".onnx":
         require_onnx()
     checkpoint_dir = output.with_suffix(".ckpt")
-    if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file():
+    if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
     gm = _load(args)
@@ -202,9 +213,11 @@ def _run_lower(args: argparse.Namespace) -> int:
                             lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed,
                             patience=args.patience, time_budget=args.time_budget,
                             checkpoint_dir=checkpoint_dir,
-                            resume=args.resume, progress=bars)
+                            resume=args.resume, progress=bars if is_main() else None)
     finally:
         bars.close()
+    if not is_main():
+        return EXIT_OK if lowered.legal else EXIT_ILLEGAL
     report = lowered.report
     batch_note = ""
     if output.suffix == ".onnx":

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fxrewrite.distill.processes import is_main, world_size
 from fxrewrite.errors import DistillError
 from fxrewrite.files import atomic_write_bytes
 
@@ -63,6 +64,11 @@ class Checkpoints:
         if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
             raise DistillError(f"checkpoint {self.path} was written by a run with another model, target, data or "
                                "options; delete it or run without --resume")
+        written_by = saved.get("world_size", 1)
+        if written_by != world_size():
+            raise DistillError(f"checkpoint {self.path} was written by a run over {written_by} process(es) and this "
+                               f"run has {world_size()}: resume with as many (torchrun --nproc-per-node "
+                               f"{written_by}), or delete it to start over")
         return saved
 
     def resume_point(self, phase: str) -> tuple[int, dict[str, Any] | None]:
@@ -75,10 +81,10 @@ class Checkpoints:
         return self.saved is not None and self.saved["phase"] == phase
 
     def save(self, phase: str, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        if self.path is None:
+        if self.path is None or not is_main():  # the processes hold the same state; one writes it
             return
         buffer = io.BytesIO()
-        torch.save({"fingerprint": self.fingerprint, "phase": phase, "epoch": epoch,
+        torch.save({"fingerprint": self.fingerprint, "world_size": world_size(), "phase": phase, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "extra": self.extra}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 

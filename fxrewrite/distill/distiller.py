@@ -21,6 +21,7 @@ from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_or
 from fxrewrite.distill.growth import PHASE as GROWTH_PHASE
 from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
+from fxrewrite.distill.processes import shard
 from fxrewrite.distill.regions import carve
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
@@ -148,7 +149,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     order = region_order(teacher)
     if not order:
         raise DistillError("no region to distil: every node is legal (use post_training_quantize for formats)")
-    cache = record(teacher, [b.to(device) for b in batches])
+    cache = record(teacher, [b.to(device) for b in shard(batches)])  # this process's share of each batch
     held = record(teacher, [b.to(device) for b in held_out])  # for monitoring, growth and the report
     if reference is not None:
         reference = reference.to(device).eval()

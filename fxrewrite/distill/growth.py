@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.processes import on_main
 from fxrewrite.distill.recording import Recorded, as_tuple
 from fxrewrite.distill.schedules import parallel
 from fxrewrite.distill.sizing import Sized
@@ -60,7 +61,7 @@ def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.G
             _replace(name, bigger, students, sized, teacher, device)
         notes = {name: f"grew to {sized[name].size} (resumed)" for name in grown}
     else:
-        cosines = held_out_cosines(students, held_out)
+        cosines = on_main(lambda: held_out_cosines(students, held_out))  # one decision for every process
         grown, notes = [], {}
         for name, cosine in cosines.items():
             if cosine >= GROW_BELOW_COSINE:

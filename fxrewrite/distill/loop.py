@@ -18,6 +18,7 @@ import torch
 
 from fxrewrite.distill.checkpoints import Checkpoints, Progress, ProgressCallback
 from fxrewrite.distill.monitor import Monitor
+from fxrewrite.distill.processes import data_parallel, is_main
 
 Batch = TypeVar("Batch")
 
@@ -49,6 +50,7 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
             monitor.restore(checkpoints.extra[monitor_key])
     start = time.perf_counter()
     total = epochs * len(batches)
+    step = data_parallel(model, batch_loss)  # after the resume: every process starts from rank 0's state
     for epoch in range(done, epochs):
         if monitor is not None and monitor.stopped:
             break  # resumed after the phase had stopped
@@ -59,7 +61,7 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
             optimizer.zero_grad()
-            loss = batch_loss(epoch, batch)
+            loss = step(epoch, batch)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item()
@@ -67,7 +69,7 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
         if monitor is not None:
             checkpoints.extra[monitor_key] = monitor.state()
         checkpoints.save(phase, epoch + 1, model, optimizer)
-        if progress is not None:
+        if progress is not None and is_main():
             point = monitor.history[-1] if monitor is not None else None
             progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
                               point.agreement if point else None, point.cosine if point else None))

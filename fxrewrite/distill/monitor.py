@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fxrewrite.distill.processes import on_main
 from fxrewrite.ir import tensor_leaves
 
 #: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
@@ -94,8 +95,9 @@ class Monitor:
         self.stopped = ""
 
     def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module) -> bool:
-        """Score `model` after `epoch`; True when the phase should stop."""
-        score = self.score()
+        """Score `model` after `epoch`; True when the phase should stop. Over several processes,
+        rank 0 scores and reads the clock, so that all of them stop at the same epoch in the same state."""
+        score = on_main(self.score)
         self.history.append(Point(phase, epoch, round(time.perf_counter() - self.started, 2), score.agreement,
                                   score.cosine))
         if score.beats(self.best):
@@ -104,7 +106,7 @@ class Monitor:
             self.stale += 1
         if self.patience is not None and self.stale >= self.patience:
             self.stopped = f"no held-out gain in {self.stale} epochs"
-        elif self.deadline is not None and time.perf_counter() >= self.deadline:
+        elif self.deadline is not None and on_main(lambda: time.perf_counter() >= self.deadline):
             self.stopped = "time budget reached"
         return bool(self.stopped)
 

@@ -1,0 +1,98 @@
+"""Distillation over several processes with torch.distributed: data parallel, decisions made once.
+
+Launched by torchrun (`torchrun --nproc-per-node N -m fxrewrite lower ... --calib ...`), every
+process runs the same lowering. The training set is sharded with a DistributedSampler (no shuffle:
+training uses a fixed batch order) and each process takes 1/N of every batch, so the global batch
+and the number of steps are those of one process; each phase trains through
+DistributedDataParallel, which starts every process from rank 0's state (parameters and buffers,
+quantizer scales included) and averages the gradients. Batch norms inside students normalise over
+their process's share of the batch, as DDP without SyncBatchNorm does. What decides the run's
+course (the held-out scores that stop a phase or pick its best epoch, the time budget, which
+students grow) is computed on rank 0 and broadcast, so no process can take another branch and
+leave the others waiting. Only rank 0 writes checkpoints and outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+T = TypeVar("T")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if world_size() > 1 else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def start_from_environment(device: str) -> bool:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1): gloo on the
+    CPU, NCCL on GPUs, each process on the GPU of its LOCAL_RANK. False when run alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return True
+
+
+def stop() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def on_main(compute: Callable[[], T]) -> T:
+    """`compute()` run on rank 0, its result handed to every process."""
+    if world_size() == 1:
+        return compute()
+    box: list[Any] = [compute() if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """This process's share of each batch (see the module docstring); the batches themselves alone."""
+    size = world_size()
+    if size == 1 or not batches:
+        return list(batches)
+    samples = torch.cat(list(batches))
+    mine = list(DistributedSampler(range(len(samples)), num_replicas=size, rank=rank(), shuffle=False))
+    per_process = -(-len(batches[0]) // size)
+    return list(samples[mine].split(per_process))
+
+
+class _Loss(nn.Module):
+    """The loss of one batch as a module's forward, for DistributedDataParallel to wrap: the
+    parameters it trains are `model`'s."""
+
+    def __init__(self, model: nn.Module, batch_loss: Callable[[int, Any], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.batch_loss = batch_loss
+
+    def forward(self, epoch: int, batch: Any) -> torch.Tensor:
+        return self.batch_loss(epoch, batch)
+
+
+def data_parallel(model: nn.Module, batch_loss: Callable[[int, Any], torch.Tensor]) -> Callable[[int, Any],
+                                                                                                 torch.Tensor]:
+    """`batch_loss`, with gradients averaged over the processes when there are several."""
+    if world_size() == 1:
+        return batch_loss
+    # a phase may leave some of `model` unused (progressive periods, students not growing)
+    return DistributedDataParallel(_Loss(model, batch_loss), find_unused_parameters=True)

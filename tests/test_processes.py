@@ -1,0 +1,102 @@
+"""Distillation over processes: shards, averaged gradients and rank 0's decisions, in 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from fxrewrite.examples import digits_convnext, digits_inputs
+from fxrewrite.distill.processes import data_parallel, on_main, rank, shard, world_size
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker(process: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=process, world_size=2)
+    try:
+        batches = list(torch.arange(10.0).reshape(10, 1).split(4))  # batches of 4, 4, 2
+        mine = shard(batches)
+        torch.manual_seed(process)  # different starts: DDP must hand every process rank 0's weights
+        layer = nn.Linear(1, 1)
+        loss_of = data_parallel(layer, lambda _, batch: ((layer(batch) - 1) ** 2).mean())
+        loss_of(0, mine[0]).backward()
+        decided = on_main(lambda: f"decided by {rank()}")
+        results.put((process, world_size(), [b.flatten().tolist() for b in mine],
+                     layer.weight.item(), layer.weight.grad.item(), decided))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_share_each_batch_average_gradients_and_take_rank_0s_decisions():
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_worker, args=(free_port(), results), nprocs=2, start_method="spawn")
+    by_rank = dict((r[0], r[1:]) for r in (results.get(timeout=60) for _ in range(2)))
+    (size0, shards0, weight0, grad0, decided0), (size1, shards1, weight1, grad1, decided1) = by_rank[0], by_rank[1]
+    assert size0 == size1 == 2
+    # each process holds half of every batch; together they hold exactly the batch
+    assert shards0 == [[0.0, 2.0], [4.0, 6.0], [8.0]] and shards1 == [[1.0, 3.0], [5.0, 7.0], [9.0]]
+    assert decided0 == decided1 == "decided by 0"
+    assert weight0 == weight1  # rank 0's initial state
+    # the averaged gradient is the gradient of the whole first batch, as one process would compute it
+    torch.manual_seed(0)
+    alone = nn.Linear(1, 1)
+    ((alone(torch.tensor([[0.0], [1.0], [2.0], [3.0]])) - 1) ** 2).mean().backward()
+    assert abs(grad0 - alone.weight.grad.item()) < 1e-6 and abs(grad1 - grad0) < 1e-7
+
+
+def test_alone_nothing_is_sharded_or_wrapped():
+    batches = list(torch.randn(6, 2).split(4))
+    assert shard(batches) == batches
+    loss = lambda _, b: b.sum()  # noqa: E731
+    assert data_parallel(nn.Linear(2, 2), loss) is loss and on_main(lambda: 7) == 7
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory) -> Path:
+    """The demo's ConvNeXt-style teacher, trained on scikit-learn's digits and saved as users hand one over."""
+    path = tmp_path_factory.mktemp("teacher") / "digits_convnext.pt2"
+    torch.export.save(torch.export.export(digits_convnext().eval(), (digits_inputs()[:1],)), path)
+    return path
+
+
+def lower_digits(teacher: Path, output: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] if processes > 1 else []
+    command = [sys.executable, *launcher, "-m", "fxrewrite", "lower", str(teacher), "-t", "archnet",
+               "--calib", "fxrewrite.examples:digits_inputs", "--calib-size", "900", "--epochs", "4",
+               "--finetune-epochs", "3", "--wbits", "4", "--abits", "4", "-o", str(output),
+               "--report", str(output.with_suffix(".json")), *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_two_gloo_processes_distil_the_digits_teacher_as_one_process_does(digits_teacher, tmp_path):
+    one = lower_digits(digits_teacher, tmp_path / "one.pt2", 1)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = lower_digits(digits_teacher, tmp_path / "two.pt2", 2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("every node is legal on archnet") == 1  # rank 0 alone reports and writes
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two")]
+    assert all(r["still_illegal"] == [] for r in reports)
+    agreements = [r["distillation"]["top1_agreement"] for r in reports]
+    assert abs(agreements[0] - agreements[1]) <= 0.01, agreements
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.ckpt", "one.json", "one.pt2", "two.ckpt", "two.json",
+                                                          "two.pt2"]
+    # a checkpoint written by one process is not resumed by two
+    resumed = lower_digits(digits_teacher, tmp_path / "one.pt2", 2, "--resume")
+    assert resumed.returncode != 0
+    assert "was written by a run over 1 process(es) and this run has 2: resume with as many" in resumed.stderr
