@@ -82,6 +82,12 @@ ABLATION = {"without soft targets": dict(temperature=None), "without cosine lr":
             "without either (the recipe before issue 13)": dict(temperature=None, cosine_lr=False)}
 CASES = {f"defaults {family} {bits}": (family, bits, {}) for family in ("ConvNeXt", "MobileNetV3") for bits in BITS}
 CASES |= {f"ablation ConvNeXt 4w4a {part}": ("ConvNeXt", "4w4a", options) for part, options in ABLATION.items()}
+#: Arch-Net's progressive schedule beside the default parallel one: the held-out agreement over time of
+#: both (the rows' `history`) gives the time each needs to reach the same agreement
+CASES |= {"schedule progressive ConvNeXt 4w4a": ("ConvNeXt", "4w4a", dict(schedule="progressive"))}
+#: label-free augmentation in fine-tuning (off by default), on both families
+CASES |= {f"ablation {family} 4w4a with augmentation": (family, "4w4a", dict(augment=True))
+          for family in ("ConvNeXt", "MobileNetV3")}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -20,6 +20,7 @@ from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2, saved_target
 from fxrewrite.files import atomic_write_text
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
+from fxrewrite.lowering import TrainingOptions
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import METHODS, SOURCES_HELP
 from fxrewrite.rewrite import Instruments, canonical_order
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
                       help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default 600)")
     data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=TrainingOptions.augment,
+                      help="fine-tune on shifted, mirrored and mixed-up inputs relabelled by the teacher "
+                           f"(default {'on' if TrainingOptions.augment else 'off'})")
     data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
                       help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
                            "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
@@ -211,7 +215,7 @@ def _lower(args: argparse.Namespace) -> int:
                             calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
                             schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
                             lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed,
-                            patience=args.patience, time_budget=args.time_budget,
+                            patience=args.patience, time_budget=args.time_budget, augment=args.augment,
                             checkpoint_dir=checkpoint_dir,
                             resume=args.resume, progress=bars if is_main() else None)
     finally:

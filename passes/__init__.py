@@ -2,6 +2,7 @@
 
 from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
+    add_constant_as_batch_norm,
     approx_gelu_as_tanh,
     approx_large_kernel,
     approx_large_kernel_as_3x3_stack,

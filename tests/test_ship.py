@@ -136,3 +136,27 @@ def test_without_the_onnx_extra_an_onnx_output_is_one_clear_error(tmp_path, run_
                                             "extra (pip install 'fxrewrite[onnx]', or pip install onnx onnxscript "
                                             "onnxruntime)")
     assert list(tmp_path.iterdir()) == []
+
+
+class FixedBatch(nn.Module):
+    def forward(self, x):
+        return torch.relu(x.reshape(1, 12))  # a literal batch of 1 (capture would free it; plain tracing keeps it)
+
+
+def test_a_graph_whose_batch_cannot_be_free_is_written_and_checked_at_its_batch(tmp_path):
+    x = torch.randn(1, 3, 4)
+    shipped = write_onnx(torch.fx.symbolic_trace(FixedBatch()), (x,), tmp_path / "b.onnx")
+    assert shipped.batch_note == "fixed at 1" and "batch fixed at 1" in shipped.describe()
+    assert shipped.max_relative_error == 0.0
+
+
+def test_an_exporter_failure_is_one_clear_error_and_nothing_is_written(tmp_path, run_cli, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("no translation for aten::frobnicate\nmany more lines")
+
+    monkeypatch.setattr(torch.onnx, "export", fail)
+    code, _, stderr = run_cli("lower", f"{zoo.__file__}:legal_on_archnet", "-t", "archnet", "--input-shape", "1,3,16,16",
+                              "-o", str(tmp_path / "m.onnx"))
+    assert code == 1 and stderr.strip() == (f"fxrewrite: error: torch.onnx could not write the graph (RuntimeError: no "
+                                            f"translation for aten::frobnicate); nothing was written to {tmp_path / 'm.onnx'}")
+    assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.cost import Size
+from fxrewrite.distill.augment import Relabel
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
@@ -59,6 +60,8 @@ class DistillConfig:
     cosine_lr: bool = False
     #: soft-target KL at this temperature in the fine-tuning, where the output is class scores
     temperature: float | None = None
+    #: fine-tune on augmented inputs, relabelled by the teacher (fxrewrite.distill.augment)
+    augment: bool = False
 
 
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
@@ -107,7 +110,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
     options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
                config.attention, config.adaptation, config.student_budget, config.patience, config.time_budget,
-               config.cosine_lr, config.temperature)
+               config.cosine_lr, config.temperature, config.augment)
     digest.update(repr(options).encode())
     return digest.hexdigest()
 
@@ -190,8 +193,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     start = time.perf_counter()
     stitched = _stitch(teacher, order, students, cache, config.quant, device)
     tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0))
+    relabel = Relabel(teacher, order, reference) if config.augment else None
     finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
-             config.cosine_lr, config.temperature)
+             config.cosine_lr, config.temperature, relabel, config.seed)
     stitched.eval()
     times["finetune"] = time.perf_counter() - start
 

@@ -7,7 +7,7 @@
 - fine-tuning: the stitched network end to end, on a cosine loss and normalized MSE on the final
   output, plus 0.5 x the per-block MSE, and where the output is class scores and a temperature is
   given, the KL divergence of the student's softened scores from the teacher's (times T^2, as in
-  Hinton et al.'s distillation).
+  Hinton et al.'s distillation); optionally on augmented inputs (fxrewrite.distill.augment).
 
 Each phase takes an optional monitor (stop on a held-out plateau or deadline, end in the best state)
 and a cosine learning-rate curve (fxrewrite.distill.loop).
@@ -16,13 +16,14 @@ and a cosine learning-rate curve (fxrewrite.distill.loop).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from fxrewrite.distill.augment import augment
 from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
 from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
 from fxrewrite.distill.loop import train_phase
@@ -94,10 +95,16 @@ def soft_target_loss(got: torch.Tensor, want: torch.Tensor, temperature: float) 
 
 def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded], epochs: int, lr: float,
              checkpoints: Checkpoints, progress: ProgressCallback | None, monitor: Monitor | None = None,
-             cosine_lr: bool = False, temperature: float | None = None) -> None:
+             cosine_lr: bool = False, temperature: float | None = None,
+             relabel: Callable[[torch.Tensor], Recorded] | None = None, seed: int = 0) -> None:
+    """With `relabel`, every batch is augmented (fxrewrite.distill.augment) and its targets are the
+    teacher's outputs on the augmented inputs."""
     optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
+    positions = {id(entry): index for index, entry in enumerate(cache)}
 
-    def loss(_: int, entry: Recorded) -> torch.Tensor:
+    def loss(epoch: int, entry: Recorded) -> torch.Tensor:
+        if relabel is not None:
+            entry = relabel(augment(entry.batch, epoch * len(cache) + positions[id(entry)], seed))
         hooks = OutputHooks(stitched, order)
         got = stitched(entry.batch)
         hooks.remove()

@@ -3,9 +3,9 @@
 `--calib` takes a folder of images, a `.npy` array (read with allow_pickle=False), a `.pt` tensor
 (read with weights_only=True), `pkg.module:callable` returning an iterable of inputs (of batches
 or of single samples; from (input, label) pairs only the input is kept), or `synthetic` for
-standard-normal inputs, which must be asked for by name. Images are decoded by torchvision, resized
-(with Pillow) to the model's input size, given its channel count and scaled to [0, 1]; any other preprocessing
-belongs in a callable.
+standard-normal inputs (token ids: uniform over the example input's range), which must be asked for
+by name. Images are decoded by torchvision, resized (with Pillow) to the model's input size, given
+its channel count and scaled to [0, 1]; any other preprocessing belongs in a callable.
 """
 
 from __future__ import annotations
@@ -83,10 +83,19 @@ def _stack(inputs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.cat(batches)
 
 
-def _read(spec: str, shape: tuple[int, ...], size: int | None, seed: int) -> torch.Tensor:
-    path = Path(spec)
+def _synthetic(example: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
+    """Standard-normal inputs; for integer inputs (token ids), ids drawn uniformly from the range the
+    example covers, as nothing tells the vocabulary (an id outside it would fail in the embedding)."""
+    shape, generator = (size or SYNTHETIC_SAMPLES, *example.shape[1:]), torch.Generator().manual_seed(seed)
+    if example.is_floating_point():
+        return torch.randn(shape, generator=generator)
+    return torch.randint(int(example.min()), int(example.max()) + 1, shape, generator=generator)
+
+
+def _read(spec: str, example: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
+    path, shape = Path(spec), tuple(example.shape)
     if spec == "synthetic":
-        return torch.randn((size or SYNTHETIC_SAMPLES, *shape[1:]), generator=torch.Generator().manual_seed(seed))
+        return _synthetic(example, size, seed)
     if ":" in spec and not path.exists():
         return _stack(_from_callable(spec), shape)
     if not path.exists():
@@ -119,7 +128,7 @@ def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int 
     if isinstance(spec, torch.Tensor):
         data, spec = spec, f"a tensor of {len(spec)} inputs"
     else:
-        data = _read(spec, shape, size, seed)
+        data = _read(spec, example, size, seed)
     if tuple(data.shape[1:]) != shape[1:]:
         raise InputShapeError(f"--calib {spec}: samples of shape {tuple(data.shape[1:])}, but the model takes "
                               f"{shape[1:]} (after the batch dim)")

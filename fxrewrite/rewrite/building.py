@@ -8,7 +8,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.ir import OpView, constant_value
-from fxrewrite.rewrite.pattern import Decline, op
+from fxrewrite.rewrite.pattern import Decline, op, reads_an_input
 from fxrewrite.rewrite.rewriter import Rewriter
 
 
@@ -126,3 +126,29 @@ def standardized(rewriter: Rewriter, anchor: fx.Node, x: fx.Node, dims: list[int
 
 #: a conv with a kernel side over 3, the root of the large-kernel rewrites
 LARGE_KERNEL_CONV = op("conv2d", name="conv", where={"a kernel larger than 3x3": lambda v: max(v.attrs["kernel"]) > 3})
+
+
+def computed_constant(node: fx.Node) -> torch.Tensor | None:
+    """The value of `node` when it is computed from parameters and buffers alone (a position
+    embedding looked up at fixed positions), evaluated once by running its ancestors; None when it
+    reads a graph input or is no tensor."""
+    if reads_an_input(node):
+        return None
+    stored = constant_value(node)
+    if stored is not None:
+        return stored
+    ancestors, stack = set(), [node]
+    while stack:
+        current = stack.pop()
+        if current not in ancestors:
+            ancestors.add(current)
+            stack.extend(current.all_input_nodes)
+    graph: fx.Graph = fx.Graph()
+    copies: dict[fx.Node, fx.Node] = {}
+    for current in node.graph.nodes:
+        if current in ancestors:
+            copies[current] = graph.node_copy(current, lambda a: copies[a])
+    graph.output(copies[node])
+    with torch.no_grad():
+        value = fx.GraphModule(node.graph.owning_module, graph)()
+    return value.detach() if isinstance(value, torch.Tensor) else None

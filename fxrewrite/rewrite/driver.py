@@ -143,10 +143,18 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
                 f"{c.rule.name} ({c.cost:.3g})" for c in candidates if c is not best))
         node.replace_all_uses_with(best.result)
         merged: set[str] = set()
-        # captures are recorded operands first, so reversed order erases users before producers
-        for dead in reversed(best.match.nodes):
-            if not dead.users and dead.op != "placeholder":
+        # captures are recorded operands first, so reversed order erases users before producers;
+        # then what only erased nodes read (a position table whose lookup a rewrite evaluated once)
+        matched = set(best.match.nodes)
+        orphans = list(reversed(best.match.nodes))
+        while orphans:
+            dead = orphans.pop(0)
+            # a matched node is replaced whatever it is (a dropout is impure to torch.fx); an orphan
+            # only when it is pure
+            if dead not in erased and not dead.users and dead.op not in ("placeholder", "output") \
+                    and (dead in matched or not dead.is_impure()):
                 merged |= {origin_of(dead), *absorbed_by(dead)}
+                orphans.extend(dead.all_input_nodes)
                 gm.graph.erase_node(dead)
                 erased.add(dead)
         origin = origin_of(node)

@@ -48,18 +48,20 @@ class OnnxCheck:
     max_relative_error: float  # of the outputs
     quantized_tensors: int  # activations compared in quantization steps
     max_steps: float  # largest difference at one of them, in steps of its scale
+    batch_note: str = ""  # "fixed at N" where torch.export could not keep the batch free
 
     def describe(self) -> str:
         nodes = ", ".join(f"{n} {t}" for t, n in sorted(self.op_types.items(), key=lambda item: -item[1]))
         quantized = (f"; at {self.quantized_tensors} quantized activations at most {self.max_steps:.3g} "
                      "quantization steps apart" if self.quantized_tensors else "")
-        return (f"{self.path}: opset {OPSET}, {nodes}; onnxruntime vs torch: output relative error "
+        batch = f"; batch {self.batch_note}" if self.batch_note else ""
+        return (f"{self.path}: opset {OPSET}, {nodes}{batch}; onnxruntime vs torch: output relative error "
                 f"{self.max_relative_error:.3g}{quantized}")
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "opset": OPSET, "op_types": self.op_types,
                 "max_relative_error": self.max_relative_error, "quantized_tensors": self.quantized_tensors,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps, "batch": self.batch_note or "free"}
 
 
 def require_onnx() -> None:
@@ -79,30 +81,42 @@ def write_onnx(module: fx.GraphModule | torch.export.ExportedProgram, example_in
     import onnx
 
     graph_module = module.module() if isinstance(module, torch.export.ExportedProgram) else module
-    program = _export(with_quantize_dequantize(copy.deepcopy(graph_module)), tuple(example_inputs))
-    with quiet_torch():
-        model = torch.onnx.export(program, dynamo=True, custom_translation_table={QDQ: to_onnx_ops},
-                                  opset_version=OPSET, verbose=False).model_proto
+    program, batch_free = _export(with_quantize_dequantize(copy.deepcopy(graph_module)), tuple(example_inputs))
+    try:
+        with quiet_torch():
+            model = torch.onnx.export(program, dynamo=True, custom_translation_table={QDQ: to_onnx_ops},
+                                      opset_version=OPSET, verbose=False).model_proto
+    except Exception as exc:  # noqa: BLE001 - the exporter's own failure, said in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OnnxRefusal(f"torch.onnx could not write the graph ({type(exc).__name__}: {first}); nothing was "
+                          f"written to {path}") from exc
     _name_batch(model)
     refused = refusals(model, target) if target is not None else []
     if refused:
         raise OnnxRefusal(f"the ONNX form holds {len(refused)} node(s) target {target.name} does not run, so "
                           f"nothing was written: " + "; ".join(f"{n.name}: {n.reason}" for n in refused[:5]))
     data = model.SerializeToString()
-    output_error, tensors, steps = _compare(data, program, example_inputs, seed)
-    if output_error > FLOAT_TOLERANCE and not tensors or steps > STEP_TOLERANCE:
+    batch = CHECK_BATCH if batch_free else len(example_inputs[0])
+    output_error, tensors, steps = _compare(data, program, example_inputs, batch, seed)
+    if (output_error > FLOAT_TOLERANCE and not tensors) or steps > STEP_TOLERANCE:
         raise VerificationError(f"onnxruntime computes the exported graph differently from torch (output relative "
                                 f"error {output_error:.3g}, quantized activations {steps:.3g} steps apart); "
                                 f"nothing written to {path}")
     op_types: dict[str, int] = {}
     for node in onnx.load_from_string(data).graph.node:
         op_types[node.op_type] = op_types.get(node.op_type, 0) + 1
-    return OnnxCheck(atomic_write_bytes(path, data), op_types, output_error, tensors, steps)
+    return OnnxCheck(atomic_write_bytes(path, data), op_types, output_error, tensors, steps,
+                     "" if batch_free else f"fixed at {batch}")
 
 
-def _export(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+def _export(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.export.ExportedProgram, bool]:
+    """The program with its batch free where torch.export can keep it so (as fxrewrite.export does),
+    else at the example's batch size; and whether the batch is free."""
     with quiet_torch(), torch.no_grad():
-        return torch.export.export(gm, at_batch(inputs, 2), dynamic_shapes=batch_dims(inputs), strict=False)
+        try:
+            return torch.export.export(gm, at_batch(inputs, 2), dynamic_shapes=batch_dims(inputs), strict=False), True
+        except Exception:  # noqa: BLE001 - any failure here means: keep the example's batch
+            return torch.export.export(gm, inputs, strict=False), False
 
 
 def _name_batch(model) -> None:  # noqa: ANN001 (onnx.ModelProto)
@@ -127,15 +141,15 @@ class _Recorder(fx.Interpreter):
 
 
 def _compare(data: bytes, program: torch.export.ExportedProgram, example_inputs: tuple[torch.Tensor, ...],
-             seed: int) -> tuple[float, int, float]:
+             batch: int, seed: int) -> tuple[float, int, float]:
     """(output relative error, quantized activations compared, largest difference in steps) of
     onnxruntime against torch on fresh inputs."""
     import onnx
     import onnxruntime
 
     generator = torch.Generator().manual_seed(seed)
-    inputs = tuple(torch.randn(at_batch((x,), CHECK_BATCH)[0].shape, generator=generator, dtype=x.dtype)
-                   if x.is_floating_point() else at_batch((x,), CHECK_BATCH)[0] for x in example_inputs)
+    inputs = tuple(torch.randn(at_batch((x,), batch)[0].shape, generator=generator, dtype=x.dtype)
+                   if x.is_floating_point() else at_batch((x,), batch)[0] for x in example_inputs)
     gm = program.module()
     recorder = _Recorder(gm)
     with torch.no_grad():
