@@ -39,6 +39,14 @@ def test_a_callable_yields_inputs_and_its_labels_are_dropped():
     assert data.samples == (32, 8) and data.train[0].shape == (32, 3, 17, 19)
 
 
+def test_synthetic_token_ids_stay_in_the_range_the_example_covers():
+    # regression: normal floats cast to ids were negative, and a one-hot embedding crashed (exit 3, BERT)
+    example = torch.tensor([[3, 17, 9, 40]])
+    data = load_calibration("synthetic", example, 200, 64)
+    ids = torch.cat([*data.train, *data.held_out])
+    assert ids.dtype == torch.int64 and int(ids.min()) == 3 and int(ids.max()) == 40
+
+
 def test_synthetic_inputs_follow_the_seed():
     first, second = (load_calibration("synthetic", EXAMPLE, 20, 8, seed=4) for _ in range(2))
     assert torch.equal(first.train[0], second.train[0])
