@@ -96,6 +96,10 @@ def test_two_gloo_processes_distil_the_digits_teacher_as_one_process_does(digits
     assert abs(agreements[0] - agreements[1]) <= 0.01, agreements
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.ckpt", "one.json", "one.pt2", "two.ckpt", "two.json",
                                                           "two.pt2"]
+    # a checkpoint of two processes is resumed by two (here from the end of fine-tuning: the same student)
+    again = lower_digits(digits_teacher, tmp_path / "two.pt2", 2, "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "two.json").read_text())["distillation"]["top1_agreement"] == agreements[1]
     # a checkpoint written by one process is not resumed by two
     resumed = lower_digits(digits_teacher, tmp_path / "one.pt2", 2, "--resume")
     assert resumed.returncode != 0
