@@ -59,3 +59,16 @@ def test_a_model_whose_output_is_tokens_is_refused_on_archnet_with_the_region_an
     model, x = _transformers_cases()["vit"]
     with pytest.raises(DistillError, match=r"region_0: no student for inputs \[\(16, 3, 32, 32\)\] -> output \(16, 17, 32\)"):
         distils_legally(model, x)
+
+
+@pytest.mark.slow
+def test_bert_distils_onto_archnet_transformer_and_archnet_says_why_it_cannot():
+    """BERT: position and token-type tables added as batch norms, the attention mask copied into each
+    attention's region, the ids read for the batch size alone; archnet has no one-hot for the ids."""
+    model, x = _transformers_cases()["bert"]
+    lowered = lower(model.eval(), (x,), target="archnet-transformer", calib="synthetic", calib_size=32, batch_size=16,
+                    epochs=1, finetune_epochs=1)
+    assert not lowered.report.still_illegal and check(lowered.gm, "archnet-transformer", (x,)).all_legal
+    with pytest.raises(DistillError, match=r"region_0: no student for integer inputs \[\(16, 16\)\] \(token ids\) on "
+                                           "archnet"):
+        distils_legally(model, x)

@@ -284,3 +284,30 @@ def test_a_rank_check_stays_inside_so_its_tensor_is_no_region_output():
     gm = symbolic(AssertsItsRank(), torch.randn(1, 3, 8, 8))
     regions = find_regions(gm, CONV_ONLY)
     assert len(regions) == 1 and [n.name for n in regions[0].outputs] == ["tanh"]
+
+
+class SharedMask(nn.Module):
+    """Two attention-like blocks the target cannot run, both reading one mask (BERT's attention mask,
+    a constant once captured): each region must take its own copy, not pass it to the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        mask = x.new_ones(x.shape[0], 1, 6) * 0.5
+        h = torch.relu(self.first(nn.functional.gelu(x) * mask))
+        return torch.relu(self.second(nn.functional.gelu(h) * mask))
+
+
+def test_a_mask_read_by_two_regions_is_copied_into_each():
+    x = torch.randn(2, 4, 6)
+    gm = exported(SharedMask(), x)  # as a .pt2 holds it: aten.new_ones reads x for its size alone
+    target = chip("[ops.linear]\n[ops.relu]\n[ops.reshape]\n")
+    regions = find_regions(gm, target)
+    assert len(regions) == 2
+    carved = carve(copy.deepcopy(gm), target)
+    calls = [n for n in carved.graph.nodes if n.op == "call_module" and str(n.target).startswith("region_")]
+    # each region takes the activation alone and returns one tensor: the mask crosses no boundary
+    assert [len(n.args) for n in calls] == [1, 1] and all(tensor_shape(n) == (2, 4, 6) for n in calls)
+    torch.testing.assert_close(carved(x), gm(x))

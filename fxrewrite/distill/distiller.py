@@ -24,6 +24,7 @@ from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
 from fxrewrite.distill.processes import shard
 from fxrewrite.distill.regions import carve
+from fxrewrite.distill.sharing import size_only_inputs
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
 from fxrewrite.distill.students import seed_from_teacher, synthesize
@@ -164,7 +165,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
     sized = {n: synthesize(n, *first[n], region_costs[n], target,
                            allowance(region_costs[n], model, config.student_budget),
-                           {op_view(node).kind for node in getattr(teacher, n).graph.nodes}) for n in order}
+                           {op_view(node).kind for node in getattr(teacher, n).graph.nodes},
+                           size_only_inputs(getattr(teacher, n))) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
     seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
     kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}

@@ -20,6 +20,7 @@ from torch import fx
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
+from fxrewrite.distill.sharing import data_free, private_sizes
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.rewrite.pattern import reads_an_input
 from fxrewrite.target import Target
@@ -69,6 +70,9 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
     return ((kind == "shape" and (feeding or (fed and all(
         u in members or op_view(u).kind in ("shape", "assert") for u in node.users))))
             or (kind == "getitem" and fed)  # a tuple cannot leave a region
+            # a tensor made from sizes and parameters alone (BERT's all-ones attention mask): a student
+            # reads activations only; every region reading it has its own copy (`private_sizes`)
+            or (feeding and data_free(node))
             # so regions begin and end at batch-first tensors, not at attention's (3, N, heads, L, d)
             or (kind in LAYOUT_KINDS and rank >= 5)
             or (not reach.maps and rank >= 4)  # no student reads rank-4 tensors as image maps
@@ -226,27 +230,13 @@ def _levels(gm: fx.GraphModule, components: list[list[fx.Node]], order: Mapping[
     return level
 
 
-def private_sizes(gm: fx.GraphModule) -> None:
-    """Give every reader of a size (x.shape, x.shape[0], ...) its own copy of the size arithmetic,
-    in place: a size one region computes and another reads would be an int crossing between
-    regions, which no student can produce (swin_t reads its batch size in every block)."""
-    for node in reversed(list(gm.graph.nodes)):
-        if node.op not in ("call_function", "call_method") or op_view(node).kind != "shape" or len(node.users) < 2:
-            continue
-        for user in list(node.users)[1:]:
-            with gm.graph.inserting_before(user):
-                copy = gm.graph.node_copy(node)
-            copy.meta = dict(node.meta)
-            user.replace_input_with(node, copy)
-
-
 def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     """The regions' members cut after residual adds, each in graph order, sorted by first node: the
     members connected by edges within one level (`_levels`). By hand, since torch's partitioner
     (CapabilityBasedPartitioner) proposes such cycle-free groups in time quadratic in their size
     (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them. Sizes are made private first
     (`private_sizes`), which rewrites `gm` without changing what it computes."""
-    private_sizes(gm)
+    private_sizes(gm, target)
     members = region_members(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     components = _components(members, order)

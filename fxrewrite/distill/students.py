@@ -178,12 +178,14 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
 
 
 def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
-               target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None) -> Sized:
+               target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None,
+               size_only: frozenset[int] = frozenset()) -> Sized:
     """A student for one region from its recorded inputs and output tensors (see the module policy),
     costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
-    tokens)."""
-    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor)]
+    tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
+    token ids, for the batch size): the student does not read them, as it reads no int."""
+    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and i not in size_only]
     tensors = [inputs[i] for i in positions]
     integers = [tuple(t.shape) for t in tensors if not t.is_floating_point()]
     if integers:

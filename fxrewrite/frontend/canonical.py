@@ -24,7 +24,8 @@ from fxrewrite.ir import op_view, tensor_leaves
 aten = torch.ops.aten
 
 #: ops whose result depends on their input's shape and dtype only, not on its values
-_METADATA_ONLY = frozenset({aten.new_zeros.default, aten.new_ones.default, aten.new_full.default,
+#: ATen ops that read their first argument for its shape, dtype and device alone
+METADATA_ONLY = frozenset({aten.new_zeros.default, aten.new_ones.default, aten.new_full.default,
                             aten.new_empty.default, aten.zeros_like.default, aten.ones_like.default,
                             aten.full_like.default, aten.empty_like.default, aten.sym_size.int})
 
@@ -97,7 +98,7 @@ def _constant_nodes(gm: fx.GraphModule) -> set[fx.Node]:
             if str(node.target) not in parameters:
                 constant.add(node)
         elif node.op in ("call_function", "call_method") and op_view(node).kind != "assert":
-            inputs = node.all_input_nodes if node.target not in _METADATA_ONLY else node.all_input_nodes[1:]
+            inputs = node.all_input_nodes if node.target not in METADATA_ONLY else node.all_input_nodes[1:]
             if all(i in constant for i in inputs):
                 constant.add(node)
     return constant

@@ -1,0 +1,56 @@
+"""Copies of what several parts of a graph share, so that regions do not: sizes, constants and
+tensors made from sizes and parameters alone (`private_sizes`), and which of a carved region's
+inputs it reads for their sizes alone (`size_only_inputs`). A region can take in and give out
+activations only: an int, or a constant another region also reads, crossing a region boundary is
+something no student can produce."""
+
+from __future__ import annotations
+
+from torch import fx
+
+from fxrewrite.frontend.canonical import METADATA_ONLY
+from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.target import Target
+
+_DATA_FREE = "_fxrewrite_data_free"
+
+
+def data_free(node: fx.Node) -> bool:
+    """Whether `node` computes a tensor from sizes and parameters alone, reading no input's values
+    (memoized on the node; graph order makes producers answer first)."""
+    if not hasattr(node, _DATA_FREE):
+        if node.op in ("placeholder", "output", "get_attr") or tensor_shape(node) is None:
+            free = False
+        else:
+            read = node.all_input_nodes[1:] if node.target in METADATA_ONLY else node.all_input_nodes
+            free = all(a.op == "get_attr" or op_view(a).kind == "shape" or data_free(a) for a in read)
+        setattr(node, _DATA_FREE, free)
+    return getattr(node, _DATA_FREE)
+
+
+def private_sizes(gm: fx.GraphModule, target: Target) -> None:
+    """Give every reader of a size (x.shape, x.shape[0], ...) its own copy of the size arithmetic,
+    in place: a size one region computes and another reads would be an int crossing between
+    regions, which no student can produce (swin_t reads its batch size in every block). The same
+    for constants and tensors made from sizes and parameters alone that a node the target rejects
+    reads (BERT's attention mask, read by every attention): a region takes its copy in, so none
+    crosses."""
+    for node in reversed(list(gm.graph.nodes)):
+        if node.op not in ("call_function", "call_method", "get_attr") or len(node.users) < 2:
+            continue
+        shared = node.op == "get_attr" or data_free(node)
+        if not (op_view(node).kind == "shape" or (shared and any(
+                data_free(u) or not target.verdict(u).legal for u in node.users))):
+            continue
+        for user in list(node.users)[1:]:
+            with gm.graph.inserting_before(user):
+                copy = gm.graph.node_copy(node)
+            copy.meta = dict(node.meta)
+            user.replace_input_with(node, copy)
+
+
+def size_only_inputs(region: fx.GraphModule) -> frozenset[int]:
+    """The positions of a carved region's inputs that it reads for their sizes alone."""
+    placeholders = [n for n in region.graph.nodes if n.op == "placeholder"]
+    return frozenset(i for i, node in enumerate(placeholders)
+                     if node.users and all(op_view(u).kind == "shape" for u in node.users))
