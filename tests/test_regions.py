@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from conftest import chip, exported, symbolic
 from fxrewrite import lower
 from fxrewrite.distill import carve, find_regions
+from fxrewrite.distill.sharing import data_free
 from fxrewrite.ir import tensor_shape
 from fxrewrite.target import Target
 
@@ -311,3 +313,15 @@ def test_a_mask_read_by_two_regions_is_copied_into_each():
     # each region takes the activation alone and returns one tensor: the mask crosses no boundary
     assert [len(n.args) for n in calls] == [1, 1] and all(tensor_shape(n) == (2, 4, 6) for n in calls)
     torch.testing.assert_close(carved(x), gm(x))
+
+
+def test_data_freedom_is_answered_for_graphs_deeper_than_the_recursion_limit():
+    # regression: a recursive answer overflowed Python's stack on convnext_tiny (exit 3 in the zoo report)
+    graph = torch.fx.Graph()
+    value = graph.placeholder("x")
+    value.meta["tensor_meta"] = torch.fx.passes.shape_prop._extract_tensor_metadata(torch.zeros(1, 2))
+    for _ in range(3 * sys.getrecursionlimit()):
+        value = graph.call_function(torch.relu, (value,))
+        value.meta["tensor_meta"] = value.args[0].meta["tensor_meta"]
+    graph.output(value)
+    assert data_free(value) is False

@@ -15,16 +15,32 @@ from fxrewrite.target import Target
 _DATA_FREE = "_fxrewrite_data_free"
 
 
+def _read_values(node: fx.Node) -> list[fx.Node]:
+    """The inputs whose values `node` reads (not those it reads for their shape alone)."""
+    return node.all_input_nodes[1:] if node.target in METADATA_ONLY else node.all_input_nodes
+
+
 def data_free(node: fx.Node) -> bool:
-    """Whether `node` computes a tensor from sizes and parameters alone, reading no input's values
-    (memoized on the node; graph order makes producers answer first)."""
-    if not hasattr(node, _DATA_FREE):
-        if node.op in ("placeholder", "output", "get_attr") or tensor_shape(node) is None:
-            free = False
-        else:
-            read = node.all_input_nodes[1:] if node.target in METADATA_ONLY else node.all_input_nodes
-            free = all(a.op == "get_attr" or op_view(a).kind == "shape" or data_free(a) for a in read)
-        setattr(node, _DATA_FREE, free)
+    """Whether `node` computes a tensor from sizes and parameters alone, reading no input's values;
+    answered once per node, producers first, with a stack (a model's depth would exceed Python's
+    recursion limit)."""
+    stack = [node]
+    while stack:
+        current = stack[-1]
+        if hasattr(current, _DATA_FREE):
+            stack.pop()
+            continue
+        if current.op in ("placeholder", "output", "get_attr") or tensor_shape(current) is None:
+            setattr(current, _DATA_FREE, False)
+            stack.pop()
+            continue
+        producers = [a for a in _read_values(current) if a.op != "get_attr" and op_view(a).kind != "shape"]
+        pending = [a for a in producers if not hasattr(a, _DATA_FREE)]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        setattr(current, _DATA_FREE, all(getattr(a, _DATA_FREE) for a in producers))
     return getattr(node, _DATA_FREE)
 
 
