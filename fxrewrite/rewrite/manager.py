@@ -4,6 +4,7 @@ a reproducer written when a pass raises."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +40,19 @@ class PassManager:
         reads it between passes; a reproducer therefore holds the graph as this run found it and the
         passes that ran before the failing one."""
         results = []
-        kinds: set[str] | None = None  # the op kinds in the graph, recomputed after a pass changed it
+        by_kind: dict[str, list[fx.Node]] | None = None  # the graph's nodes by op kind, again after a change
         found = gm.code
         instrumented = self.instruments.dump_ir is not None or self.instruments.verify_each is not None
         changed = False
         for index, pass_ in enumerate(self.passes):
-            if kinds is None:
-                kinds = {op_view(node).kind for node in gm.graph.nodes}
-            if pass_.root_ops and not pass_.root_ops & kinds:
+            if by_kind is None:
+                by_kind = collections.defaultdict(list)
+                for node in gm.graph.nodes:
+                    by_kind[op_view(node).kind].append(node)
+            roots = [n for kind in pass_.root_ops for n in by_kind.get(kind, ())]
+            # a pass that rewrites rejected nodes only has nothing to do where the target runs every root
+            if pass_.root_ops and (not roots or (getattr(pass_, "trigger", None) == "illegal"
+                                                 and not any(ctx.is_candidate(n) for n in roots))):
                 # nothing to root on: skipped before any work (no worklist, no fake tensors)
                 results.append(PassResult(pass_.name, 0, 0.0))
                 if self.instruments.on_result:
@@ -60,7 +66,7 @@ class PassManager:
                 raise FxrewriteError(f"pass {pass_.name} failed: {type(exc).__name__}: {exc}; "
                                      f"reproducer written to {path}") from exc
             if result.rewrites:
-                kinds, changed = None, True
+                by_kind, changed = None, True
                 if any("type" not in node.meta for node in gm.graph.nodes if node.op != "output"):
                     # ShapeProp and the Rewriter record every node's result type; a node without one
                     # was built otherwise, so the graph is propagated again
