@@ -17,7 +17,7 @@ from fxrewrite import api
 from fxrewrite.distill import CHECKPOINT_NAME, DEFAULT_STUDENT_BUDGET, SCHEDULES, ProgressBars
 from fxrewrite.distill.processes import is_main, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError
-from fxrewrite.export import save_pt2, saved_target
+from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
 from fxrewrite.lowering import TrainingOptions
@@ -257,7 +257,7 @@ def _run_export(args: argparse.Namespace) -> int:
         raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
     require_onnx()
     loaded = load_model(args.model)
-    name = args.target or saved_target(args.model)
+    name = args.target or loaded.target
     target = Target.load(name) if name else None
     shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
     print(shipped.describe())

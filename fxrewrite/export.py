@@ -13,10 +13,7 @@ from torch import fx
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.frontend.batch import at_batch, batch_dims
 from fxrewrite.frontend.capture import quiet_torch
-
-
-#: the file inside a .pt2 that names the target (torch.export.save's extra_files)
-METADATA = "fxrewrite.json"
+from fxrewrite.frontend.load import PT2_METADATA
 
 
 def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path: str | Path,
@@ -34,18 +31,7 @@ def save_pt2(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...], path:
             note = (f"saved at batch {inputs[0].shape[0] if inputs and inputs[0].dim() else 1} only: torch.export "
                     f"could not keep the batch dynamic ({type(exc).__name__})")
     buffer = io.BytesIO()
-    extra = {METADATA: json.dumps({"target": target})} if target else None
+    extra = {PT2_METADATA: json.dumps({"target": target})} if target else None
     torch.export.save(program, buffer, extra_files=extra)
     return atomic_write_bytes(path, buffer.getvalue()), note
 
-
-def saved_target(path: str | Path) -> str | None:
-    """The target a .pt2 written by `save_pt2` names, or None (another writer, or an unreadable file:
-    loading the program reports that)."""
-    extra = {METADATA: ""}
-    try:
-        with quiet_torch():
-            torch.export.load(path, extra_files=extra)
-        return json.loads(extra[METADATA]).get("target") if extra[METADATA] else None
-    except Exception:
-        return None

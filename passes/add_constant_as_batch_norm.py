@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from fxrewrite.ir import tensor_shape
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
 from fxrewrite.rewrite.building import computed_constant
 from fxrewrite.rewrite.pattern import reads_an_input
@@ -43,7 +44,7 @@ def _as_batch_norm(match: Match, rewriter: Rewriter):
     c, shape = computed_constant(c_node), add.output_shape
     if c is None or shape is None or len(shape) < 2 or not c.is_floating_point():
         return Decline("the constant operand is not a floating-point tensor, or the shape is unknown")
-    if tuple(getattr(x, "meta", {}).get("tensor_meta").shape) != tuple(shape):
+    if tensor_shape(x) != tuple(shape):
         return Decline("the input operand is broadcast; only the constant may be")
     padded = c.reshape((1,) * (len(shape) - c.dim()) + tuple(c.shape))
     if padded.shape[0] != 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import fx
 
 from fxrewrite.frontend.canonical import METADATA_ONLY
-from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.ir import answered_upward, op_view, tensor_shape
 from fxrewrite.target import Target
 
 _DATA_FREE = "_fxrewrite_data_free"
@@ -20,28 +20,22 @@ def _read_values(node: fx.Node) -> list[fx.Node]:
     return node.all_input_nodes[1:] if node.target in METADATA_ONLY else node.all_input_nodes
 
 
+def _computes_no_tensor(node: fx.Node) -> bool:
+    return node.op in ("placeholder", "output", "get_attr") or tensor_shape(node) is None
+
+
+def _computed_producers(node: fx.Node) -> list[fx.Node]:
+    """The computed tensors whose values `node` reads (parameters and sizes are data-free already)."""
+    if _computes_no_tensor(node):
+        return []
+    return [a for a in _read_values(node) if a.op != "get_attr" and op_view(a).kind != "shape"]
+
+
 def data_free(node: fx.Node) -> bool:
     """Whether `node` computes a tensor from sizes and parameters alone, reading no input's values;
-    answered once per node, producers first, with a stack (a model's depth would exceed Python's
-    recursion limit)."""
-    stack = [node]
-    while stack:
-        current = stack[-1]
-        if hasattr(current, _DATA_FREE):
-            stack.pop()
-            continue
-        if current.op in ("placeholder", "output", "get_attr") or tensor_shape(current) is None:
-            setattr(current, _DATA_FREE, False)
-            stack.pop()
-            continue
-        producers = [a for a in _read_values(current) if a.op != "get_attr" and op_view(a).kind != "shape"]
-        pending = [a for a in producers if not hasattr(a, _DATA_FREE)]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        setattr(current, _DATA_FREE, all(getattr(a, _DATA_FREE) for a in producers))
-    return getattr(node, _DATA_FREE)
+    answered once per node."""
+    return answered_upward(node, _DATA_FREE, _computed_producers,
+                           lambda n, free: not _computes_no_tensor(n) and all(free))
 
 
 def private_sizes(gm: fx.GraphModule, target: Target) -> None:

@@ -10,6 +10,7 @@ Accepted specs:
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import pickle
 import zipfile
@@ -46,11 +47,17 @@ class InputSpec:
         return dims if self.dtype == torch.float32 else f"{dims}:{str(self.dtype).removeprefix('torch.')}"
 
 
+#: the file inside a .pt2 that names the target it was lowered for (torch.export.save's extra_files)
+PT2_METADATA = "fxrewrite.json"
+
+
 @dataclass
 class LoadedModel:
     module: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
     spec: str
+    #: the target a .pt2 written by `fxrewrite lower` names (None for other models)
+    target: str | None = None
 
 
 def parse_input_spec(text: str) -> InputSpec:
@@ -144,14 +151,20 @@ def _torch_load(path: Path, *, trust_pickle: bool) -> object:
         raise LoadError(f"cannot read {path}: not a valid torch file ({_first_line(exc)})") from exc
 
 
-def _load_pt2(path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+def _load_pt2(path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...], str | None]:
+    """The program's module, its example inputs, and the target it names (PT2_METADATA)."""
+    extra = {PT2_METADATA: ""}
     try:
         with quiet_torch():
-            program = torch.export.load(path)
+            program = torch.export.load(path, extra_files=extra)
     except Exception as exc:
         raise LoadError(f"cannot read {path}: not a valid .pt2 file from torch.export.save ({_first_line(exc)})") from exc
+    try:
+        target = json.loads(extra[PT2_METADATA]).get("target") if extra[PT2_METADATA] else None
+    except (ValueError, AttributeError):
+        target = None  # another writer's file of that name
     args, _kwargs = program.example_inputs or ((), {})
-    return program.module(), tuple(args)
+    return program.module(), tuple(args), target
 
 
 def _load_file_module(path: Path, *, trust_pickle: bool) -> nn.Module:
@@ -214,10 +227,11 @@ def load_model(
     """Load MODEL `spec` in eval mode with random example inputs checked against the model."""
     path = Path(spec)
     example_inputs: tuple[torch.Tensor, ...] = ()
+    target = None
     if path.suffix == ".pt2":
         if not path.is_file():
             raise LoadError(f"cannot load {spec!r}: no such file")
-        module, example_inputs = _load_pt2(path)
+        module, example_inputs, target = _load_pt2(path)
     elif path.is_file():
         module = _load_file_module(path, trust_pickle=trust_pickle)
     elif ":" in spec:
@@ -233,4 +247,4 @@ def load_model(
     elif not example_inputs:
         example_inputs = make_inputs([parse_input_spec(DEFAULT_INPUT_SHAPE)], seed)
     check_inputs(module, example_inputs)
-    return LoadedModel(module, example_inputs, spec)
+    return LoadedModel(module, example_inputs, spec, target)

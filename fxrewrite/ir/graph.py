@@ -3,6 +3,7 @@ parameter arguments, and how attribute values are written in words."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -54,6 +55,27 @@ def fetch_attr(root: nn.Module, path: str) -> Any:
         else:
             target = getattr(target, name, None)
     return target
+
+
+def answered_upward(node: fx.Node, attribute: str, producers: Callable[[fx.Node], list[fx.Node]],
+                    answer: Callable[[fx.Node, list[Any]], Any]) -> Any:
+    """`answer(node, [the answers of producers(node)])`, producers answered first with a stack (a
+    model's depth exceeds Python's recursion limit), each answer kept on its node under `attribute`
+    so that every node is answered once."""
+    stack = [node]
+    while stack:
+        current = stack[-1]
+        if hasattr(current, attribute):
+            stack.pop()
+            continue
+        inputs = producers(current)
+        pending = [a for a in inputs if not hasattr(a, attribute)]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        setattr(current, attribute, answer(current, [getattr(a, attribute) for a in inputs]))
+    return getattr(node, attribute)
 
 
 def is_tensor(value: Any) -> bool:

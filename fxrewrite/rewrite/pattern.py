@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import fx
 
-from fxrewrite.ir import OpView, op_view, tensor_shape
+from fxrewrite.ir import OpView, answered_upward, op_view, tensor_shape
 from fxrewrite.rewrite.rewriter import Rewriter
 
 Predicate = Callable[[OpView], bool]
@@ -130,18 +130,6 @@ _READS_INPUT = "_fxrewrite_reads_input"
 
 
 def reads_an_input(node: fx.Node) -> bool:
-    """Whether a graph input is among `node`'s ancestors; answered once per node (post-order walk)."""
-    stack = [node]
-    while stack:
-        current = stack[-1]
-        if hasattr(current, _READS_INPUT):
-            stack.pop()
-            continue
-        pending = [a for a in current.all_input_nodes if not hasattr(a, _READS_INPUT)]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        setattr(current, _READS_INPUT, current.op == "placeholder"
-                or any(getattr(a, _READS_INPUT) for a in current.all_input_nodes))
-    return getattr(node, _READS_INPUT)
+    """Whether a graph input is among `node`'s ancestors; answered once per node."""
+    return answered_upward(node, _READS_INPUT, lambda n: n.all_input_nodes,
+                           lambda n, read: n.op == "placeholder" or any(read))
