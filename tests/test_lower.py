@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import zoo
 from fxrewrite.frontend import capture
@@ -189,3 +190,25 @@ def test_shapes_recorded_while_rewriting_match_a_fresh_propagation():
     assert sum("shape=torch.Size" in meta for meta in recorded.values()) > 200
     annotate_shapes(lowered, (x,))
     assert shapes() == recorded
+
+
+def test_a_lowering_freezes_older_objects_and_restores_the_collector(monkeypatch):
+    """Objects alive before the lowering are frozen while it runs (the collector skips them) and
+    unfrozen after; a process that froze objects itself keeps its freeze."""
+    import gc
+
+    from fxrewrite.lowering import flow
+
+    seen = []
+    real = flow.lower_exact
+    monkeypatch.setattr(flow, "lower_exact", lambda *a, **k: seen.append(gc.get_freeze_count()) or real(*a, **k))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    lower(model, (torch.randn(1, 3, 8, 8),), target="npu-generic")
+    assert seen[0] > 0 and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        lower(model, (torch.randn(1, 3, 8, 8),), target="npu-generic")
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()

@@ -18,6 +18,7 @@ from fxrewrite.errors import UsageError
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, lower_exact
+from fxrewrite.lowering.heap import older_objects_frozen
 from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
                              post_training_quantize, scheme_for)
 from fxrewrite.quant.post_training import Calibrated
@@ -105,6 +106,7 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
     return scheme_for(target, options.wbits, options.abits, options.quant)
 
 
+@older_objects_frozen()
 def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...], *,
                 model: str = "", passes: list[Pass] | None = None, instruments: Instruments | None = None,
                 tolerance: float = 1e-5, training: TrainingOptions | None = None,
