@@ -28,6 +28,7 @@ from fxrewrite.passes import (  # noqa: F401
     silu_as_sigmoid_mul,
     softmax_as_exp,
     split_input_channels,
+    upsample_nearest_as_pixel_shuffle,
 )
 from fxrewrite.rewrite.passes import registered_passes
 

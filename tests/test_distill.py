@@ -81,7 +81,7 @@ def test_the_same_seed_gives_the_same_student(digits_teacher):
 
 
 def test_a_region_no_student_covers_is_an_error_that_says_why():
-    with pytest.raises(DistillError, match=r"inputs \[\(1, 3, 8, 8\)\] -> output \(1, 3, 16, 16\): every input map is coarser"):
+    with pytest.raises(DistillError, match=r"inputs \[\(1, 3, 8, 8\)\] -> output \(1, 3, 16, 16\) on archnet: every input map is coarser"):
         synthesize("region_0", [torch.randn(1, 3, 8, 8)], [torch.randn(1, 3, 16, 16)], Cost(1e9, 10**9),
                    Target.load("archnet"))
 

@@ -107,6 +107,41 @@ def test_a_merge_of_a_finer_map_and_a_coarser_one():
     assert last < 0.5 * first
 
 
+@pytest.mark.parametrize("target, form", [("npu-generic", "depthwise-phases"), ("ethos-u55", "nearest")])
+@pytest.mark.parametrize("mode, factor", [("nearest", 2), ("bilinear", 2), ("bilinear", 4)])
+def test_a_merge_enlarges_coarser_levels_with_the_targets_own_ops(target, form, mode, factor):
+    """U-Net/FPN decoder: a coarse level upsampled (nearest or bilinear, x2 or x4) and merged with a
+    skip level; the student enlarges the coarse one by the first form the target runs."""
+    torch.manual_seed(factor)
+    batch = 1 if target == "ethos-u55" else 8  # Vela runs a batch of one
+    skip, coarse = torch.randn(batch, 4, 16, 16), torch.randn(batch, 6, 16 // factor, 16 // factor)
+    up = F.interpolate(coarse, scale_factor=factor, mode=mode)
+    output = torch.relu(skip[:, :3] + up[:, :3])
+    sized = built([skip, coarse], output, Target.load(target))
+    student = sized.student
+    assert student.maps == [0] and student.ups == [1]
+    assert (type(student.up[0]).__name__ == "Upsample") == (form == "nearest")
+    if batch > 1:
+        first, last = trained_loss_drop(student, [skip, coarse], output)
+        assert last < 0.5 * first
+
+
+def test_a_region_of_only_coarser_maps_is_enlarged_to_the_output():
+    torch.manual_seed(5)
+    coarse = torch.randn(8, 6, 5, 7)
+    output = F.interpolate(coarse, scale_factor=2, mode="bilinear")[:, :4]
+    sized = built([coarse], output, Target.load("npu-generic"))
+    assert sized.student.maps == [] and sized.student.ups == [0]
+    first, last = trained_loss_drop(sized.student, [coarse], output)
+    assert last < 0.5 * first
+
+
+def test_a_region_of_only_coarser_maps_on_a_target_that_cannot_enlarge_is_refused():
+    coarse = torch.randn(8, 6, 4, 4)
+    with pytest.raises(DistillError, match="no op that enlarges a map"):
+        synthesize("region_0", [coarse], [torch.randn(8, 6, 8, 8)], ROOMY, Target.load("archnet"), ROOMY)
+
+
 def test_an_unpadded_stride_2_region_gets_an_unpadded_halving():
     """squeezenet's 3x3 stride-2 max pool without padding takes 31x31 to 15x15, not ceil(31 / 2)."""
     torch.manual_seed(4)
@@ -117,3 +152,36 @@ def test_an_unpadded_stride_2_region_gets_an_unpadded_halving():
             and conv.stride == (2, 2)] == [(0, 0)]
     first, last = trained_loss_drop(sized.student, [x], output)
     assert last < 0.7 * first
+
+
+class TinyUNet(torch.nn.Module):
+    """Two encoder levels, a decoder that upsamples bilinearly then nearest, skip concats."""
+
+    def __init__(self):
+        super().__init__()
+        conv = torch.nn.Conv2d
+        self.enc1, self.enc2, self.enc3 = conv(1, 8, 3, padding=1), conv(8, 16, 3, 2, 1), conv(16, 16, 3, 2, 1)
+        self.dec2, self.dec1, self.head = conv(32, 8, 3, padding=1), conv(16, 8, 3, padding=1), conv(8, 2, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.enc1(x))
+        b = torch.relu(self.enc2(a))
+        c = torch.relu(self.enc3(b))
+        d = torch.relu(self.dec2(torch.cat([b, F.interpolate(c, scale_factor=2, mode="bilinear")], 1)))
+        e = torch.relu(self.dec1(torch.cat([a, F.interpolate(d, scale_factor=2, mode="nearest")], 1)))
+        return self.head(e)
+
+
+def test_a_unet_distils_to_a_legal_graph_where_the_target_can_enlarge_maps_and_is_refused_where_not():
+    from fxrewrite import lower
+
+    torch.manual_seed(0)
+    teacher, x = TinyUNet().eval(), torch.randn(1, 1, 32, 32)
+    calib = torch.rand(128, 1, 32, 32)
+    exact = lower(teacher, (x,), target="npu-generic")
+    assert [row.attrs for row in exact.verdicts.illegal] == ["mode=bilinear scale=2x2 align_corners=False"]
+    distilled = lower(teacher, (x,), target="npu-generic", calib=calib, epochs=1, finetune_epochs=1)
+    assert not distilled.verdicts.illegal
+    assert any(isinstance(m, torch.nn.PixelShuffle) for m in distilled.gm.modules())
+    with pytest.raises(DistillError, match="no op that enlarges a map"):
+        lower(teacher, (x,), target="archnet", calib=calib, epochs=1, finetune_epochs=1)

@@ -160,3 +160,24 @@ def test_an_exporter_failure_is_one_clear_error_and_nothing_is_written(tmp_path,
     assert code == 1 and stderr.strip() == (f"fxrewrite: error: torch.onnx could not write the graph (RuntimeError: no "
                                             f"translation for aten::frobnicate); nothing was written to {tmp_path / 'm.onnx'}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nearest_upsampling_lowered_for_npu_generic_ships_as_depth_to_space(tmp_path):
+    """The phase conv and pixel shuffle the exact pass makes are Conv and DepthToSpace in ONNX,
+    both runnable on npu-generic; onnxruntime agrees with torch."""
+    from fxrewrite import lower
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(torch.relu(self.conv(x)), scale_factor=2)
+
+    x = torch.randn(1, 8, 15, 17)
+    lowered = lower(Decoder().eval(), (x,), target="npu-generic", max_growth=2)
+    assert not lowered.verdicts.illegal
+    check = write_onnx(lowered.gm, (x,), tmp_path / "decoder.onnx", Target.load("npu-generic"))
+    assert check.op_types.get("DepthToSpace") == 1 and "Resize" not in check.op_types
+    assert check.max_relative_error < 1e-5

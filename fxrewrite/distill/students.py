@@ -11,9 +11,10 @@ budget is chosen by fxrewrite.distill.sizing):
   otherwise a batch norm follows it.
 - Merges: inputs finer than the others (an FPN or U-Net level) first pass their own stride-2
   3x3 conv + batch norm + ReLU layers, one per halving, down to the coarsest map that feeds the
-  body; inputs coarser than the output would need upsampling, which no shipped target declares,
-  so they are left out (the body learns from the rest) and a region of only such inputs is
-  refused with its shapes.
+  body; inputs coarser than the body by an integer factor are enlarged by the target's own ops
+  (fxrewrite.distill.upsampling: nearest resize, or a phase conv and pixel shuffle) and join the
+  concat; where the target has no such op they are left out (the body learns from the rest), and
+  a region of only such inputs is refused with its shapes and that reason.
 - Gates: vector inputs (N, C, 1, 1) or (N, C) beside a map (squeeze-and-excitation) multiply the
   body's output through a 1x1 conv started as the identity (the teacher's gate as it is) where
   the target multiplies a map by a per-channel vector; elsewhere they are left out, and the body
@@ -39,6 +40,7 @@ from torch import fx, nn
 from fxrewrite.cost import Cost
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, MIN_WIDTH, Sized, first_within_budget, widths
 from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
+from fxrewrite.distill.upsampling import factor_between, legal_form, upsampler
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import Decline
@@ -55,19 +57,22 @@ def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool, padding: int = 1)
 
 class ConvStudent(nn.Module):
     """Conv layers over the maps it reads (`maps`: input position -> the paddings of the stride-2
-    layers taking it to the body's size; `halvings`: those of the body's), the output optionally
+    layers taking it to the body's size; `halvings`: those of the body's; `ups`: input position ->
+    the upsampling form and factor taking a coarser map to the body's size), the output optionally
     gated by vector inputs (`gates`: input position -> whether it is (N, C) rather than (N, C, 1, 1))."""
 
     def __init__(self, channels: dict[int, int], maps: dict[int, tuple[int, ...]], out_ch: int, width: int,
-                 depth: int, halvings: tuple[int, ...], skip_input: int | None, gates: dict[int, bool] | None = None):
+                 depth: int, halvings: tuple[int, ...], skip_input: int | None, gates: dict[int, bool] | None = None,
+                 ups: dict[int, tuple[str, int]] | None = None):
         super().__init__()
-        gates = gates or {}
-        self.maps, self.gates, self.skip_input = list(maps), list(gates), skip_input
+        gates, ups = gates or {}, ups or {}
+        self.maps, self.gates, self.skip_input, self.ups = list(maps), list(gates), skip_input, list(ups)
         self.flat_gates = [i for i, flat in gates.items() if flat]
         self.down = nn.ModuleList(nn.Sequential(*[layer for padding in maps[i] for layer in
                                                   _conv_bn(channels[i], channels[i], 2, True, padding)])
                                   for i in self.maps)
-        layers, in_ch = [], sum(channels[i] for i in self.maps)
+        self.up = nn.ModuleList(upsampler(form, channels[i], factor) for i, (form, factor) in ups.items())
+        layers, in_ch = [], sum(channels[i] for i in [*self.maps, *self.ups])
         for index in range(depth):
             layers += _conv_bn(in_ch, width, 2, True, halvings[index]) if index < len(halvings) else \
                 _conv_bn(in_ch, width, 1, relu=True)
@@ -89,6 +94,7 @@ class ConvStudent(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         maps = [down(inputs[i]) for i, down in zip(self.maps, self.down)]
+        maps += [up(inputs[i]) for i, up in zip(self.ups, self.up)]
         body = self.body(torch.cat(maps, 1) if len(maps) > 1 else maps[0])
         out = self.last(body) if self.skip_input is None else self.last(torch.cat([inputs[self.skip_input], body], 1))
         if self.gate is None:
@@ -140,22 +146,26 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
     vectors = [i for i, s in enumerate(shapes) if len(s) == 2 or (len(s) == 4 and s[2:] == (1, 1) != out_shape[2:])]
     to_output = {i: _halvings(s[2:], out_shape[2:]) for i, s in enumerate(shapes) if len(s) == 4 and i not in vectors}
     reachable = {i: paddings for i, paddings in to_output.items() if paddings is not None}
-    if not reachable:
-        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape}: every input map is "
-                           "coarser than the output, and upsampling is not among the ops students use")
-    # the body starts at the coarsest input that reaches the output; finer ones come down to it first
-    body_input = min(reachable, key=lambda i: len(reachable[i]))
-    halvings = reachable[body_input]
-    maps = {i: _halvings(shapes[i][2:], shapes[body_input][2:]) for i in reachable}
+    # the body starts at the coarsest input that reaches the output (finer ones come down to it
+    # first, coarser ones are enlarged to it), or at the output's size when none does
+    body_input = min(reachable, key=lambda i: len(reachable[i])) if reachable else None
+    halvings = reachable[body_input] if body_input is not None else ()
+    body_size = shapes[body_input][2:] if body_input is not None else out_shape[2:]
+    maps = {i: _halvings(shapes[i][2:], body_size) for i in reachable}
     maps = {i: paddings for i, paddings in maps.items() if paddings is not None}
+    ups = _upsamplers({i: inputs[i] for i in to_output if i not in maps}, body_size, target)
+    if not maps and not ups:
+        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape} on {target.name}: every "
+                           "input map is coarser than the output, and the target has no op that enlarges a map by "
+                           "an integer factor (upsample, or pixel_shuffle after a conv) for a student to use")
     channels = {i: s[1] for i, s in enumerate(shapes)}
     gates: dict[int, bool] = {}
     if vectors:
         wanted = {i: len(shapes[i]) == 2 for i in vectors}
-        probe = ConvStudent(channels, maps, out_shape[1], 4, max(len(halvings), 1), halvings, None, wanted)
+        probe = ConvStudent(channels, maps, out_shape[1], 4, max(len(halvings), 1), halvings, None, wanted, ups)
         gates = wanted if runs_on(target, probe, inputs) else {}
     limit = target.limit("conv2d", "in_channels_max") or math.inf
-    in_ch = sum(channels[i] for i in maps)
+    in_ch = sum(channels[i] for i in [*maps, *ups])
     skip = skip_input(inputs, output)
     if skip is not None and out_shape[1] + MIN_WIDTH > limit:
         skip = None  # the last conv could not read the skip beside the body
@@ -165,8 +175,19 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
     label = "{} x conv3x3 of {}" + (" + skip merge" if skip is not None else "") + (" x gate" if gates else "")
     return [(label.format(depth, width),
              lambda width=width, depth=depth: ConvStudent(channels, maps, out_shape[1], width, depth, halvings, skip,
-                                                          gates))
+                                                          gates, ups))
             for width in widths(int(min(max(in_ch, out_shape[1]), limit))) for depth in depths]
+
+
+def _upsamplers(coarse: dict[int, torch.Tensor], size: Sequence[int], target: Target) -> dict[int, tuple[str, int]]:
+    """For each coarse input that `size` is an integer multiple of, the first upsampling form the target runs."""
+    found = {}
+    for i, tensor in coarse.items():
+        factor = factor_between(tuple(tensor.shape[2:]), tuple(size))
+        form = legal_form(target, tensor, factor) if factor is not None else None
+        if form is not None:
+            found[i] = (form, factor)
+    return found
 
 
 def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, region_kinds: set[str],

@@ -4,6 +4,7 @@ arguments."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,6 +59,38 @@ def conv_transpose_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
         "out_ch": weight[1] * groups,
         "bias": b["bias"] is not None,
     }
+
+
+#: the resampling modes the vocabulary reads; others (bicubic, area, nearest-exact) stay unknown
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+def upsample_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    """mode, align_corners and scale: output over input size along (height, width), an int where it
+    divides. From interpolate's size or scale_factor, or ATen's output_size or scale list."""
+    shape = tensor_shape(b["input"])
+    if shape is None or len(shape) != 4:
+        raise ValueError("only 4-D maps (N, C, H, W) are read as upsampling")
+    if b["mode"] not in UPSAMPLE_MODES or b.get("antialias"):
+        raise ValueError(f"mode {b['mode']!r}{' antialiased' if b.get('antialias') else ''} is not nearest or bilinear")
+    size = b.get("size")
+    factors = b.get("scale_factor")
+    if factors is None and b.get("scales"):  # ATen: (scales_h, scales_w) or (scale_factors,)
+        factors = b["scales"][0] if isinstance(b["scales"][0], (list, tuple)) else b["scales"]
+    if size is not None:
+        out = ntuple(size, 2)
+    elif factors is not None:
+        factors = list(factors) if isinstance(factors, (list, tuple)) else [factors, factors]
+        out = tuple(math.floor(d * float(f)) for d, f in zip(shape[2:], factors))
+    else:
+        raise ValueError("neither an output size nor a scale factor is given")
+    scale = tuple(o // i if o % i == 0 else o / i for o, i in zip(out, shape[2:]))
+    return {"mode": b["mode"], "scale": scale, "align_corners": bool(b.get("align_corners"))}
+
+
+def pixel_shuffle_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    factor = int(b["upscale_factor"])
+    return {"scale": (factor, factor)}
 
 
 def linear_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,6 +269,10 @@ def pool_module(m: nn.Module) -> dict[str, Any]:
         fields["count_include_pad"] = m.count_include_pad
         fields["divisor_override"] = m.divisor_override
     return fields
+
+
+def upsample_module(m: nn.Module) -> dict[str, Any]:
+    return {"size": m.size, "scale_factor": m.scale_factor, "mode": m.mode, "align_corners": m.align_corners}
 
 
 def mha_module(m: nn.Module) -> dict[str, Any]:

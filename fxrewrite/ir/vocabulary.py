@@ -23,7 +23,8 @@ from fxrewrite.ir.attributes import (
     adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs, conv_transpose_module,
     dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs,
     hardtanh_attrs, linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
-    permute_attrs, pool_attrs, pool_module, roll_attrs, sdpa_attrs, shape_change_attrs, transpose_attrs,
+    permute_attrs, pixel_shuffle_attrs, pool_attrs, pool_module, roll_attrs, sdpa_attrs, shape_change_attrs, transpose_attrs, upsample_attrs,
+    upsample_module,
 )
 
 aten = torch.ops.aten
@@ -68,6 +69,12 @@ def _sig_einsum(equation, *operands): ...
 def _sig_einsum_aten(equation, operands, path=None): ...
 def _sig_roll(input, shifts, dims=None): ...
 def _sig_amax(input, dim=(), keepdim=False): ...
+def _sig_interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                     recompute_scale_factor=None, antialias=False): ...
+# ATen's overloads: default (input, output_size, scales_h, scales_w) and vec (input, output_size, scale_factors)
+def _sig_upsample_nearest_aten(input, size, *scales, mode="nearest"): ...
+def _sig_upsample_bilinear_aten(input, size, align_corners, *scales, mode="bilinear"): ...
+def _sig_pixel_shuffle(input, upscale_factor): ...
 def _sig_fake_quant_tensor(input, scale, zero_point, quant_min, quant_max): ...
 def _sig_fake_quant_channel(input, scale, zero_point, axis, quant_min, quant_max): ...
 
@@ -139,6 +146,14 @@ VOCABULARY: tuple[OpDef, ...] = (
     OpDef("adaptive_avg_pool2d", "2-D average pooling to a fixed output size", adaptive_pool_attrs,
           _sig_adaptive_pool, {nn.AdaptiveAvgPool2d: lambda m: {"output_size": m.output_size}},
           (F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d), attr_names=("output_size",)),
+    OpDef("upsample", "a map enlarged by nearest or bilinear resampling (interpolate, nn.Upsample)", upsample_attrs,
+          _sig_interpolate, {nn.Upsample: upsample_module}, (F.interpolate,),
+          special_forms={aten.upsample_nearest2d: _sig_upsample_nearest_aten,
+                         aten.upsample_bilinear2d: _sig_upsample_bilinear_aten},
+          attr_names=("mode", "scale", "align_corners")),
+    OpDef("pixel_shuffle", "depth to space: (N, C r^2, H, W) -> (N, C, H r, W r)", pixel_shuffle_attrs,
+          _sig_pixel_shuffle, {nn.PixelShuffle: lambda m: {"upscale_factor": m.upscale_factor}},
+          (F.pixel_shuffle, aten.pixel_shuffle), attr_names=("scale",)),
     OpDef("mean", "mean over dims", mean_attrs, _sig_mean, {}, (torch.mean, aten.mean), ("mean",),
           attr_names=("dims", "keepdim")),
     OpDef("add", "elementwise a + alpha * b", binary_attrs, _sig_binary, {},

@@ -20,7 +20,8 @@ KINDS = {
     "Concat": "cat", "Split": "split", "Slice": "slice", "Transpose": "permute", "MaxPool": "max_pool2d",
     "AveragePool": "avg_pool2d", "GlobalAveragePool": "adaptive_avg_pool2d", "ReduceMean": "mean",
     "ReduceSum": "sum", "ReduceMax": "amax", "BatchNormalization": "batch_norm", "Pad": "pad", "Cast": "cast",
-    "OneHot": "one_hot", "Expand": "expand", "Flatten": "flatten", "Einsum": "einsum",
+    "OneHot": "one_hot", "Expand": "expand", "Flatten": "flatten", "Einsum": "einsum", "Resize": "upsample",
+    "DepthToSpace": "pixel_shuffle",
 }
 #: what moves no data or only carries quantization
 FREE = {"Constant", "Identity", "QuantizeLinear", "DequantizeLinear"}

@@ -157,6 +157,13 @@ def _check_flag(attr: str):
     return check
 
 
+def _check_scales(allowed: Sequence[int], view: OpView) -> str | None:
+    scale = view.attrs["scale"]
+    if scale[0] == scale[1] and scale[0] in allowed:
+        return None
+    return f"scale {format_value(scale)} is not one factor in {{{', '.join(map(str, allowed))}}} along height and width"
+
+
 def _rank(view: OpView) -> int | None:
     return max((len(s) for s in _tensors(view)), default=None)
 
@@ -223,6 +230,12 @@ CONSTRAINTS: dict[str, Constraint] = {
                    lambda v: "broadcasting allowed" if v else "no broadcasting"),
         Constraint("ceil_mode", _bool, "ceil_mode", _check_flag("ceil_mode"),
                    lambda v: "ceil_mode allowed" if v else "floor rounding only (no ceil_mode)"),
+        Constraint("modes", choices(("nearest", "bilinear")), "mode", _in_list("mode", "mode"),
+                   lambda v: f"mode in {{{', '.join(v)}}}"),
+        Constraint("scales", _ints, "scale", _check_scales,
+                   lambda v: f"one scale along height and width, in {{{', '.join(map(str, v))}}}"),
+        Constraint("align_corners", _bool, "align_corners", _check_flag("align_corners"),
+                   lambda v: "align_corners allowed" if v else "align_corners=False only"),
         Constraint("quantized_operands", _bool, None, _check_quantized_operands,
                    lambda v: "quantized weights and input once the graph is quantized" if v
                    else "float operands allowed in a quantized graph", kinds=MAC_KINDS),
