@@ -142,6 +142,13 @@ def test_a_region_of_only_coarser_maps_on_a_target_that_cannot_enlarge_is_refuse
         synthesize("region_0", [coarse], [torch.randn(8, 6, 8, 8)], ROOMY, Target.load("archnet"), ROOMY)
 
 
+def test_a_rank_4_tensor_of_another_layout_is_refused_as_no_image_map():
+    """maxvit's window partitions are (N, windows, tokens, C): not a map any conv student makes."""
+    with pytest.raises(DistillError, match="no input map comes to the output's 4x64"):
+        synthesize("region_2", [torch.randn(8, 64, 16, 16)], [torch.randn(8, 64, 4, 64)], ROOMY,
+                   Target.load("archnet"), ROOMY)
+
+
 def test_an_unpadded_stride_2_region_gets_an_unpadded_halving():
     """squeezenet's 3x3 stride-2 max pool without padding takes 31x31 to 15x15, not ceil(31 / 2)."""
     torch.manual_seed(4)

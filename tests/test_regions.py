@@ -219,6 +219,38 @@ def test_regions_end_at_tensors_a_student_can_read_and_make():
     assert [tensor_shape(n)[1] for r in wide for n in r.inputs] == [8]
 
 
+class WideBottleneck(nn.Module):
+    """resnet50's bottleneck on a chip whose convs read at most 8 channels and that cannot add: a
+    16-channel map read by the block's first conv (rejected: 16 inputs) and by its add (rejected),
+    with legal layers between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(4, 16, 3, padding=1)
+        self.reduce, self.middle, self.expand = nn.Conv2d(16, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), \
+            nn.Conv2d(4, 16, 3, padding=1)
+
+    def forward(self, x):
+        wide = torch.relu(self.stem(x))
+        branch = self.expand(torch.relu(self.middle(torch.relu(self.reduce(wide)))))
+        return torch.relu(wide + branch).mean((2, 3))
+
+
+def test_a_map_wider_than_the_convs_read_never_crosses_from_one_region_to_the_next():
+    """The path leaving the block's first conv and coming back at its add had cut the block in two,
+    with the wide map crossing between them (resnet50 on archnet, regression): the block is one region."""
+    narrow = chip("""
+        [ops.conv2d]
+        kernels = ["3x3"]
+        in_channels_max = 8
+        [ops.relu]
+        [ops.mean]
+    """)
+    regions = find_regions(symbolic(WideBottleneck(), torch.randn(1, 4, 6, 6)), narrow)
+    assert [tensor_shape(n)[1] for r in regions for n in r.inputs] == [4]
+    assert len(regions) == 1
+
+
 class SharedBatchSize(nn.Module):
     """One x.shape[0] read by two regions (gelu ... reshape, and tanh ... reshape) apart from a
     legal conv, as swin_t reads its batch size in every block."""

@@ -97,15 +97,17 @@ def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Nod
     return {u for u in member.users if u not in members and u.op != "output"}
 
 
-def region_members(gm: fx.GraphModule, target: Target) -> set[fx.Node]:
+def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node] = frozenset()) -> set[fx.Node]:
     """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), grown
     by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
-    Members take some of their users along (`_pulled`). Parameters used only by members join them too."""
+    Members take some of their users along (`_pulled`). Parameters used only by members join them too.
+    `seeds` are members from the start (`_partitions` adds the paths a wide map would cross on)."""
     reach = _Reach.of(target)
-    members = {n for n in gm.graph.nodes if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
+    members = set(seeds) | {n for n in gm.graph.nodes
+                            if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
     # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
     # sweeps: a node joining can change the answer only for its producers and users
     worklist = collections.deque(gm.graph.nodes)
@@ -237,14 +239,48 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them. Sizes are made private first
     (`private_sizes`), which rewrites `gm` without changing what it computes."""
     private_sizes(gm, target)
-    members = region_members(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    components = _components(members, order)
-    level = _levels(gm, components, order)
-    parts = [piece for component in components for step in sorted({level[n] for n in component})
-             for piece in _components({n for n in component if level[n] == step}, order)]
-    parts = [cut for part in parts for cut in split_after_residual_adds(part, _Reach.of(target))]
-    return sorted(parts, key=lambda members: order[members[0]])
+    reach, seeds = _Reach.of(target), frozenset()
+    while True:
+        members = region_members(gm, target, seeds)
+        components = _components(members, order)
+        level = _levels(gm, components, order)
+        parts = [piece for component in components for step in sorted({level[n] for n in component})
+                 for piece in _components({n for n in component if level[n] == step}, order)]
+        parts = [cut for part in parts for cut in split_after_residual_adds(part, reach)]
+        crossed = _wide_crossings(parts, order, reach) - members
+        if not crossed:
+            return sorted(parts, key=lambda members: order[members[0]])
+        seeds |= crossed
+
+
+def _wide_crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int], reach: _Reach) -> set[fx.Node]:
+    """The nodes on paths from a part to a later part that reads a map of it wider than the target's
+    convs read. No student could read that map, so the two parts must be one; they were cut apart
+    because such a path leaves one and comes back (resnet50's bottleneck on archnet: its first conv
+    and its add rejected, the convs between legal), and the nodes on it join them."""
+    part_of = {n: i for i, part in enumerate(parts) for n in part}
+    crossed: set[fx.Node] = set()
+    for index, part in enumerate(parts):
+        readers = {part_of[u] for n in part if _wider_than_convs_read(n, reach)
+                   for u in n.users if part_of.get(u, index) != index}
+        for other in readers:
+            first, last = order[part[0]], max(order[n] for n in parts[other])
+            ahead = _reachable(part, lambda n: n.users, lambda n: order[n] <= last)
+            behind = _reachable(parts[other], lambda n: n.all_input_nodes, lambda n: order[n] >= first)
+            crossed |= {n for n in ahead & behind if n.op not in ("placeholder", "get_attr", "output")}
+    return crossed
+
+
+def _reachable(starts: list[fx.Node], step, keep) -> set[fx.Node]:
+    """Nodes reached from `starts` by `step` (users or inputs) while `keep` holds."""
+    seen, stack = set(), list(starts)
+    while stack:
+        for nxt in step(stack.pop()):
+            if nxt not in seen and keep(nxt):
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
 
 
 def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:

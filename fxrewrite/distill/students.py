@@ -155,9 +155,12 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
     maps = {i: paddings for i, paddings in maps.items() if paddings is not None}
     ups = _upsamplers({i: inputs[i] for i in to_output if i not in maps}, body_size, target)
     if not maps and not ups:
-        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape} on {target.name}: every "
-                           "input map is coarser than the output, and the target has no op that enlarges a map by "
-                           "an integer factor (upsample, or pixel_shuffle after a conv) for a student to use")
+        coarser = all(factor_between(shapes[i][2:], body_size) for i in to_output)
+        why = ("every input map is coarser than the output, and the target has no op that enlarges a map by an "
+               "integer factor (upsample, or pixel_shuffle after a conv) for a student to use" if coarser else
+               f"no input map comes to the output's {body_size[0]}x{body_size[1]} by stride-2 convs or by an "
+               "integer enlargement (a tensor of another layout, such as windows of tokens, is no image map)")
+        raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape} on {target.name}: {why}")
     channels = {i: s[1] for i, s in enumerate(shapes)}
     gates: dict[int, bool] = {}
     if vectors:
