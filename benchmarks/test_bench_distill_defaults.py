@@ -88,6 +88,9 @@ CASES |= {"schedule progressive ConvNeXt 4w4a": ("ConvNeXt", "4w4a", dict(schedu
 #: label-free augmentation in fine-tuning (off by default), on both families
 CASES |= {f"ablation {family} 4w4a with augmentation": (family, "4w4a", dict(augment=True))
           for family in ("ConvNeXt", "MobileNetV3")}
+#: students trained quantized already in the blockwise phase (off by default), on both families
+CASES |= {f"ablation {family} {bits} with blockwise quantization": (family, bits, dict(blockwise_quant=True))
+          for family in ("ConvNeXt", "MobileNetV3") for bits in ("4w4a", "2w4a")}
 
 
 @pytest.mark.parametrize("case", list(CASES))

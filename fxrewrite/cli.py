@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fxrewrite import api
-from fxrewrite.distill import CHECKPOINT_NAME, DEFAULT_STUDENT_BUDGET, SCHEDULES, ProgressBars
+from fxrewrite.cli_training import add_training_arguments, training_keywords
+from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.distill.processes import is_main, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
-from fxrewrite.lowering import TrainingOptions
 from fxrewrite.passes import registered_passes
-from fxrewrite.quant import METHODS, SOURCES_HELP
+from fxrewrite.quant import SOURCES_HELP
 from fxrewrite.rewrite import Instruments, canonical_order
 from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
@@ -90,38 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let exact rewrites make the model at most X times the teacher's estimated cycles and "
                             "MACs; nodes past it are kept for distillation (default: the target's "
                             "performance.growth_max)")
-    data = lower.add_argument_group("distillation and quantization (need --calib)")
-    data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
-                                                      "labels are never read")
-    data.add_argument("--calib-size", type=int, metavar="N",
-                      help="use at most the first N inputs (default: all; 1024 for synthetic); the last fifth is "
-                           "held out to judge training and for the report")
-    data.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
-    data.add_argument("--wbits", type=int, metavar="B", help="weight bits: one of the target's weight formats")
-    data.add_argument("--abits", type=int, metavar="B", help="activation bits: one of the target's activation formats")
-    data.add_argument("--quant", choices=METHODS, default="lsq", help="fake quantization method (default lsq)")
-    data.add_argument("--schedule", choices=SCHEDULES, default="parallel",
-                      help="blockwise schedule: all students at once, or Arch-Net's progressive one (default parallel)")
-    data.add_argument("--epochs", type=int, default=40, metavar="N",
-                      help="at most N blockwise epochs (default 40); a phase stops earlier on a plateau or the "
-                           "time budget, and keeps its best epoch")
-    data.add_argument("--finetune-epochs", type=int, default=20, metavar="N",
-                      help="at most N end-to-end fine-tuning epochs (default 20)")
-    data.add_argument("--patience", type=int, default=3, metavar="N",
-                      help="stop a phase after N epochs without a gain in held-out agreement or cosine (default 3)")
-    data.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
-                      help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default 600)")
-    data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=TrainingOptions.augment,
-                      help="fine-tune on shifted, mirrored and mixed-up inputs relabelled by the teacher "
-                           f"(default {'on' if TrainingOptions.augment else 'off'})")
-    data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
-                      help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
-                           "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
-                           f"instead (default {DEFAULT_STUDENT_BUDGET:g})")
-    data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
-    data.add_argument("--resume", action="store_true",
-                      help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
+    add_training_arguments(lower)
 
     export = commands.add_parser("export", parents=[common], help="write a lowered .pt2 as ONNX",
                                  description="Write ONNX (opset 21, Q/DQ for quantized layers, free batch), check "
@@ -211,13 +180,8 @@ def _lower(args: argparse.Namespace) -> int:
     try:
         lowered = api.lower(gm, target=target, passes=args.passes, instruments=instruments, tolerance=args.tolerance,
                             max_growth=args.max_growth,
-                            name=args.model, debug=args.debug, calib=args.calib, wbits=args.wbits, abits=args.abits,
-                            calib_size=args.calib_size, batch_size=args.batch_size, quant=args.quant,
-                            schedule=args.schedule, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                            lr=args.lr, student_budget=args.student_budget, device=args.device, seed=args.seed,
-                            patience=args.patience, time_budget=args.time_budget, augment=args.augment,
-                            checkpoint_dir=checkpoint_dir,
-                            resume=args.resume, progress=bars if is_main() else None)
+                            name=args.model, debug=args.debug, seed=args.seed, checkpoint_dir=checkpoint_dir,
+                            progress=bars if is_main() else None, **training_keywords(args))
     finally:
         bars.close()
     if not is_main():

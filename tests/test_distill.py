@@ -102,6 +102,29 @@ def test_quantization_aware_distillation_ends_legal_with_the_helpers_gone(digits
     assert [r.region for r in result.regions] == ["region_0", "region_1"]
 
 
+def test_blockwise_quantization_trains_quantized_students_and_ends_legal(digits_teacher, monkeypatch):
+    """With blockwise_quant the students' convs are fake-quantized while the blockwise phase trains
+    them (as Arch-Net does), unwrapped after it, and the result is as legal as without."""
+    import fxrewrite.distill.distiller as distiller
+
+    gm, images, archnet = digits_teacher
+    wrapped = []
+    real = distiller.parallel
+
+    def recording(students, *args, **kwargs):
+        wrapped.append(sum(isinstance(m, QuantLayer) for m in students.modules()))
+        return real(students, *args, **kwargs)
+
+    monkeypatch.setattr(distiller, "parallel", recording)
+    batches = [images[i:i + 64] for i in range(0, 640, 64)]
+    config = DistillConfig(epochs=4, finetune_epochs=3, quant=scheme_for(archnet, 4, 4), blockwise_quant=True)
+    result = distill(gm, archnet, batches, [images[1400:]], config)
+    assert wrapped and wrapped[0] > 0
+    assert check(result.gm, archnet).all_legal
+    assert not any(isinstance(m, QuantLayer) for m in result.gm.modules())
+    assert result.agreement.top1 >= 0.85
+
+
 class Interrupt(Exception):
     pass
 

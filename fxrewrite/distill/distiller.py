@@ -30,8 +30,8 @@ from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel,
 from fxrewrite.distill.students import seed_from_teacher, synthesize
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import annotate_shapes, op_view
-from fxrewrite.quant import (QuantScheme, calibrate, fold_for_quantization, materialize, quantize_modules,
-                             quantizers)
+from fxrewrite.quant import (QuantScheme, calibrate, dequantize_modules, fold_for_quantization, materialize,
+                             quantize_modules, quantizers)
 from fxrewrite.quant.post_training import CALIBRATION_BATCHES, measure_per_input
 from fxrewrite.rewrite.compare import Agreement, agreement
 from fxrewrite.target import Target
@@ -63,6 +63,10 @@ class DistillConfig:
     temperature: float | None = None
     #: fine-tune on augmented inputs, relabelled by the teacher (fxrewrite.distill.augment)
     augment: bool = False
+    #: train the students quantized (the scheme's fake quantizers on their convs and FC layers)
+    #: already in the blockwise phase, as Arch-Net does; they are unwrapped after it, and the stitched
+    #: network, batch norms folded, is quantized and calibrated afresh for fine-tuning
+    blockwise_quant: bool = False
 
 
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
@@ -111,7 +115,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
     options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
                config.attention, config.adaptation, config.student_budget, config.patience, config.time_budget,
-               config.cosine_lr, config.temperature, config.augment)
+               config.cosine_lr, config.temperature, config.augment, config.blockwise_quant)
     digest.update(repr(options).encode())
     return digest.hexdigest()
 
@@ -175,6 +179,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["teacher"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    quantized_blockwise = config.quant is not None and config.blockwise_quant
+    if quantized_blockwise:
+        _quantize_students(students, order, cache[0], config.quant, device)
     students.train()
     blockwise = Monitor(swapped_score(teacher, order, students, held), began, history,
                         config.patience if config.schedule == "parallel" else None, deadline(BLOCKWISE_SHARE))
@@ -187,6 +194,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
                         checkpoints, config.progress, blockwise, config.cosine_lr)
         # a grown student trains alone for as many epochs as the blockwise phase ran (saved for --resume)
         checkpoints.extra["blockwise_epochs"] = max((p.epoch for p in history), default=config.epochs)
+    if quantized_blockwise:
+        for name in order:
+            dequantize_modules(students[name])
     ran = checkpoints.extra.get("blockwise_epochs", config.epochs)
     growth = grow_missing(students, sized, teacher, adapters, cache, held, ran, config.lr, config.attention,
                           checkpoints, config.progress, device)
@@ -215,6 +225,16 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result
+
+
+def _quantize_students(students: nn.ModuleDict, order: Sequence[str], first: Recorded, scheme: QuantScheme,
+                       device: torch.device) -> None:
+    """Wrap every student's convs and FC layers in fake quantizers, calibrated on the first batch."""
+    for name in order:
+        student = students[name]
+        quantize_modules(student, scheme)
+        student.to(device).eval()
+        calibrate(student, lambda: student(*first.regions[name][0]))
 
 
 def _student_results(stitched: nn.Module, order: Sequence[str], held_out: Sequence[Recorded], kinds: dict[str, str],

@@ -49,6 +49,8 @@ class TrainingOptions:
     temperature: float | None = 4.0
     #: fine-tune on augmented inputs (shifts, mirroring, mixup) relabelled by the teacher
     augment: bool = False
+    #: quantize the students already in the blockwise phase (with wbits/abits)
+    blockwise_quant: bool = False
     student_budget: float = DEFAULT_STUDENT_BUDGET
     device: str = "cpu"
     seed: int = 0
@@ -138,7 +140,8 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                                checkpoint_dir=training.checkpoint_dir, resume=training.resume,
                                progress=training.progress, patience=training.patience,
                                time_budget=training.time_budget, cosine_lr=training.cosine_lr,
-                               temperature=training.temperature, augment=training.augment)
+                               temperature=training.temperature, augment=training.augment,
+                               blockwise_quant=training.blockwise_quant)
         trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config, reference)
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm

@@ -28,11 +28,11 @@ not declare.
 from fxrewrite.quant.calibration_data import SOURCES_HELP, CalibrationData, load_calibration
 from fxrewrite.quant.fake import FakeQuant
 from fxrewrite.quant.graph_form import materialize
-from fxrewrite.quant.layers import QuantLayer, calibrate, quantize_modules, quantizers
+from fxrewrite.quant.layers import QuantLayer, calibrate, dequantize_modules, quantize_modules, quantizers
 from fxrewrite.quant.post_training import post_training_quantize
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.quant.scheme import METHODS, Method, QuantScheme, format_range, scheme_for
 
 __all__ = ["METHODS", "SOURCES_HELP", "CalibrationData", "FakeQuant", "Method", "QuantLayer", "QuantScheme",
-           "calibrate", "fold_for_quantization", "format_range", "load_calibration", "materialize",
+           "calibrate", "dequantize_modules", "fold_for_quantization", "format_range", "load_calibration", "materialize",
            "post_training_quantize", "quantize_modules", "quantizers", "scheme_for"]

@@ -48,6 +48,17 @@ def quantize_modules(module: nn.Module, scheme: QuantScheme) -> int:
     return count
 
 
+def dequantize_modules(module: nn.Module) -> int:
+    """Replace every QuantLayer of `module` by the layer it wraps (its trained float weights), in place."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantLayer):
+                setattr(parent, name, child.layer)
+                count += 1
+    return count
+
+
 def quantizers(module: nn.Module) -> list[FakeQuant]:
     return [m for m in module.modules() if isinstance(m, FakeQuant)]
 

@@ -1,0 +1,61 @@
+"""The `lower` command's distillation and quantization options (the --calib group), and the
+keywords they become for `fxrewrite.lower`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, SCHEDULES
+from fxrewrite.lowering import TrainingOptions
+from fxrewrite.quant import METHODS, SOURCES_HELP
+
+#: the options of the group, by their names on the parsed arguments and as fields of TrainingOptions
+FIELDS = ("calib", "calib_size", "batch_size", "wbits", "abits", "quant", "schedule", "epochs", "finetune_epochs",
+          "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "device", "resume")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("distillation and quantization (need --calib)")
+    data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
+                                                      "labels are never read")
+    data.add_argument("--calib-size", type=int, metavar="N",
+                      help="use at most the first N inputs (default: all; 1024 for synthetic); the last fifth is "
+                           "held out to judge training and for the report")
+    data.add_argument("--batch-size", type=int, default=64, metavar="N", help="training batch size (default 64)")
+    data.add_argument("--wbits", type=int, metavar="B", help="weight bits: one of the target's weight formats")
+    data.add_argument("--abits", type=int, metavar="B", help="activation bits: one of the target's activation formats")
+    data.add_argument("--quant", choices=METHODS, default="lsq", help="fake quantization method (default lsq)")
+    data.add_argument("--schedule", choices=SCHEDULES, default="parallel",
+                      help="blockwise schedule: all students at once, or Arch-Net's progressive one (default parallel)")
+    data.add_argument("--epochs", type=int, default=40, metavar="N",
+                      help="at most N blockwise epochs (default 40); a phase stops earlier on a plateau or the "
+                           "time budget, and keeps its best epoch")
+    data.add_argument("--finetune-epochs", type=int, default=20, metavar="N",
+                      help="at most N end-to-end fine-tuning epochs (default 20)")
+    data.add_argument("--patience", type=int, default=3, metavar="N",
+                      help="stop a phase after N epochs without a gain in held-out agreement or cosine (default 3)")
+    data.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
+                      help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default 600)")
+    data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=TrainingOptions.augment,
+                      help="fine-tune on shifted, mirrored and mixed-up inputs relabelled by the teacher "
+                           f"(default {'on' if TrainingOptions.augment else 'off'})")
+    data.add_argument("--blockwise-quant", action=argparse.BooleanOptionalAction,
+                      default=TrainingOptions.blockwise_quant,
+                      help="with --wbits/--abits, train the students quantized from the blockwise phase on, as "
+                           f"Arch-Net does (default {'on' if TrainingOptions.blockwise_quant else 'off'}; off: "
+                           "quantized from the fine-tuning on)")
+    data.add_argument("--student-budget", type=float, default=DEFAULT_STUDENT_BUDGET, metavar="X",
+                      help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
+                           "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
+                           f"instead (default {DEFAULT_STUDENT_BUDGET:g})")
+    data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
+    data.add_argument("--resume", action="store_true",
+                      help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
+
+
+
+def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    """The group's values as keywords of `fxrewrite.lower` (fields of TrainingOptions)."""
+    return {name: getattr(args, name) for name in FIELDS}
