@@ -1,7 +1,7 @@
 """Smoke coverage of distillation (slow; `make test-slow`): every model of ../shared/zoo_report.py at
 64x64 and the transformers models of tests/test_capture_models.py, random weights, distilled onto
 archnet with `--calib synthetic` and one epoch of each phase, must come out legal. A model that
-cannot fails with the DistillError naming its region and shapes; the known gaps are listed."""
+cannot fails with the DistillError naming its region and shapes."""
 
 from __future__ import annotations
 
@@ -24,17 +24,6 @@ BUILD = {"vit_b_16": lambda: torchvision.models.vit_b_16(image_size=64),
          "maxvit_t": lambda: MaxVit(input_size=(64, 64), stem_channels=64, partition_size=2,
                                     block_channels=[64, 128, 256, 512], block_layers=[2, 2, 5, 2], head_dim=32,
                                     stochastic_depth_prob=0.2)}
-#: known gaps (issue 12), strict: a fix turns them into failures to remove from this table
-KNOWN_GAPS = {
-    "swin_t": "its stem writes channels-last (N, H, W, C) maps; archnet cannot permute, and no student writes them",
-    "maxvit_t": "its window partitions, (N, windows, tokens, C) tensors, cross region boundaries and read as "
-                "maps: no student makes them",
-}
-
-
-def known_gap(name: str):
-    return pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=True)) if name in KNOWN_GAPS \
-        else name
 
 
 def distils_legally(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -45,7 +34,7 @@ def distils_legally(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [known_gap(name) for name in ZOO])
+@pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_model_distils_onto_archnet(name):
     torch.manual_seed(0)
     model = BUILD[name]() if name in BUILD else getattr(torchvision.models, name)()
@@ -53,7 +42,7 @@ def test_every_zoo_model_distils_onto_archnet(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [known_gap("convnext")])
+@pytest.mark.parametrize("name", ["convnext"])
 def test_transformers_models_distil_onto_archnet(name):
     model, x = _transformers_cases()[name]
     distils_legally(model, x)

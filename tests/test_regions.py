@@ -357,3 +357,34 @@ def test_data_freedom_is_answered_for_graphs_deeper_than_the_recursion_limit():
         value.meta["tensor_meta"] = value.args[0].meta["tensor_meta"]
     graph.output(value)
     assert data_free(value) is False
+
+
+class ChannelsLastBlock(nn.Module):
+    """swin's way: a conv stem, then channels-last (N, H, W, C) layers, back to a map for the head;
+    beside it convnext's permute pair and shufflenet's channel shuffle, both of which end as maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.norm, self.mix = nn.Conv2d(3, 8, 3, padding=1), nn.LayerNorm(8), nn.Linear(8, 8)
+        self.head = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        last = self.stem(x).permute(0, 2, 3, 1)
+        last = last + self.mix(self.norm(last))
+        back = self.head(last.permute(0, 3, 1, 2))
+        n, c, h, w = back.shape
+        return back.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def test_rank_4_tensors_that_are_no_maps_stay_inside_regions_where_the_target_cannot_permute():
+    """On archnet (no permute) the channels-last tensors are members and never a region's input or
+    output; the tensors after the permute back and the channel shuffle are maps (regression: swin_t
+    and maxvit_t were refused at 64x64, their (N, H, W, C) and window tensors crossing regions)."""
+    from fxrewrite.distill.layouts import non_map_tensors
+
+    gm = symbolic(ChannelsLastBlock(), torch.randn(1, 3, 6, 6))
+    assert {n.name for n in non_map_tensors(gm)} == {"permute", "norm", "mix", "add"}
+    regions = find_regions(gm, Target.load("archnet"))
+    boundaries = [n for r in regions for n in (*r.inputs, *r.outputs)]
+    assert boundaries and not set(boundaries) & non_map_tensors(gm)
+    assert [tensor_shape(n) for r in regions for n in r.outputs] == [(1, 8, 6, 6)]

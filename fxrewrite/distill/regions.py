@@ -20,6 +20,8 @@ from torch import fx
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
+from fxrewrite.distill.layouts import non_map_tensors
+from fxrewrite.distill.partition import components, levels
 from fxrewrite.distill.sharing import data_free, private_sizes
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.rewrite.pattern import reads_an_input
@@ -45,11 +47,14 @@ class _Reach:
     tokens: bool
     maps: bool
     widest: float
+    #: whether students may make rank-4 tensors of other layouts than maps (fxrewrite.distill.layouts)
+    permutes: bool
 
     @classmethod
     def of(cls, target: Target) -> _Reach:
         return cls("reshape" in target.ops or target.allow_all_ops, "conv2d" in target.ops or target.allow_all_ops,
-                   target.limit("conv2d", "in_channels_max") or math.inf)
+                   target.limit("conv2d", "in_channels_max") or math.inf,
+                   "permute" in target.ops or target.allow_all_ops)
 
 
 def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
@@ -97,7 +102,8 @@ def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Nod
     return {u for u in member.users if u not in members and u.op != "output"}
 
 
-def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node] = frozenset()) -> set[fx.Node]:
+def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node] = frozenset(),
+                   non_maps: set[fx.Node] | None = None) -> set[fx.Node]:
     """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), grown
     by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
@@ -108,6 +114,10 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
     reach = _Reach.of(target)
     members = set(seeds) | {n for n in gm.graph.nodes
                             if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
+    # on a target that cannot permute, no rank-4 tensor laid out otherwise than a map leaves a region:
+    # it is a member, and so are its users
+    non_maps = _non_maps(gm, reach) if non_maps is None else non_maps
+    members |= non_maps
     # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
     # sweeps: a node joining can change the answer only for its producers and users
     worklist = collections.deque(gm.graph.nodes)
@@ -117,6 +127,8 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
         queued.discard(node)
         if node in members:
             joined = _pulled(node, members, reach)
+            if node in non_maps:
+                joined |= {u for u in node.users if u not in members and u.op != "output"}
         else:
             joined = {node} if _absorbed(node, members, reach) else set()
         members |= joined
@@ -155,19 +167,21 @@ class Region:
         }
 
 
-def _is_residual_add(node: fx.Node, reach: _Reach) -> bool:
+def _is_residual_add(node: fx.Node, reach: _Reach, non_maps: set[fx.Node]) -> bool:
     view = op_view(node)
     shapes = [tensor_shape(a) for a in node.all_input_nodes if a.op != "get_attr"]
     return (view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
-            and (len(shapes[0]) != 3 or reach.tokens) and not _wider_than_convs_read(node, reach))
+            and (len(shapes[0]) != 3 or reach.tokens) and not _wider_than_convs_read(node, reach)
+            and node not in non_maps)
 
 
-def split_after_residual_adds(members: list[fx.Node], reach: _Reach) -> list[list[fx.Node]]:
+def split_after_residual_adds(members: list[fx.Node], reach: _Reach,
+                              non_maps: set[fx.Node] = frozenset()) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut after every residual add: a node's block is the
     largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
     outside alone (parameters, a second input) join the first block that reads them. An add is not
     cut after where students on the target could not make or read its output (tokens without a
-    reshape, a map wider than its convs read). Blocks only
+    reshape, a map wider than its convs read, a rank-4 tensor that is no map). Blocks only
     feed later blocks, and every path between members stays inside the partition, so no cut makes
     a cycle."""
     inside = set(members)
@@ -175,7 +189,7 @@ def split_after_residual_adds(members: list[fx.Node], reach: _Reach) -> list[lis
     for node in members:
         producers = [a for a in node.all_input_nodes if a in inside]
         if producers:
-            block[node] = max(block.get(p, 0) + _is_residual_add(p, reach) for p in producers)
+            block[node] = max(block.get(p, 0) + _is_residual_add(p, reach, non_maps) for p in producers)
     for node in reversed(members):
         if node not in block:
             block[node] = min((block[u] for u in node.users if u in block), default=0)
@@ -185,84 +199,43 @@ def split_after_residual_adds(members: list[fx.Node], reach: _Reach) -> list[lis
     return [groups[index] for index in sorted(groups)]
 
 
-def _components(members: set[fx.Node], order: Mapping[fx.Node, int]) -> list[list[fx.Node]]:
-    """The members connected by edges between them (either way), each in graph order."""
-    parent = {n: n for n in members}
-
-    def root(node: fx.Node) -> fx.Node:
-        while parent[node] is not node:
-            parent[node] = node = parent[parent[node]]
-        return node
-
-    for node in members:
-        for arg in node.all_input_nodes:
-            if arg in members:
-                parent[root(arg)] = root(node)
-    groups: dict[fx.Node, list[fx.Node]] = {}
-    for node in sorted(members, key=order.__getitem__):
-        groups.setdefault(root(node), []).append(node)
-    return list(groups.values())
-
-
-def _levels(gm: fx.GraphModule, components: list[list[fx.Node]], order: Mapping[fx.Node, int]) -> dict[fx.Node, int]:
-    """Per member of a component, one more than the largest level in its own component from which a
-    path leaves the component and reaches it (0 when none does), and at least its producers' levels
-    in that component. A path leaving a level comes back only to a higher one, so the members of
-    one component and level fuse without a cycle."""
-    component = {n: index for index, members in enumerate(components) for n in members}
-    last = [order[members[-1]] for members in components]
-    level: dict[fx.Node, int] = {}
-    #: per node, the components a path left to reach it, with the highest level it left from
-    left: dict[fx.Node, dict[int, int]] = {}
-    for node in gm.graph.nodes:
-        mine = component.get(node)
-        arriving: dict[int, int] = {}
-        for arg in node.all_input_nodes:
-            leaving = dict(left[arg])
-            if arg in component and component[arg] != mine:
-                leaving[component[arg]] = max(leaving.get(component[arg], 0), level[arg])
-            for index, step in leaving.items():
-                if last[index] >= order[node] and arriving.get(index, -1) < step:
-                    arriving[index] = step
-        if mine is not None:
-            inside = [level[a] for a in node.all_input_nodes if component.get(a) == mine]
-            returning = [arriving.pop(mine) + 1] if mine in arriving else []
-            level[node] = max(inside + returning, default=0)
-        left[node] = arriving
-    return level
-
-
 def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     """The regions' members cut after residual adds, each in graph order, sorted by first node: the
-    members connected by edges within one level (`_levels`). By hand, since torch's partitioner
-    (CapabilityBasedPartitioner) proposes such cycle-free groups in time quadratic in their size
-    (0.9 s of maxvit_t's 3 s lowering); torch's fuser carves them. Sizes are made private first
-    (`private_sizes`), which rewrites `gm` without changing what it computes."""
+    members connected by edges within one level (fxrewrite.distill.partition), cut again until no
+    tensor a student could not read crosses between two (`_crossings`); torch's fuser carves them.
+    Sizes are made private first (`private_sizes`), which rewrites `gm` without changing what it
+    computes."""
     private_sizes(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     reach, seeds = _Reach.of(target), frozenset()
+    non_maps = _non_maps(gm, reach)
     while True:
-        members = region_members(gm, target, seeds)
-        components = _components(members, order)
-        level = _levels(gm, components, order)
-        parts = [piece for component in components for step in sorted({level[n] for n in component})
-                 for piece in _components({n for n in component if level[n] == step}, order)]
-        parts = [cut for part in parts for cut in split_after_residual_adds(part, reach)]
-        crossed = _wide_crossings(parts, order, reach) - members
+        members = region_members(gm, target, seeds, non_maps)
+        groups = components(members, order)
+        level = levels(gm, groups, order)
+        parts = [piece for group in groups for step in sorted({level[n] for n in group})
+                 for piece in components({n for n in group if level[n] == step}, order)]
+        parts = [cut for part in parts for cut in split_after_residual_adds(part, reach, non_maps)]
+        crossed = _crossings(parts, order, lambda n: n in non_maps or _wider_than_convs_read(n, reach)) - members
         if not crossed:
             return sorted(parts, key=lambda members: order[members[0]])
         seeds |= crossed
 
 
-def _wide_crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int], reach: _Reach) -> set[fx.Node]:
-    """The nodes on paths from a part to a later part that reads a map of it wider than the target's
-    convs read. No student could read that map, so the two parts must be one; they were cut apart
-    because such a path leaves one and comes back (resnet50's bottleneck on archnet: its first conv
-    and its add rejected, the convs between legal), and the nodes on it join them."""
+def _non_maps(gm: fx.GraphModule, reach: _Reach) -> set[fx.Node]:
+    return non_map_tensors(gm) if not reach.permutes else set()
+
+
+def _crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int], unreadable) -> set[fx.Node]:
+    """The nodes on paths from a part to a later part that reads an `unreadable` tensor of it (a map
+    wider than the target's convs read, a rank-4 tensor that is no map where the target cannot
+    permute). No student could read it, so the two parts must be one; they were cut apart because
+    such a path leaves one and comes back (resnet50's bottleneck on archnet: its first conv and its
+    add rejected, the convs between legal), and the nodes on it join them."""
     part_of = {n: i for i, part in enumerate(parts) for n in part}
     crossed: set[fx.Node] = set()
     for index, part in enumerate(parts):
-        readers = {part_of[u] for n in part if _wider_than_convs_read(n, reach)
+        readers = {part_of[u] for n in part if unreadable(n)
                    for u in n.users if part_of.get(u, index) != index}
         for other in readers:
             first, last = order[part[0]], max(order[n] for n in parts[other])
