@@ -55,7 +55,6 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
 
 
-
 def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
     """The group's values as keywords of `fxrewrite.lower` (fields of TrainingOptions)."""
     return {name: getattr(args, name) for name in FIELDS}

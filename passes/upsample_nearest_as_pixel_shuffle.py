@@ -11,10 +11,10 @@ chips that run depth-to-space but no resize (npu-generic).
 """
 
 import torch
+from torch import nn
 
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import conv2d, nchw_shape
-from torch import nn
+from fxrewrite.rewrite.building import block_diagonal, conv2d, nchw_shape
 
 
 def _factor(match: Match) -> int | Decline:
@@ -32,11 +32,10 @@ def _phases(match: Match, rewriter: Rewriter, depthwise: bool):
     factor, shape = _factor(match), nchw_shape(up)
     if isinstance(factor, Decline) or isinstance(shape, Decline):
         return factor if isinstance(factor, Decline) else shape
-    channels, copies = shape[1], factor * factor
-    if depthwise:
-        weight = torch.ones(channels * copies, 1, 1, 1)
-    else:
-        weight = torch.eye(channels).repeat_interleave(copies, dim=0)[:, :, None, None]
+    channels = shape[1]
+    weight = torch.ones(channels * factor * factor, 1, 1, 1)  # channel c to outputs c r^2 ... c r^2 + r^2 - 1
+    if not depthwise:
+        weight = block_diagonal(weight, channels)
     phases = rewriter.module(up.node, "upsample_phases", conv2d(weight, None, groups=channels if depthwise else 1),
                              up.inputs[0])
     return rewriter.module(up.node, "upsample_shuffle", nn.PixelShuffle(factor), phases)

@@ -6,12 +6,13 @@ none, and on a target without permute no student could make or read it: it stays
 (fxrewrite.distill.regions), as tokens do on a target without reshape.
 
 A rank-4 tensor's layout is followed through the graph as the order of NCHW's dims it holds. Convs,
-pools and batch norms write maps from maps (over a channels-last tensor, as an exact add-as-concat-conv
-applies them, the result keeps its input's layout); a permute or transpose reorders its input's layout (convnext's
-(0, 2, 3, 1) and back with (0, 3, 1, 2) is a map again); a reshape keeps a map where its input held
-the map's H and W last and it leaves them there (shufflenet's channel shuffle through (N, g, C/g, H,
-W)), or where it makes a (N, C, 1, 1) vector map; every other op keeps the layout of its first input
-that has one. A layout that cannot be followed is none.
+pools and batch norms write maps from maps (over a channels-last tensor, as an exact
+add-as-concat-conv applies them, the result keeps its input's layout); a permute or transpose
+reorders its input's layout (convnext's (0, 2, 3, 1) and back with (0, 3, 1, 2) is a map again); a
+reshape keeps a map where its input held the map's H and W last and it leaves them there
+(shufflenet's channel shuffle through (N, g, C/g, H, W)), or where it makes a (N, C, 1, 1) vector
+map; every other op keeps the layout of its first input that has one. A layout that cannot be
+followed is none.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import fx
 from fxrewrite.ir import op_view, tensor_shape
 
 MAP = (0, 1, 2, 3)
-#: ops that read and write NCHW maps whatever their input was laid out as
+#: ops that write a map from a map (over another layout, their result keeps that layout)
 MAP_WRITERS = frozenset({"conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
                          "batch_norm", "upsample", "pixel_shuffle"})
 #: the layout of a tensor of rank other than 4 whose last two dims are a map's H and W

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from torch import fx
@@ -90,33 +90,32 @@ def _wider_than_convs_read(node: fx.Node, reach: _Reach) -> bool:
     return shape is not None and len(shape) == 4 and shape[1] > reach.widest
 
 
-def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach) -> set[fx.Node]:
+def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach, non_maps: set[fx.Node]) -> set[fx.Node]:
     """The users a member takes into the region: all of them when it is made from parameters and
     sizes alone (a class token expanded to the batch, a position bias: a student needs a tensor to
-    read) or when its map is wider than the target's convs read (no student could read it:
-    resnet50's 1024-channel blocks on archnet become one region up to a tensor a student can read or
-    the output)."""
+    read), when its map is wider than the target's convs read, or when it is a rank-4 tensor that is
+    no map on a target that cannot permute (no student could read either: resnet50's 1024-channel
+    blocks on archnet become one region up to a tensor a student can read or the output)."""
     unfed = not any(tensor_shape(p) for p in member.all_input_nodes if reads_an_input(p))
-    if not (unfed or _wider_than_convs_read(member, reach)):
+    if not (unfed or member in non_maps or _wider_than_convs_read(member, reach)):
         return set()
     return {u for u in member.users if u not in members and u.op != "output"}
 
 
-def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node] = frozenset(),
-                   non_maps: set[fx.Node] | None = None) -> set[fx.Node]:
+def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node],
+                   non_maps: set[fx.Node]) -> set[fx.Node]:
     """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), grown
     by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
     Members take some of their users along (`_pulled`). Parameters used only by members join them too.
-    `seeds` are members from the start (`_partitions` adds the paths a wide map would cross on)."""
+    `seeds` are members from the start (`_partitions` adds the paths an unreadable tensor would
+    cross on), and so are `non_maps`: on a target that cannot permute, the rank-4 tensors laid out
+    otherwise than a map (fxrewrite.distill.layouts), which must not leave a region."""
     reach = _Reach.of(target)
     members = set(seeds) | {n for n in gm.graph.nodes
                             if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
-    # on a target that cannot permute, no rank-4 tensor laid out otherwise than a map leaves a region:
-    # it is a member, and so are its users
-    non_maps = _non_maps(gm, reach) if non_maps is None else non_maps
     members |= non_maps
     # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
     # sweeps: a node joining can change the answer only for its producers and users
@@ -126,9 +125,7 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
         node = worklist.popleft()
         queued.discard(node)
         if node in members:
-            joined = _pulled(node, members, reach)
-            if node in non_maps:
-                joined |= {u for u in node.users if u not in members and u.op != "output"}
+            joined = _pulled(node, members, reach, non_maps)
         else:
             joined = {node} if _absorbed(node, members, reach) else set()
         members |= joined
@@ -208,7 +205,8 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     private_sizes(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     reach, seeds = _Reach.of(target), frozenset()
-    non_maps = _non_maps(gm, reach)
+    # on a target that cannot permute, rank-4 tensors that are no maps must stay inside regions
+    non_maps = non_map_tensors(gm) if not reach.permutes else set()
     while True:
         members = region_members(gm, target, seeds, non_maps)
         groups = components(members, order)
@@ -222,11 +220,8 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
         seeds |= crossed
 
 
-def _non_maps(gm: fx.GraphModule, reach: _Reach) -> set[fx.Node]:
-    return non_map_tensors(gm) if not reach.permutes else set()
-
-
-def _crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int], unreadable) -> set[fx.Node]:
+def _crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int],
+               unreadable: Callable[[fx.Node], bool]) -> set[fx.Node]:
     """The nodes on paths from a part to a later part that reads an `unreadable` tensor of it (a map
     wider than the target's convs read, a rank-4 tensor that is no map where the target cannot
     permute). No student could read it, so the two parts must be one; they were cut apart because
@@ -245,7 +240,8 @@ def _crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int], unreada
     return crossed
 
 
-def _reachable(starts: list[fx.Node], step, keep) -> set[fx.Node]:
+def _reachable(starts: list[fx.Node], step: Callable[[fx.Node], Iterable[fx.Node]],
+               keep: Callable[[fx.Node], bool]) -> set[fx.Node]:
     """Nodes reached from `starts` by `step` (users or inputs) while `keep` holds."""
     seen, stack = set(), list(starts)
     while stack:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fxrewrite.distill.token_students import runs_on
+from fxrewrite.rewrite.building import block_diagonal
 from fxrewrite.target import Target
 
 #: the forms, in the order they are tried
@@ -28,14 +29,13 @@ def upsampler(form: str, channels: int, factor: int) -> nn.Module:
     """A layer enlarging (N, channels, H, W) to (N, channels, factor H, factor W), started as nearest."""
     if form == "nearest":
         return nn.Upsample(scale_factor=factor, mode="nearest")
-    copies = factor * factor
     depthwise = form == "depthwise-phases"
-    conv = nn.Conv2d(channels, channels * copies, 3, padding=1, groups=channels if depthwise else 1)
+    copies = torch.zeros(channels * factor * factor, 1, 3, 3)
+    copies[:, :, 1, 1] = 1.0  # each channel written to its factor^2 phases, as nearest does
+    conv = nn.Conv2d(channels, len(copies), 3, padding=1, groups=channels if depthwise else 1)
     with torch.no_grad():
-        conv.weight.zero_()
+        conv.weight.copy_(copies if depthwise else block_diagonal(copies, channels))
         conv.bias.zero_()
-        for c in range(channels):
-            conv.weight[c * copies:(c + 1) * copies, 0 if depthwise else c, 1, 1] = 1.0
     return nn.Sequential(conv, nn.PixelShuffle(factor))
 
 
@@ -47,8 +47,7 @@ def legal_form(target: Target, coarse: torch.Tensor, factor: int) -> str | None:
 
 def factor_between(coarse: tuple[int, ...], fine: tuple[int, ...]) -> int | None:
     """The one integer factor r >= 2 with fine == r * coarse along both sides, or None."""
-    ratios = {f // c for c, f in zip(coarse, fine) if c and f % c == 0}
-    if len(ratios) != 1 or any(f % c for c, f in zip(coarse, fine)):
+    if any(c < 1 or f % c for c, f in zip(coarse, fine)):
         return None
-    factor = ratios.pop()
-    return factor if factor >= 2 else None
+    ratios = {f // c for c, f in zip(coarse, fine)}
+    return ratios.pop() if len(ratios) == 1 and min(ratios) >= 2 else None
