@@ -1,6 +1,6 @@
 import sys
 
-from fxrewrite.cli import main
+from fxrewrite.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

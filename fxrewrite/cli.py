@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from fxrewrite import api
@@ -19,7 +22,7 @@ from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.distill.processes import is_main, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError
 from fxrewrite.export import save_pt2
-from fxrewrite.files import atomic_write_text
+from fxrewrite.files import atomic_write_text, check_outputs
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import SOURCES_HELP
@@ -28,17 +31,26 @@ from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
+EXIT_BROKEN_PIPE = 141
+#: how far an exact lowering may differ from its teacher (relative error): past it a rewrite is wrong
+DEFAULT_TOLERANCE = 1e-5  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr, as every other bad input (the full usage is under --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return common
 
 
 def _model_args() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(add_help=False)
     parser.add_argument("model", metavar="MODEL",
                         help="pkg.module:callable (e.g. torchvision.models:resnet18), file.py:callable, "
                              "a .pt2 from torch.export.save, or a pickled module (.pt) with --trust-pickle")
@@ -57,7 +69,7 @@ def _model_args() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common, model = _common(), _model_args()
-    parser = argparse.ArgumentParser(prog="fxrewrite", parents=[common],
+    parser = _Parser(prog="fxrewrite", parents=[common],
                                      description="Lower PyTorch models onto the operator set of one NPU.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -85,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     lower.add_argument("--verify-each", action="store_true",
                        help="after each pass, compare with the teacher on fresh inputs and stop at the first "
                             "pass whose relative error exceeds --tolerance")
-    lower.add_argument("--tolerance", type=float, default=1e-5, help="relative error allowed (default 1e-5)")
+    lower.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help=f"relative error allowed (default {DEFAULT_TOLERANCE:g})")
     lower.add_argument("--max-growth", type=float, metavar="X",
                        help="let exact rewrites make the model at most X times the teacher's estimated cycles and "
                             "MACs; nodes past it are kept for distillation (default: the target's "
@@ -124,6 +137,7 @@ def _run_check(args: argparse.Namespace) -> int:
 
 def _run_viz(args: argparse.Namespace) -> int:
     target = Target.load(args.target) if args.target else None
+    check_outputs({"-o": Path(args.output)}, [Path(args.model)])
     gm = _load(args)
     title = args.model + (f" on {target.name}" if target else "")
     written, note = api.draw(gm, args.output, target, title)
@@ -157,16 +171,26 @@ def _run_lower(args: argparse.Namespace) -> int:
             stop()
 
 
+def _calib_input(calib: str | None) -> list[Path]:
+    return [Path(calib)] if calib and calib != "synthetic" and Path(calib).exists() else []
+
+
 def _lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
     if output.suffix not in (".pt2", ".onnx"):
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2 or an .onnx file")
-    if output.resolve() == Path(args.model).resolve():
-        raise UsageError(f"-o {output} would overwrite the input model; choose another file")
+    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
+        raise UsageError(f"--tolerance {args.tolerance:g}: give a positive relative error such as 1e-5")
+    checkpoint_dir = output.with_suffix(".ckpt")
+    outputs = {"-o": output} | ({"--report": Path(args.report)} if args.report else {})
+    folders = {"--dump-ir": Path(args.dump_ir)} if args.dump_ir else {}
+    if args.calib is not None:
+        folders[f"the checkpoint folder of -o {output.name}"] = checkpoint_dir
+    check_outputs(outputs, [Path(args.model), *([Path(args.weights)] if args.weights else []),
+                            *_calib_input(args.calib)], folders)
     if output.suffix == ".onnx":
         require_onnx()
-    checkpoint_dir = output.with_suffix(".ckpt")
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
@@ -187,6 +211,12 @@ def _lower(args: argparse.Namespace) -> int:
     if not is_main():
         return EXIT_OK if lowered.legal else EXIT_ILLEGAL
     report = lowered.report
+    if not report.max_relative_error <= args.tolerance:  # NaN fails too
+        print(report.to_text())
+        print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
+              f"above --tolerance {args.tolerance:g}; nothing was written", file=sys.stderr)
+        # past the exactness fxrewrite promises (DEFAULT_TOLERANCE) a rewrite is wrong: a bug
+        return EXIT_INTERNAL if not report.max_relative_error <= DEFAULT_TOLERANCE else EXIT_ILLEGAL
     batch_note = ""
     if output.suffix == ".onnx":
         # a graph with nodes left for distillation is written as it is, as its .pt2 would be
@@ -196,6 +226,8 @@ def _lower(args: argparse.Namespace) -> int:
         _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output, target.name)
     if args.report:
         atomic_write_text(args.report, report.to_json())
+    if report.distillation is not None and checkpoint_dir.is_dir():
+        shutil.rmtree(checkpoint_dir)  # the run finished: nothing left to resume
     if args.timing:
         print(report.timing_table())
     print(report.to_text())
@@ -203,10 +235,6 @@ def _lower(args: argparse.Namespace) -> int:
         print(shipped.describe())
     written = f"wrote {output}" + (f" and {args.report}" if args.report else "")
     print(written + (f" ({batch_note})" if batch_note else ""))
-    if report.max_relative_error > args.tolerance:
-        print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
-              f"above --tolerance {args.tolerance:g}", file=sys.stderr)
-        return EXIT_INTERNAL
     if not lowered.legal:
         if report.distillation is None:
             print(f"fxrewrite: error: to distil these {len(report.regions)} regions into students of legal "
@@ -219,6 +247,7 @@ def _run_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
         raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
+    check_outputs({"-o": output}, [Path(args.model)])
     require_onnx()
     loaded = load_model(args.model)
     name = args.target or loaded.target

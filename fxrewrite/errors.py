@@ -47,3 +47,9 @@ class OnnxRefusal(FxrewriteError):
     """The ONNX form of a lowered graph holds a node the target does not run (nothing is written)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

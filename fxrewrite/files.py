@@ -1,23 +1,40 @@
-"""Writing output files so that a failure never leaves a half-written file behind."""
+"""Writing output files so that a failure never leaves a half-written file behind, and checking,
+before any work, that a run's outputs can be written and overwrite none of its inputs."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from fxrewrite.errors import UsageError
+
+#: the temporary file's name stays short whatever the output's name (file systems cap names at 255 bytes)
+_TEMP_PREFIX = ".fxrewrite-"
+
+
+def _mode_for(target: Path) -> int:
+    """The permissions of the file being replaced, else the usual ones for a new file (0666 less umask)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, then rename it over `path`; the file keeps the
+    permissions of the one it replaces. On any failure or interruption the temporary file is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs get the usual permissions
+        os.chmod(tmp, _mode_for(target))  # mkstemp creates 0600
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -27,3 +44,56 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or the same inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (or the nearest folder above it that exists), else None.
+    A probe file is tried, as permission bits do not tell (root, read-only mounts)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=_TEMP_PREFIX):
+            return None
+    except OSError as exc:
+        return f"cannot write into {folder} ({exc.strerror or exc})"
+
+
+def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path | str] = (),
+                  folders: Mapping[str, Path] | None = None) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or each other, that name an
+    existing folder, or whose folder cannot be written. `outputs` and `folders` map the option that
+    names each location (e.g. "--report") to it; `folders` are output folders (such as --dump-ir)."""
+    named = [(flag, Path(p)) for flag, p in outputs.items()]
+    existing_inputs = [Path(p) for p in inputs if p and Path(p).exists()]
+    for index, (flag, path) in enumerate(named):
+        for source in existing_inputs:
+            if _same_file(path, source):
+                raise UsageError(f"{flag} {path} would overwrite the input {source}; choose another file")
+        for other_flag, other in named[:index]:
+            if _same_file(path, other):
+                raise UsageError(f"{flag} {path} names the same file as {other_flag}; choose another file")
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a folder; name a file")
+        if len(os.fsencode(path.name)) > 255:
+            raise UsageError(f"{flag} {path}: the file name is longer than the 255 bytes a file system allows")
+        problem = _unwritable(path.parent)
+        if problem is not None:
+            raise UsageError(f"{flag} {path}: {problem}")
+    for flag, folder in (folders or {}).items():
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{flag} {folder} is a file; name a folder (it is created if missing)")
+        problem = _unwritable(folder)
+        if problem is not None:
+            raise UsageError(f"{flag} {folder}: {problem}")

@@ -105,6 +105,9 @@ class DistillationReport:
     stops: dict[str, str] = field(default_factory=dict)
     #: calibration inputs given but left out by --calib-size
     dropped: int = 0
+    #: where training ran: the device, and how many processes shared each batch (torchrun)
+    device: str = "cpu"
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
@@ -112,7 +115,8 @@ class DistillationReport:
                 "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
                 "calibration": self.calibration,
                 "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
-                "history": [asdict(p) for p in self.history], "stops": self.stops}
+                "history": [asdict(p) for p in self.history], "stops": self.stops,
+                "device": self.device, "processes": self.processes}
 
     def to_text(self) -> str:
         train, held = self.samples
@@ -130,7 +134,8 @@ class DistillationReport:
             lines.append(f"best held-out epoch: {best.phase} {best.epoch} at {best.seconds:.0f} s"
                          + (f", agreement {best.agreement:.2%}" if best.agreement is not None else "")
                          + f", cosine {best.cosine:.4f}")
-        lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
+                     + f" (on {self.device}" + (f", {self.processes} processes)" if self.processes > 1 else ")"))
         return "\n".join(lines)
 
 
@@ -192,7 +197,7 @@ class LoweringReport:
         history, stops = (tuple(trained.history), trained.stops) if isinstance(trained, Distilled) else ((), {})
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
                                                  trained.agreement, trained.before, trained.after, trained.seconds,
-                                                 history, stops, data.dropped)
+                                                 history, stops, data.dropped, outcome.device, outcome.processes)
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

@@ -119,7 +119,7 @@ def _npy(tmp_path, shape):
 
 BAD_INPUTS = {
     "missing file": (lambda p: ["check", "nowhere/model.pt2", "-t", "archnet"], "no such file"),
-    "corrupt file": (lambda p: ["check", _corrupt(p), "-t", "archnet"], "not a valid .pt2 file"),
+    "corrupt file": (lambda p: ["check", _corrupt(p), "-t", "archnet"], "not a valid .pt2 archive"),
     "pickle without --trust-pickle": (lambda p: ["check", _pickled(p), "-t", "archnet", *SMALL], "--trust-pickle"),
     "pkg:callable that does not exist": (lambda p: ["check", "torchvision.models:resnet_nineteen", "-t", "archnet"],
                                          "has no attribute"),
@@ -203,7 +203,8 @@ def test_lower_with_calibration_distils_quantizes_and_the_saved_program_verifies
     assert distilled["quantization"] == "lsq: weights int4 per-channel, activations uint4 per-tensor"
     assert distilled["samples"] == {"train": 32, "held_out": 8, "dropped": 0} and distilled["regions"][0]["cosine"] <= 1
     assert set(distilled["seconds"]) == {"teacher", "blockwise", "finetune", "report"}
-    assert (tmp_path / "student.ckpt" / "distill-checkpoint.pt").is_file()
+    assert distilled["processes"] == 1 and distilled["device"] == "cpu"
+    assert not (tmp_path / "student.ckpt").exists()  # a finished run leaves nothing to resume
     code, stdout, _ = run_cli("check", str(out), "-t", "archnet")
     assert code == 0 and "fake_quant" in stdout
     code, stdout, _ = run_cli("check", str(out), "-t", "npu-generic")

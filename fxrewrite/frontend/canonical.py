@@ -6,6 +6,8 @@ torch.export's graphs keep two things symbolic tracing never shows:
   fresh intermediate (not an input, a parameter or a view of another tensor), `y = f_(x)` is
   rewritten as the functional `y = f(x)` and every later reader of `x` reads `y`, which is what it
   saw before; any other in-place op stays and is reported with its reason;
+- the generic `aten.convolution` (what TorchScript's converter writes): as the `conv1d`, `conv2d` or
+  `conv_transpose2d` it is, by its weight's rank and its `transposed` flag;
 - tensors computed from constants alone (Swin's shifted-window mask: `new_zeros`, slices filled in
   place, `masked_fill`): evaluated once on the example inputs and stored as buffers, since they are
   the same for every input. Parameters are never folded, so they stay trainable and counted.
@@ -89,6 +91,29 @@ def functionalize_in_place(gm: fx.GraphModule) -> int:
     return rewritten
 
 
+def specialize_convolutions(gm: fx.GraphModule) -> int:
+    """`aten.convolution(x, w, b, stride, padding, dilation, transposed, output_padding, groups)` as
+    the named convolution with the same arguments; returns how many."""
+    specialized = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target != aten.convolution.default:
+            continue
+        x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = node.args
+        rank = weight.meta["val"].dim() if isinstance(weight, fx.Node) and "val" in weight.meta else None
+        if not transposed and rank in (3, 4):
+            node.target = aten.conv2d.default if rank == 4 else aten.conv1d.default
+            node.args = (x, weight, bias, stride, padding, dilation, groups)
+        elif transposed and rank == 4:
+            node.target = aten.conv_transpose2d.input
+            node.args = (x, weight, bias, stride, padding, output_padding, groups, dilation)
+        else:
+            continue
+        specialized += 1
+    if specialized:
+        gm.recompile()
+    return specialized
+
+
 def _constant_nodes(gm: fx.GraphModule) -> set[fx.Node]:
     """Nodes whose value is the same for every input and that read no parameter."""
     parameters = {name for name, _ in gm.named_parameters()}
@@ -135,11 +160,12 @@ def fold_constants(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...])
 
 
 def canonicalize(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
-    """In-place ops made functional where safe, then input-independent tensors folded (in place).
+    """In-place ops made functional where safe, generic convolutions named, then input-independent
+    tensors folded (in place).
     The result must compute exactly what the graph computed before; anything else is a bug."""
     with torch.no_grad():
         before = gm(*example_inputs)
-    if functionalize_in_place(gm) + fold_constants(gm, example_inputs):
+    if functionalize_in_place(gm) + specialize_convolutions(gm) + fold_constants(gm, example_inputs):
         with torch.no_grad():
             after = gm(*example_inputs)
         after_leaves, before_leaves = tensor_leaves(after), tensor_leaves(before)

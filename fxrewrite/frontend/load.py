@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fxrewrite.errors import InputShapeError, LoadError
+from fxrewrite.errors import InputShapeError, LoadError, first_line
+from fxrewrite.frontend.archives import TRUST_ADVICE, check_pt2_safe, is_pt2, is_torchscript, load_torchscript
 from fxrewrite.frontend.capture import quiet_torch
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
@@ -104,12 +105,12 @@ def _import_callable(spec: str) -> object:
         try:
             module_spec.loader.exec_module(module)
         except Exception as exc:
-            raise LoadError(f"cannot load {spec!r}: importing {location} failed: {_first_line(exc)}") from exc
+            raise LoadError(f"cannot load {spec!r}: importing {location} failed: {first_line(exc)}") from exc
     else:
         try:
             module = importlib.import_module(location)
         except ImportError as exc:
-            raise LoadError(f"cannot load {spec!r}: no module named {location!r} ({_first_line(exc)})") from exc
+            raise LoadError(f"cannot load {spec!r}: no module named {location!r} ({first_line(exc)})") from exc
     target: object = module
     for name in attr_path.split("."):
         if not hasattr(target, name):
@@ -120,55 +121,79 @@ def _import_callable(spec: str) -> object:
     return target
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
 def _load_callable_module(spec: str) -> nn.Module:
     factory = _import_callable(spec)
     try:
         module = factory()
     except Exception as exc:
-        raise LoadError(f"cannot load {spec!r}: calling it with no arguments failed: {_first_line(exc)}") from exc
+        raise LoadError(f"cannot load {spec!r}: calling it with no arguments failed: {first_line(exc)}") from exc
     if not isinstance(module, nn.Module):
         raise LoadError(f"cannot load {spec!r}: it returned {type(module).__name__}, not a torch.nn.Module")
     return module
 
 
-def _torch_load(path: Path, *, trust_pickle: bool) -> object:
+def _missing_code(exc: Exception) -> str | None:
+    """What an unpickled module needs that cannot be imported, from the unpickler's error."""
+    if isinstance(exc, ModuleNotFoundError):
+        return f"the module {exc.name!r} that defines its class cannot be imported"
+    if isinstance(exc, AttributeError) and "Can't get attribute" in str(exc):
+        return f"its class cannot be found ({first_line(exc)})"
+    return None
+
+
+def _torch_load(path: Path, *, trust_pickle: bool, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
         if not trust_pickle and "weights only" in str(exc).lower() and zipfile.is_zipfile(path):
             raise LoadError(
-                f"{path} holds pickled Python objects (such as a whole nn.Module); unpickling runs code from "
-                "the file, so fxrewrite refuses it by default. If you trust the file, add --trust-pickle; "
+                f"{what} {path} holds pickled Python objects (such as a whole nn.Module); {TRUST_ADVICE}; "
                 "better, save a state dict (use --weights) or a .pt2 from torch.export.save"
             ) from exc
-        raise LoadError(f"cannot read {path}: not a valid torch file ({_first_line(exc)})") from exc
+        raise LoadError(f"cannot read {what} {path}: not a valid torch file ({first_line(exc)})") from exc
     except Exception as exc:
-        raise LoadError(f"cannot read {path}: not a valid torch file ({_first_line(exc)})") from exc
+        missing = _missing_code(exc)
+        if missing:
+            raise LoadError(f"cannot unpickle {what} {path}: {missing}; make the code that saved it importable "
+                            "(PYTHONPATH) or save a .pt2 with torch.export.save") from exc
+        raise LoadError(f"cannot read {what} {path}: not a valid torch file ({first_line(exc)})") from exc
 
 
-def _load_pt2(path: Path) -> tuple[nn.Module, tuple[torch.Tensor, ...], str | None]:
+def _pt2_inputs(path: Path, example: tuple | None) -> tuple[torch.Tensor, ...]:
+    """The positional tensors a .pt2 was exported with; refused where they are nested or by keyword."""
+    args, kwargs = example or ((), {})
+    if kwargs:
+        raise LoadError(f"{path} takes keyword inputs ({', '.join(kwargs)}); fxrewrite feeds positional tensors, "
+                        "so export the model with its inputs passed by position")
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        kinds = ", ".join(sorted({type(a).__name__ for a in args if not isinstance(a, torch.Tensor)}))
+        raise LoadError(f"{path} takes inputs that are not tensors ({kinds}); fxrewrite feeds one tensor per "
+                        "input, so export a wrapper whose forward takes the tensors one by one")
+    return tuple(args)
+
+
+def _load_pt2(path: Path, *, trust_pickle: bool) -> tuple[nn.Module, tuple[torch.Tensor, ...], str | None]:
     """The program's module, its example inputs, and the target it names (PT2_METADATA)."""
+    if not is_pt2(path):
+        raise LoadError(f"cannot read {path}: not a valid .pt2 archive (torch.export.save writes a zip with the "
+                        "program under models/)")
+    if not trust_pickle:
+        check_pt2_safe(path)
     extra = {PT2_METADATA: ""}
     try:
         with quiet_torch():
             program = torch.export.load(path, extra_files=extra)
     except Exception as exc:
-        raise LoadError(f"cannot read {path}: not a valid .pt2 file from torch.export.save ({_first_line(exc)})") from exc
+        raise LoadError(f"cannot read {path}: not a valid .pt2 file from torch.export.save ({first_line(exc)})") from exc
     try:
         target = json.loads(extra[PT2_METADATA]).get("target") if extra[PT2_METADATA] else None
     except (ValueError, AttributeError):
         target = None  # another writer's file of that name
-    args, _kwargs = program.example_inputs or ((), {})
-    return program.module(), tuple(args), target
+    return program.module(), _pt2_inputs(path, program.example_inputs), target
 
 
 def _load_file_module(path: Path, *, trust_pickle: bool) -> nn.Module:
-    obj = _torch_load(path, trust_pickle=trust_pickle)
+    obj = _torch_load(path, trust_pickle=trust_pickle, what="MODEL")
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, Mapping):
@@ -189,11 +214,18 @@ def _state_dict_from(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
     raise LoadError(f"--weights {path} is not a state dict (a mapping from parameter names to tensors)")
 
 
-def _apply_weights(module: nn.Module, path: Path) -> None:
+def _apply_weights(module: nn.Module, path: Path, *, trust_pickle: bool) -> None:
     if not path.is_file():
         raise LoadError(f"--weights {path}: no such file")
-    state = _state_dict_from(_torch_load(path, trust_pickle=False), path)
-    result = module.load_state_dict(state, strict=False)
+    if path.suffix == ".pt2" or is_torchscript(path):
+        raise LoadError(f"--weights {path} is a whole program, not a state dict: pass it as MODEL instead")
+    state = _state_dict_from(_torch_load(path, trust_pickle=trust_pickle, what="--weights"), path)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape: torch lists them, one per line
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        detail = f"{len(lines)} tensor(s) of the wrong shape (first: {lines[0]})" if lines else first_line(exc)
+        raise LoadError(f"--weights {path} does not fit the model: {detail}") from None
     problems = []
     if result.missing_keys:
         problems.append(f"{len(result.missing_keys)} missing (first: {result.missing_keys[0]})")
@@ -211,9 +243,16 @@ def check_inputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     except Exception as exc:
         shapes = ", ".join(str(InputSpec(tuple(t.shape), t.dtype)) for t in inputs) or "no inputs"
         raise InputShapeError(
-            f"the model fails on example inputs of shape {shapes}: {_first_line(exc)}; "
+            f"the model fails on example inputs of shape {shapes}: {first_line(exc)}; "
             "pass the shape the model expects with --input-shape (repeat it for several inputs)"
         ) from exc
+
+
+def _example_inputs(input_shapes: Sequence[str] | None, stored: tuple[torch.Tensor, ...],
+                    seed: int) -> tuple[torch.Tensor, ...]:
+    if input_shapes:
+        return make_inputs([parse_input_spec(s) for s in input_shapes], seed)
+    return stored or make_inputs([parse_input_spec(DEFAULT_INPUT_SHAPE)], seed)
 
 
 def load_model(
@@ -226,12 +265,16 @@ def load_model(
 ) -> LoadedModel:
     """Load MODEL `spec` in eval mode with random example inputs checked against the model."""
     path = Path(spec)
-    example_inputs: tuple[torch.Tensor, ...] = ()
+    stored: tuple[torch.Tensor, ...] = ()
     target = None
+    # programs (.pt2, TorchScript) come in inference form and refuse .eval()
+    program = path.suffix == ".pt2" or (path.is_file() and is_torchscript(path))
     if path.suffix == ".pt2":
         if not path.is_file():
             raise LoadError(f"cannot load {spec!r}: no such file")
-        module, example_inputs, target = _load_pt2(path)
+        module, stored, target = _load_pt2(path, trust_pickle=trust_pickle)
+    elif program:
+        module = load_torchscript(path, _example_inputs(input_shapes, (), seed))
     elif path.is_file():
         module = _load_file_module(path, trust_pickle=trust_pickle)
     elif ":" in spec:
@@ -239,12 +282,9 @@ def load_model(
     else:
         raise LoadError(f"cannot load {spec!r}: no such file, and not of the form pkg.module:callable")
     if weights is not None:
-        _apply_weights(module, Path(weights))
-    if path.suffix != ".pt2":  # an exported program is already in inference form and refuses .eval()
+        _apply_weights(module, Path(weights), trust_pickle=trust_pickle)
+    if not program:
         module.eval()
-    if input_shapes:
-        example_inputs = make_inputs([parse_input_spec(s) for s in input_shapes], seed)
-    elif not example_inputs:
-        example_inputs = make_inputs([parse_input_spec(DEFAULT_INPUT_SHAPE)], seed)
+    example_inputs = _example_inputs(input_shapes, stored, seed)
     check_inputs(module, example_inputs)
     return LoadedModel(module, example_inputs, spec, target)

@@ -14,6 +14,7 @@ from torch import fx
 
 from fxrewrite.distill import (DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule,
                                distill, find_regions)
+from fxrewrite.distill.processes import world_size
 from fxrewrite.errors import UsageError
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.legality import CheckReport, check
@@ -77,6 +78,9 @@ class LoweringOutcome:
     trained: Distilled | Calibrated | None = None
     calibration: CalibrationData | None = None
     notes: list[str] = field(default_factory=list)
+    #: where training ran: the device and the number of processes (torchrun) that shared it
+    device: str = "cpu"
+    processes: int = 1
 
 
 def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
@@ -148,4 +152,5 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     else:
         trained = post_training_quantize(exact.gm, scheme, data.train, data.held_out)
         final = trained.gm
-    return replace(outcome, gm=final, verdicts=check(final, target, model), trained=trained, calibration=data)
+    return replace(outcome, gm=final, verdicts=check(final, target, model), trained=trained, calibration=data,
+                   device=training.device, processes=world_size())

@@ -3,6 +3,7 @@ held-out inputs (students)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,9 @@ from fxrewrite.ir import tensor_leaves
 
 
 def relative_error(got: object, want: object) -> float:
-    """max |got - want| / max |want| over every output tensor; infinite when the outputs do not pair up."""
+    """max |got - want| / max |want| over every output tensor (|want| over its finite values); infinite
+    when the outputs do not pair up or a NaN stands anywhere: NaN never equals anything, while equal
+    infinities (a -inf attention mask) count as equal."""
     got_leaves, want_leaves = tensor_leaves(got), tensor_leaves(want)
     if len(got_leaves) != len(want_leaves):
         return float("inf")
@@ -21,11 +24,18 @@ def relative_error(got: object, want: object) -> float:
     for g, w in zip(got_leaves, want_leaves):
         if g.shape != w.shape:
             return float("inf")
-        scale = w.abs().max().item() or 1.0
+        if g.numel() == 0:
+            continue
+        finite = w[torch.isfinite(w)] if w.is_floating_point() else w
+        scale = (finite.abs().max().item() if finite.numel() else 0.0) or 1.0
         # in the common dtype: the difference of two close floats is exact in their own precision
         # (Sterbenz), and a far one is off by a relative 1e-7 at most, so float64 would only cost time
         common = torch.promote_types(g.dtype, w.dtype)
-        worst = max(worst, (g.to(common) - w.to(common)).abs().max().item() / scale)
+        g, w = g.to(common), w.to(common)
+        difference = torch.where(g == w, torch.zeros((), dtype=common), (g - w).abs()).max().item()
+        if math.isnan(difference):
+            return float("inf")
+        worst = max(worst, difference / scale)
     return worst
 
 
@@ -50,6 +60,8 @@ def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable
         # a structured output (a tuple, a model output class) is judged on its first tensor
         pairs = [(tensor_leaves(student(x))[0], tensor_leaves(teacher(x))[0]) for x in batches]
     got, want = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    # a row with a NaN or an infinity agrees with nothing (argmax would call two NaN rows equal)
+    finite = torch.isfinite(got.flatten(1)).all(1) & torch.isfinite(want.flatten(1)).all(1)
+    top1 = ((got.argmax(1) == want.argmax(1)) & finite).float().mean().item() if got.dim() == 2 else None
     return Agreement(len(got), F.mse_loss(got, want).item(),
-                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
-                     (got.argmax(1) == want.argmax(1)).float().mean().item() if got.dim() == 2 else None)
+                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(), top1)
