@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,8 +13,9 @@ import torch
 from torch import fx, nn
 
 from fxrewrite import legality, viz
-from fxrewrite.errors import UsageError
+from fxrewrite.errors import UsageError, check_positive
 from fxrewrite.frontend import Frontend, capture, load_model
+from fxrewrite.frontend.load import check_inputs
 from fxrewrite.legality import CheckReport
 from fxrewrite.lowering import TrainingOptions, lower_graph
 from fxrewrite.report import LoweringReport
@@ -50,21 +53,48 @@ def load_and_capture(
     return gm
 
 
-def _as_graph(model: nn.Module | str, example_inputs: Sequence[torch.Tensor] | None,
+def _example_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
+    """One tensor, or a sequence of tensors (one per model input), as a tuple; anything else refused."""
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    if not isinstance(inputs, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise UsageError(f"example_inputs must be a tensor or a tuple of tensors (one per model input), not a "
+                         f"{type(example_inputs).__name__}")
+    return tuple(inputs)
+
+
+def _as_graph(model: nn.Module | str | os.PathLike, example_inputs: Sequence[torch.Tensor] | None,
               frontend: Frontend = "auto", input_shapes: Sequence[str] | None = None) -> fx.GraphModule:
-    if isinstance(model, str):
-        return load_and_capture(model, frontend=frontend, input_shapes=input_shapes)
+    """`model` captured; a module is captured from a copy in eval mode, so the caller's keeps its mode."""
+    if isinstance(input_shapes, str):
+        raise UsageError(f"input_shapes is a list with one shape per input, such as [{input_shapes!r}], not a string")
+    if isinstance(model, (str, os.PathLike)):
+        return load_and_capture(os.fspath(model), frontend=frontend, input_shapes=input_shapes)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model must be an nn.Module, a captured GraphModule or a MODEL spec (str or path), not a "
+                         f"{type(model).__name__}")
     if isinstance(model, fx.GraphModule) and "fxrewrite_frontend" in model.meta:
         return model
     if example_inputs is None:
-        raise TypeError("example_inputs are needed to capture a module that is not yet a captured GraphModule")
-    gm = capture(model.eval(), tuple(example_inputs), frontend)
-    gm.meta["example_inputs"] = tuple(example_inputs)
+        raise UsageError("example_inputs are needed to capture a module that is not yet a captured GraphModule")
+    inputs = _example_tuple(example_inputs)
+    module = copy.deepcopy(model).eval()
+    check_inputs(module, inputs)
+    gm = capture(module, inputs, frontend)
+    gm.meta["example_inputs"] = inputs
     return gm
 
 
-def _as_target(target: Target | str | None) -> Target | None:
-    return Target.load(target) if isinstance(target, str) else target
+def _label(model: object) -> str:
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+
+
+def _as_target(target: Target | str | os.PathLike | None) -> Target | None:
+    if target is None or isinstance(target, Target):
+        return target
+    if isinstance(target, (str, os.PathLike)):
+        return Target.load(os.fspath(target))
+    raise UsageError(f"target must be a Target, a built-in target's name or a .toml path, not a "
+                     f"{type(target).__name__}")
 
 
 def check(
@@ -76,7 +106,7 @@ def check(
 ) -> CheckReport:
     """Verdict for every node of `model` (captured first unless it already is) on `target`."""
     gm = _as_graph(model, example_inputs)
-    return legality.check(gm, _as_target(target), name or (model if isinstance(model, str) else type(model).__name__))
+    return legality.check(gm, _as_target(target), name or _label(model))
 
 
 def draw(
@@ -121,14 +151,13 @@ def lower(
     """
     chip = _as_target(target)
     if max_growth is not None:
-        if max_growth <= 0:
-            raise UsageError(f"max_growth must be positive, got {max_growth:g}")
+        check_positive("--max-growth", max_growth)
         chip = replace(chip, performance=replace(chip.performance, growth_max=max_growth))
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
-    inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else example_inputs)
+    inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else _example_tuple(example_inputs))
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
-    label = name or (model if isinstance(model, str) else type(model).__name__)
+    label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,
                           tolerance=tolerance, training=options, debug=debug)
     return Lowered(outcome.gm, LoweringReport.from_outcome(outcome), outcome.verdicts, inputs)

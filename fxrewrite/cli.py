@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import shutil
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 from fxrewrite import api
 from fxrewrite.cli_training import add_training_arguments, training_keywords
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
-from fxrewrite.distill.processes import is_main, start_from_environment, stop
-from fxrewrite.errors import FxrewriteError, UsageError
+from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
+from fxrewrite.errors import FxrewriteError, UsageError, check_positive
 from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text, check_outputs
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
@@ -162,8 +161,10 @@ def _default_output(spec: str, target: str) -> Path:
 
 
 def _run_lower(args: argparse.Namespace) -> int:
-    """Under torchrun, every process lowers and trains its share (fxrewrite.distill.processes); rank 0 writes."""
-    started = start_from_environment(args.device)
+    """Under torchrun, every process lowers and trains its share (fxrewrite.distill.processes); rank 0 writes.
+    Without --calib nothing is trained, so no process group is joined (each process would wait for the others)."""
+    alone = launched_processes() == 1  # also checks what torchrun sets
+    started = not alone and args.calib is not None and start_from_environment(args.device)
     try:
         return _lower(args)
     finally:
@@ -180,8 +181,7 @@ def _lower(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
     if output.suffix not in (".pt2", ".onnx"):
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2 or an .onnx file")
-    if not math.isfinite(args.tolerance) or args.tolerance <= 0:
-        raise UsageError(f"--tolerance {args.tolerance:g}: give a positive relative error such as 1e-5")
+    check_positive("--tolerance", args.tolerance)  # before the work, which may be long
     checkpoint_dir = output.with_suffix(".ckpt")
     outputs = {"-o": output} | ({"--report": Path(args.report)} if args.report else {})
     folders = {"--dump-ir": Path(args.dump_ir)} if args.dump_ir else {}

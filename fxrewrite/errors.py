@@ -31,6 +31,12 @@ class DistillError(FxrewriteError):
     """A region no student can stand in for, or data that does not fit the model."""
 
 
+class TrainingDiverged(FxrewriteError):
+    """A training loss or held-out score became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
 class VerificationError(FxrewriteError):
     """A rewritten graph differs from its teacher beyond the tolerance: a bug in a rewrite."""
 
@@ -53,3 +59,9 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type's name when it has none), for one-line errors."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def check_positive(flag: str, value: object) -> None:
+    """Refuse (UsageError) a value of option `flag` that is not a positive finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UsageError(f"{flag} {value!r}: give a positive finite number")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fxrewrite.errors import InputShapeError, LoadError
-from fxrewrite.frontend.load import load_model, parse_input_spec
+from fxrewrite.frontend.inputs import parse_input_spec
+from fxrewrite.frontend.load import load_model
 
 import zoo
 

@@ -129,7 +129,7 @@ def test_max_growth_overrides_the_target_limit_from_the_cli(tmp_path, run_cli):
     assert code == 0
     code, _, err = run_cli("lower", str(program), "--target", "archnet", "--max-growth", "0",
                            "-o", str(tmp_path / "out.pt2"))
-    assert code == 2 and "max_growth must be positive" in err
+    assert code == 2 and "--max-growth 0.0: give a positive finite number" in err
 
 
 def test_a_growth_budget_not_met_is_said_not_silent(monkeypatch):

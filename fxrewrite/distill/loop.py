@@ -17,8 +17,9 @@ from typing import TypeVar
 import torch
 
 from fxrewrite.distill.checkpoints import Checkpoints, Progress, ProgressCallback
-from fxrewrite.distill.monitor import Monitor
+from fxrewrite.distill.monitor import DIVERGED_ADVICE, Monitor
 from fxrewrite.distill.processes import data_parallel, is_main
+from fxrewrite.errors import TrainingDiverged
 
 Batch = TypeVar("Batch")
 
@@ -62,9 +63,13 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
                     group["lr"] = base * factor
             optimizer.zero_grad()
             loss = step(epoch, batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{phase}: the training loss became {value} in epoch {epoch + 1}, batch "
+                                       f"{index + 1}; {DIVERGED_ADVICE}")
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item()
+            loss_sum += value
         stop = monitor.after_epoch(phase, epoch + 1, model) if monitor is not None else False
         if monitor is not None:
             checkpoints.extra[monitor_key] = monitor.state()

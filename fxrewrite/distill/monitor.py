@@ -11,6 +11,7 @@ the time they need to reach an agreement.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -20,8 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.distill.processes import on_main
+from fxrewrite.errors import TrainingDiverged
 from fxrewrite.ir import tensor_leaves
+from fxrewrite.rewrite.compare import top1_agreement
 
+DIVERGED_ADVICE = ("the checkpoint of the last good epoch is kept (--resume continues from it); lower --lr, or "
+                   "check the calibration inputs")
 #: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
 MIN_COSINE_GAIN = 1e-4
 
@@ -59,8 +64,7 @@ def held_out_score(forward: Callable[[torch.Tensor], Any], held: Sequence[Any]) 
         got = torch.cat([tensor_leaves(forward(e.batch))[0] for e in held])
     want = torch.cat([tensor_leaves(e.final)[0] for e in held])
     cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
-    agreement = (got.argmax(1) == want.argmax(1)).float().mean().item() if got.dim() == 2 else None
-    return Score(agreement, cosine)
+    return Score(top1_agreement(got, want) if got.dim() == 2 else None, cosine)
 
 
 def swapped_score(teacher: torch.nn.Module, order: Sequence[str], students: torch.nn.ModuleDict,
@@ -98,6 +102,9 @@ class Monitor:
         """Score `model` after `epoch`; True when the phase should stop. Over several processes,
         rank 0 scores and reads the clock, so that all of them stop at the same epoch in the same state."""
         score = on_main(self.score)
+        if not math.isfinite(score.cosine):
+            raise TrainingDiverged(f"{phase}: after epoch {epoch} the network's held-out outputs are not finite "
+                                   f"(cosine {score.cosine}); {DIVERGED_ADVICE}")
         self.history.append(Point(phase, epoch, round(time.perf_counter() - self.started, 2), score.agreement,
                                   score.cosine))
         if score.beats(self.best):

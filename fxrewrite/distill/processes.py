@@ -24,6 +24,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from fxrewrite.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -39,10 +41,23 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started (WORLD_SIZE), checked with the rest of what it sets."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"WORLD_SIZE={text!r}: torchrun sets it to the number of processes; unset it to run alone")
+    size = int(text)
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if size > 1 and name not in os.environ]
+    if missing:
+        raise UsageError(f"WORLD_SIZE={size} without {', '.join(missing)}: start several processes with torchrun "
+                         "(torchrun --nproc-per-node N -m fxrewrite ...), or unset WORLD_SIZE to run alone")
+    return size
+
+
 def start_from_environment(device: str) -> bool:
     """Join the process group torchrun describes in the environment (WORLD_SIZE > 1): gloo on the
     CPU, NCCL on GPUs, each process on the GPU of its LOCAL_RANK. False when run alone."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if launched_processes() <= 1 or dist.is_initialized():
         return False
     cuda = device.startswith("cuda")
     if cuda:

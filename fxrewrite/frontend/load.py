@@ -24,29 +24,7 @@ from torch import nn
 from fxrewrite.errors import InputShapeError, LoadError, first_line
 from fxrewrite.frontend.archives import TRUST_ADVICE, check_pt2_safe, is_pt2, is_torchscript, load_torchscript
 from fxrewrite.frontend.capture import quiet_torch
-
-DEFAULT_INPUT_SHAPE = "1,3,224,224"
-INT_INPUT_HIGH = 10  # integer inputs (token ids) are drawn from [0, INT_INPUT_HIGH)
-
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "bool": torch.bool,
-}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    shape: tuple[int, ...]
-    dtype: torch.dtype = torch.float32
-
-    def __str__(self) -> str:
-        dims = "x".join(str(d) for d in self.shape)
-        return dims if self.dtype == torch.float32 else f"{dims}:{str(self.dtype).removeprefix('torch.')}"
-
+from fxrewrite.frontend.inputs import DEFAULT_INPUT_SHAPE, InputSpec, make_inputs, parse_input_spec
 
 #: the file inside a .pt2 that names the target it was lowered for (torch.export.save's extra_files)
 PT2_METADATA = "fxrewrite.json"
@@ -59,37 +37,6 @@ class LoadedModel:
     spec: str
     #: the target a .pt2 written by `fxrewrite lower` names (None for other models)
     target: str | None = None
-
-
-def parse_input_spec(text: str) -> InputSpec:
-    """Parse ``1,3,224,224`` or ``1,128:int64`` into an InputSpec."""
-    dims_text, _, dtype_text = text.partition(":")
-    try:
-        shape = tuple(int(d) for d in dims_text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise LoadError(f"bad --input-shape {text!r}: expected comma-separated integers such as 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise LoadError(f"bad --input-shape {text!r}: every dimension must be a positive integer")
-    dtype = torch.float32
-    if dtype_text:
-        if dtype_text not in _DTYPES:
-            raise LoadError(f"bad --input-shape {text!r}: dtype must be one of {', '.join(_DTYPES)}")
-        dtype = _DTYPES[dtype_text]
-    return InputSpec(shape, dtype)
-
-
-def make_inputs(specs: Sequence[InputSpec], seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random example inputs: standard normal floats, integers in [0, INT_INPUT_HIGH)."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = []
-    for spec in specs:
-        if spec.dtype.is_floating_point:
-            tensors.append(torch.randn(spec.shape, generator=generator).to(spec.dtype))
-        elif spec.dtype == torch.bool:
-            tensors.append(torch.ones(spec.shape, dtype=torch.bool))
-        else:
-            tensors.append(torch.randint(0, INT_INPUT_HIGH, spec.shape, generator=generator, dtype=spec.dtype))
-    return tuple(tensors)
 
 
 def _import_callable(spec: str) -> object:

@@ -15,8 +15,9 @@ from torch import fx
 from fxrewrite.distill import (DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule,
                                distill, find_regions)
 from fxrewrite.distill.processes import world_size
-from fxrewrite.errors import UsageError
+from fxrewrite.errors import UsageError, check_positive
 from fxrewrite.frontend.batch import FIXED_BATCH
+from fxrewrite.frontend.inputs import check_seed
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, lower_exact
 from fxrewrite.lowering.heap import older_objects_frozen
@@ -86,6 +87,14 @@ class LoweringOutcome:
 def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
              example_inputs: tuple[torch.Tensor, ...]) -> QuantScheme | None:
     """Refuse options that cannot work, before any work; the quantization scheme they ask for."""
+    check_seed(options.seed)
+    for flag in ("wbits", "abits"):
+        value = getattr(options, flag)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UsageError(f"--{flag} {value!r}: give a whole number of bits, such as 4")
+    if options.calib is not None and not isinstance(options.calib, (str, torch.Tensor)):
+        raise UsageError(f"calib must name a source ({SOURCES_HELP}) or be a tensor of inputs, not a "
+                         f"{type(options.calib).__name__}")
     if options.wants_quantization and options.calib is None:
         raise UsageError(f"--wbits/--abits need calibration data: pass --calib with {SOURCES_HELP}")
     if options.calib is None:
@@ -100,13 +109,14 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
         raise UsageError(f"--device {options.device}: use cpu, cuda or cuda:N")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {options.device}: torch sees no CUDA device here; use --device cpu")
-    for flag in ("calib_size", "batch_size", "epochs", "finetune_epochs", "patience"):
-        if getattr(options, flag) is not None and getattr(options, flag) < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
-    if options.time_budget is not None and options.time_budget <= 0:
-        raise UsageError(f"--time-budget must be positive, got {options.time_budget:g}")
-    if options.student_budget <= 0:
-        raise UsageError(f"--student-budget must be positive, got {options.student_budget:g}")
+    for flag, least in (("calib_size", 2), ("batch_size", 1), ("epochs", 1), ("finetune_epochs", 1), ("patience", 1)):
+        value = getattr(options, flag)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise UsageError(f"--{flag.replace('_', '-')} {value}: give a whole number of at least {least}"
+                             + (" (one sample is held out)" if flag == "calib_size" else ""))
+    for flag in ("lr", "time_budget", "student_budget"):
+        if getattr(options, flag) is not None:
+            check_positive(f"--{flag.replace('_', '-')}", getattr(options, flag))
     if not options.wants_quantization:
         return None
     return scheme_for(target, options.wbits, options.abits, options.quant)
@@ -122,6 +132,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     pipeline holds approximate passes: then the students and the approximations are trained against
     the model as it was before them."""
     training = training or TrainingOptions()
+    check_positive("--tolerance", tolerance)
     scheme = validate(training, target, gm, example_inputs)
     approximate = {p.name for p in passes or () if not p.exact}
     reference = copy.deepcopy(gm) if approximate and training.calib is not None else None

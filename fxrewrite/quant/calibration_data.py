@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from fxrewrite.errors import InputShapeError, LoadError
+from fxrewrite.frontend.inputs import check_allocation
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 HELD_OUT_FRACTION = 0.2
@@ -86,7 +87,9 @@ def _stack(inputs: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
 def _synthetic(example: torch.Tensor, size: int | None, seed: int) -> torch.Tensor:
     """Standard-normal inputs; for integer inputs (token ids), ids drawn uniformly from the range the
     example covers, as nothing tells the vocabulary (an id outside it would fail in the embedding)."""
-    shape, generator = (size or SYNTHETIC_SAMPLES, *example.shape[1:]), torch.Generator().manual_seed(seed)
+    shape = (size or SYNTHETIC_SAMPLES, *example.shape[1:])
+    check_allocation(shape, example.dtype, f"--calib synthetic --calib-size {shape[0]}")
+    generator = torch.Generator().manual_seed(seed)
     if example.is_floating_point():
         return torch.randn(shape, generator=generator)
     return torch.randint(int(example.min()), int(example.max()) + 1, shape, generator=generator)
@@ -134,6 +137,11 @@ def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int 
                               f"{shape[1:]} (after the batch dim)")
     dropped = max(0, len(data) - size) if size is not None else 0
     data = data[:size].to(example.dtype)
+    if data.is_floating_point():
+        bad = (~torch.isfinite(data.flatten(1))).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise LoadError(f"--calib {spec}: {len(bad)} of {len(data)} samples hold NaN or infinite values (the "
+                            f"first: sample {bad[0]}); remove or repair them")
     if len(data) < 2:
         raise LoadError(f"--calib {spec}: {len(data)} samples; at least 2 are needed (one held out)")
     held = max(1, int(len(data) * HELD_OUT_FRACTION))

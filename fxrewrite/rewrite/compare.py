@@ -39,6 +39,13 @@ def relative_error(got: object, want: object) -> float:
     return worst
 
 
+def top1_agreement(got: torch.Tensor, want: torch.Tensor) -> float:
+    """How often the top-1 classes of two (N, classes) score tensors agree; a row holding a NaN or an
+    infinity agrees with nothing (argmax would call two NaN rows equal)."""
+    finite = torch.isfinite(got).all(1) & torch.isfinite(want).all(1)
+    return ((got.argmax(1) == want.argmax(1)) & finite).float().mean().item()
+
+
 @dataclass(frozen=True)
 class Agreement:
     """A student against its teacher on held-out inputs: MSE and cosine of the outputs, and for
@@ -60,8 +67,6 @@ def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable
         # a structured output (a tuple, a model output class) is judged on its first tensor
         pairs = [(tensor_leaves(student(x))[0], tensor_leaves(teacher(x))[0]) for x in batches]
     got, want = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-    # a row with a NaN or an infinity agrees with nothing (argmax would call two NaN rows equal)
-    finite = torch.isfinite(got.flatten(1)).all(1) & torch.isfinite(want.flatten(1)).all(1)
-    top1 = ((got.argmax(1) == want.argmax(1)) & finite).float().mean().item() if got.dim() == 2 else None
     return Agreement(len(got), F.mse_loss(got, want).item(),
-                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(), top1)
+                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
+                     top1_agreement(got, want) if got.dim() == 2 else None)
