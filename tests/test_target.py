@@ -117,7 +117,7 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
     [
         (('kernels = ["3x3"]', 'kernels = ["3x3"]\nkernal_size = 3'), "unknown key ops.conv2d.kernal_size"),
         (('kernels = ["3x3"]', "kernels = 3"), 'ops.conv2d.kernels: expected a non-empty list of sizes such as "3x3"'),
-        (('kernels = ["3x3"]', 'kernels = ["3by3"]'), "ops.conv2d.kernels: expected sizes written \"HxW\""),
+        (('kernels = ["3x3"]', 'kernels = ["3by3"]'), "ops.conv2d.kernels: expected positive sizes written \"HxW\""),
         (("[ops.relu]", "[ops.swishy]"), "ops.swishy: unknown op kind; the vocabulary has"),
         (('kernels = ["3x3"]', "stride_range = [4, 1]"), "ops.conv2d.stride_range: expected [low, high] with 0 <= low <= high"),
         (('kernels = ["3x3"]', "in_channels_max = -1"), "ops.conv2d.in_channels_max: expected a positive integer"),

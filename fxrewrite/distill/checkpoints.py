@@ -20,10 +20,13 @@ import torch
 from tqdm import tqdm
 
 from fxrewrite.distill.processes import is_main, world_size
-from fxrewrite.errors import DistillError
+from fxrewrite.errors import DistillError, first_line
 from fxrewrite.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "distill-checkpoint.pt"
+#: the phases a checkpoint may be in (fxrewrite.distill.schedules, growth and distiller name them)
+PHASES = ("blockwise-parallel", "blockwise-progressive", "grow", "finetune")
+_FIELDS = ("phase", "epoch", "model", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,10 @@ class Checkpoints:
         except Exception as exc:
             raise DistillError(f"checkpoint {self.path} cannot be read ({type(exc).__name__}); delete it to "
                                "start over") from None
-        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+        if not isinstance(saved, dict) or any(key not in saved for key in _FIELDS) or saved["phase"] not in PHASES:
+            raise DistillError(f"checkpoint {self.path} is not one fxrewrite wrote (its phase or fields are unknown); "
+                               "delete it to start over")
+        if saved.get("fingerprint") != self.fingerprint:
             raise DistillError(f"checkpoint {self.path} was written by a run with another model, target, data or "
                                "options; delete it or run without --resume")
         written_by = saved.get("world_size", 1)
@@ -76,6 +82,15 @@ class Checkpoints:
         if self.saved is None or self.saved["phase"] != phase:
             return 0, None
         return self.saved["epoch"], self.saved
+
+    def restore(self, saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Load a saved state into this run's model and optimizer; a state that does not fit is refused."""
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DistillError(f"checkpoint {self.path} does not fit this run's students ({first_line(exc)}); "
+                               "delete it to start over") from None
 
     def reached(self, phase: str) -> bool:
         return self.saved is not None and self.saved["phase"] == phase

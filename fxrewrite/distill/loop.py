@@ -45,8 +45,7 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     done, saved = checkpoints.resume_point(phase)
     monitor_key = f"monitor:{phase}"
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        checkpoints.restore(saved, model, optimizer)
         if monitor is not None and monitor_key in checkpoints.extra:
             monitor.restore(checkpoints.extra[monitor_key])
     start = time.perf_counter()

@@ -38,8 +38,9 @@ class _Recorder(fx.Interpreter):
     def call_module(self, target, args, kwargs):
         result = super().call_module(target, args, kwargs)
         if target.startswith(REGION_PREFIX):
-            inputs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)  # sizes pass as they are
-            self.records[target] = (inputs, tuple(r.detach() for r in as_tuple(result)))
+            # sizes pass as they are (a region that outputs one is refused when its student is sized)
+            self.records[target] = tuple(tuple(v.detach() if isinstance(v, torch.Tensor) else v for v in values)
+                                         for values in (args, as_tuple(result)))
         return result
 
 

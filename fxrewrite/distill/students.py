@@ -201,6 +201,12 @@ def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor
     return first_within_budget(candidates, inputs, teacher, allowed, target)
 
 
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor"
+    return f"a {type(value).__name__}"
+
+
 def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
                target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None,
                size_only: frozenset[int] = frozenset()) -> Sized:
@@ -209,6 +215,11 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
     tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
     token ids, for the batch size): the student does not read them, as it reads no int."""
+    unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
+    if unreal or not outputs:
+        raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
+                           "student of legal ops writes real floating-point tensors; keep such ops (complex "
+                           "numbers, sort indices, sizes) outside what the target must run, or rewrite them")
     positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and i not in size_only]
     tensors = [inputs[i] for i in positions]
     integers = [tuple(t.shape) for t in tensors if not t.is_floating_point()]

@@ -28,6 +28,11 @@ def relative_error(got: object, want: object) -> float:
             continue
         finite = w[torch.isfinite(w)] if w.is_floating_point() else w
         scale = (finite.abs().max().item() if finite.numel() else 0.0) or 1.0
+        if w.is_floating_point():
+            # below sqrt(tiny) (1e-19 in float32) squares underflow: variances vanish, norms stop normalising
+            # and cancellations leave no relative precision, so such a tensor (a randomly initialised deep
+            # network's activations can fall to 1e-40) is compared at that scale instead of its own
+            scale = max(scale, math.sqrt(torch.finfo(w.dtype).tiny))
         # in the common dtype: the difference of two close floats is exact in their own precision
         # (Sterbenz), and a far one is off by a relative 1e-7 at most, so float64 would only cost time
         common = torch.promote_types(g.dtype, w.dtype)

@@ -29,6 +29,13 @@ def _ints(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _positive_ints(value: Any) -> tuple[int, ...]:
+    values = _ints(value)
+    if any(v < 1 for v in values):
+        raise Invalid(f"a non-empty list of positive integers, got {list(values)}")
+    return values
+
+
 def _range(value: Any) -> tuple[int, int]:
     lo_hi = _ints(value)
     if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] < 0:
@@ -47,9 +54,9 @@ def _sizes(value: Any) -> tuple[tuple[int, int], ...]:
         raise Invalid('a non-empty list of sizes such as "3x3"')
     sizes = []
     for item in value:
-        match = re.fullmatch(r"(\d+)x(\d+)", item) if isinstance(item, str) else None
+        match = re.fullmatch(r"([1-9]\d*)x([1-9]\d*)", item) if isinstance(item, str) else None
         if match is None:
-            raise Invalid(f'sizes written "HxW" such as "3x3", got {item!r}')
+            raise Invalid(f'positive sizes written "HxW" such as "3x3", got {item!r}')
         sizes.append((int(match[1]), int(match[2])))
     return tuple(sizes)
 
@@ -209,10 +216,10 @@ CONSTRAINTS: dict[str, Constraint] = {
         Constraint("dilated_kernel_area_max", _positive, "kernel",
                    _check_max("dilated kernel area", lambda view: _dilated(view)[0] * _dilated(view)[-1]),
                    lambda v: f"dilated kernel area at most {v}"),
-        Constraint("strides", _ints, "stride", _in_list("stride", "stride"), lambda v: f"stride in {set(v)}"),
+        Constraint("strides", _positive_ints, "stride", _in_list("stride", "stride"), lambda v: f"stride in {set(v)}"),
         Constraint("stride_range", _range, "stride", _in_range("stride", "stride"),
                    lambda v: f"each stride in [{v[0]}, {v[1]}]"),
-        Constraint("dilations", _ints, "dilation", _in_list("dilation", "dilation"), lambda v: f"dilation in {set(v)}"),
+        Constraint("dilations", _positive_ints, "dilation", _in_list("dilation", "dilation"), lambda v: f"dilation in {set(v)}"),
         Constraint("padding_max", _positive, "padding", _check_padding_max, lambda v: f"padding at most {v}"),
         Constraint("groupings", choices(("dense", "depthwise", "grouped")), "grouping",
                    _in_list("grouping", "grouping"), lambda v: f"grouping in {{{', '.join(v)}}}"),
@@ -232,7 +239,7 @@ CONSTRAINTS: dict[str, Constraint] = {
                    lambda v: "ceil_mode allowed" if v else "floor rounding only (no ceil_mode)"),
         Constraint("modes", choices(("nearest", "bilinear")), "mode", _in_list("mode", "mode"),
                    lambda v: f"mode in {{{', '.join(v)}}}"),
-        Constraint("scales", _ints, "scale", _check_scales,
+        Constraint("scales", _positive_ints, "scale", _check_scales,
                    lambda v: f"one scale along height and width, in {{{', '.join(map(str, v))}}}"),
         Constraint("align_corners", _bool, "align_corners", _check_flag("align_corners"),
                    lambda v: "align_corners allowed" if v else "align_corners=False only"),

@@ -123,6 +123,10 @@ PERFORMANCE_NUMBERS = ("clock_mhz", "dense_macs_per_cycle", "depthwise_macs_per_
                        "growth_max")
 
 
+#: the range a performance number may take: rates, bandwidths, clocks and budgets of real chips lie far inside
+PERFORMANCE_RANGE = (1e-6, 1e12)
+
+
 def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, origin: str) -> Performance:
     if "cost" in doc:
         raise TargetError(f"{origin}: the [cost] table was replaced by [performance] (throughputs per cycle, "
@@ -134,9 +138,10 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
         if key not in table:
             continue
         value = table[key]
-        minimum_ok = value >= 0 if key == "op_overhead_cycles" else value > 0
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not minimum_ok:
-            raise TargetError(f"{origin}: performance.{key}: expected a positive number, got {value!r}")
+        low = 0 if key == "op_overhead_cycles" else PERFORMANCE_RANGE[0]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= PERFORMANCE_RANGE[1]:
+            raise TargetError(f"{origin}: performance.{key}: expected a {'' if low == 0 else 'positive '}number from {low:g} to "
+                              f"{PERFORMANCE_RANGE[1]:g}, got {value!r}")
         numbers[key] = float(value)
     lut_ops = table.get("lut_ops", [])
     if not isinstance(lut_ops, list) or not all(isinstance(k, str) for k in lut_ops):

@@ -53,3 +53,4 @@ def test_a_conv_with_two_users_is_not_folded():
     x = torch.randn(1, 3, 9, 9)
     gm, rewrites = run_pass("fold-batch-norm", captured(Branch(), x, "module"), x)
     assert rewrites == 0 and kinds(gm)["batch_norm"] == 1
+
