@@ -112,7 +112,7 @@ def _resume_worker(process: int, port: int, directory: str, results) -> None:
         outcome = []
         for name in ("alone", "together"):
             try:
-                saved = Checkpoints(Path(directory) / name, "run", resume=True).resume_point("blockwise")
+                saved = Checkpoints(Path(directory) / name, "run", resume=True).resume_point("blockwise-parallel")
                 outcome.append(saved[0])
             except DistillError as exc:
                 outcome.append(str(exc))
@@ -125,7 +125,7 @@ def test_a_checkpoint_is_resumed_only_by_as_many_processes_as_wrote_it(tmp_path)
     layer = nn.Linear(1, 1)
     for name, size in (("alone", 1), ("together", 2)):
         checkpoints = Checkpoints(tmp_path / name, "run", resume=False)
-        checkpoints.save("blockwise", 2, layer, torch.optim.SGD(layer.parameters(), 0.1))
+        checkpoints.save("blockwise-parallel", 2, layer, torch.optim.SGD(layer.parameters(), 0.1))
         if size == 2:  # what two processes write: the same, with their count
             saved = torch.load(checkpoints.path, weights_only=True)
             torch.save(saved | {"world_size": 2}, checkpoints.path)

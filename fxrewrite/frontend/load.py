@@ -39,10 +39,11 @@ class LoadedModel:
     target: str | None = None
 
 
-def _import_callable(spec: str) -> object:
+def import_callable(spec: str, what: str = "MODEL") -> object:
+    """The callable `pkg.module:name` or `path/to/file.py:name` names (`what` is the option, for messages)."""
     location, _, attr_path = spec.rpartition(":")
     if not location or not attr_path:
-        raise LoadError(f"bad MODEL {spec!r}: expected pkg.module:callable, a .pt2 file or a .pt file")
+        raise LoadError(f"bad {what} {spec!r}: expected pkg.module:callable or file.py:callable")
     if location.endswith(".py"):
         path = Path(location)
         if not path.is_file():
@@ -69,7 +70,7 @@ def _import_callable(spec: str) -> object:
 
 
 def _load_callable_module(spec: str) -> nn.Module:
-    factory = _import_callable(spec)
+    factory = import_callable(spec)
     try:
         module = factory()
     except Exception as exc:

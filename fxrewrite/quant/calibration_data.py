@@ -1,7 +1,7 @@
 """Calibration data for distillation and quantization: inputs only, labels are never read.
 
 `--calib` takes a folder of images, a `.npy` array (read with allow_pickle=False), a `.pt` tensor
-(read with weights_only=True), `pkg.module:callable` returning an iterable of inputs (of batches
+(read with weights_only=True), `pkg.module:callable` or `file.py:callable` returning an iterable of inputs (of batches
 or of single samples; from (input, label) pairs only the input is kept), or `synthetic` for
 standard-normal inputs (token ids: uniform over the example input's range), which must be asked for
 by name. Images are decoded by torchvision, resized (with Pillow) to the model's input size, given
@@ -10,7 +10,6 @@ its channel count and scaled to [0, 1]; any other preprocessing belongs in a cal
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +19,14 @@ from PIL import Image
 
 from fxrewrite.errors import InputShapeError, LoadError
 from fxrewrite.frontend.inputs import check_allocation
+from fxrewrite.frontend.load import import_callable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 HELD_OUT_FRACTION = 0.2
 #: how many inputs `synthetic` makes when no size is given
 SYNTHETIC_SAMPLES = 1024
-SOURCES_HELP = ("a folder of images, a .npy or .pt tensor, pkg.module:callable returning inputs, "
-                "or `synthetic` for random inputs")
+SOURCES_HELP = ("a folder of images, a .npy or .pt tensor, pkg.module:callable or file.py:callable returning "
+                "inputs, or `synthetic` for random inputs")
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,8 @@ def _images(folder: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _from_callable(spec: str) -> list[torch.Tensor]:
-    module_name, _, attr = spec.partition(":")
+    factory = import_callable(spec, "--calib")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
         items = list(factory())
     except Exception as exc:
         raise LoadError(f"--calib {spec}: calling it failed: {type(exc).__name__}: {exc}") from None
