@@ -53,7 +53,8 @@ def node_activation_elements(view: OpView) -> int:
 #: for the rounding an integer op does as it writes its output
 FREE_KINDS = frozenset({"reshape", "flatten", "getitem", "fake_quant"})
 #: kinds that reduce windows or axes on the pooling unit
-POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "mean", "sum", "amax"})
+POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "mean", "sum",
+                           "amax"})
 
 
 def _work_cycles(view: OpView, perf: Performance) -> float:

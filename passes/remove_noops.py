@@ -1,11 +1,13 @@
 """remove-noops (exact): inference no-ops disappear.
 
 dropout(x, p) = x and stochastic_depth(x) = x in eval mode; identity(x) = x (nn.Identity,
-contiguous, clone, detach). The node's users read x directly. A copy that a `.view()` reads stays:
-the copy is what makes the tensor contiguous, and `view` refuses a tensor that is not.
+contiguous, clone, detach). The node's users read x directly. A copy that a `.view()` reads stays,
+directly or through ops that return views of it (select, transpose, getitem, ...: they keep its
+layout): the copy is what makes the tensor contiguous, and `view` refuses a tensor that is not.
 """
 
 import torch
+from torch import fx
 
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
 
@@ -13,9 +15,38 @@ from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleS
 _VIEWS = frozenset({"view", torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default})
 
 
+#: methods and functions that return a view of their input, as symbolic tracing names them (ATen ops say so
+#: in their schema)
+_ALIASING = frozenset({"select", "narrow", "transpose", "permute", "t", "unsqueeze", "squeeze", "expand",
+                       "unflatten", "split", "chunk", "unbind", "getitem", "diagonal", "movedim", "swapaxes"})
+
+
+def _returns_view(node: fx.Node) -> bool:
+    if isinstance(node.target, torch._ops.OpOverload):
+        returns = node.target._schema.returns
+        return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.op in ("call_function", "call_method") and name in _ALIASING
+
+
+def _read_by_view(node: fx.Node) -> bool:
+    """Whether a `view` reads `node`, directly or through ops that return views of it."""
+    frontier, seen = list(node.users), set()
+    while frontier:
+        user = frontier.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user.target in _VIEWS:
+            return True
+        if _returns_view(user):
+            frontier.extend(user.users)
+    return False
+
+
 def _forward_input(match: Match, rewriter: Rewriter):
     noop = match["noop"]
-    if noop.kind == "identity" and any(user.target in _VIEWS for user in noop.node.users):
+    if noop.kind == "identity" and _read_by_view(noop.node):
         return Decline("a .view() reads this copy; without it the view would get a non-contiguous tensor")
     return noop.inputs[0]
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite import ir as ops
-from fxrewrite.ir import vocabulary
+from fxrewrite.frontend import capture
+from fxrewrite.ir import op_view, vocabulary
 from fxrewrite.target import Target
 
 from conftest import compute_views, exported, symbolic
@@ -178,3 +179,21 @@ def test_duplicate_registration_is_an_error(monkeypatch):
     monkeypatch.setattr(vocabulary, "VOCABULARY", vocabulary.VOCABULARY + (clash,))
     with pytest.raises(RuntimeError, match="registered for both relu and relu_again"):
         vocabulary._build_indexes()
+
+
+def test_adaptive_avg_pool1d_is_known_in_every_form():
+    """Swin's pooling (transformers' SwinModel) was an unknown op in both frontends."""
+    model = nn.Sequential(nn.Flatten(2), nn.AdaptiveAvgPool1d(1)).eval()
+    x = torch.randn(2, 4, 3, 5)
+    for frontend in ("symbolic", "export"):
+        gm = capture(model, (x,), frontend)
+        pools = [op_view(n) for n in gm.graph.nodes if op_view(n).kind == "adaptive_avg_pool1d"]
+        assert len(pools) == 1 and pools[0].attrs == {"output_size": 1}, frontend
+    functional = capture(FunctionalPool1d().eval(), (x.flatten(2),), "symbolic")
+    assert [op_view(n).attrs for n in functional.graph.nodes if op_view(n).kind == "adaptive_avg_pool1d"] == [
+        {"output_size": 3}]
+
+
+class FunctionalPool1d(nn.Module):
+    def forward(self, x):
+        return F.adaptive_avg_pool1d(x, 3)

@@ -134,6 +134,12 @@ def adaptive_pool_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"output_size": tuple(int(s if s is not None else d) for s, d in zip(size, spatial))}
 
 
+def adaptive_pool1d_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    size = as_list(b["output_size"])[0]
+    in_shape = tensor_shape(b["input"]) or ()
+    return {"output_size": int(size if size is not None else in_shape[-1])}
+
+
 def binary_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     left, right = b["input"], b["other"]
     tensors = [v for v in (left, right) if is_tensor(v)]

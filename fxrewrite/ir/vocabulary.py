@@ -20,7 +20,8 @@ import torchvision
 from torch import nn
 
 from fxrewrite.ir.attributes import (
-    adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs, conv_transpose_module,
+    adaptive_pool1d_attrs, adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs,
+    conv_transpose_module,
     dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs,
     hardtanh_attrs, linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
     permute_attrs, pixel_shuffle_attrs, pool_attrs, pool_module, roll_attrs, sdpa_attrs, shape_change_attrs, transpose_attrs, upsample_attrs,
@@ -143,6 +144,9 @@ VOCABULARY: tuple[OpDef, ...] = (
           (F.max_pool2d, F._max_pool2d, torch.max_pool2d, aten.max_pool2d), attr_names=_POOL_ATTRS),
     OpDef("avg_pool2d", "2-D average pooling", pool_attrs, _sig_avg_pool, {nn.AvgPool2d: pool_module},
           (F.avg_pool2d, aten.avg_pool2d), attr_names=_POOL_ATTRS),
+    OpDef("adaptive_avg_pool1d", "1-D average pooling to a fixed output size (over the last dim)",
+          adaptive_pool1d_attrs, _sig_adaptive_pool, {nn.AdaptiveAvgPool1d: lambda m: {"output_size": m.output_size}},
+          (F.adaptive_avg_pool1d, aten.adaptive_avg_pool1d), attr_names=("output_size",)),
     OpDef("adaptive_avg_pool2d", "2-D average pooling to a fixed output size", adaptive_pool_attrs,
           _sig_adaptive_pool, {nn.AdaptiveAvgPool2d: lambda m: {"output_size": m.output_size}},
           (F.adaptive_avg_pool2d, aten.adaptive_avg_pool2d, aten._adaptive_avg_pool2d), attr_names=("output_size",)),

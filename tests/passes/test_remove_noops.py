@@ -36,3 +36,24 @@ def test_the_lowering_of_a_channel_shuffle_runs():
     x = torch.randn(1, 4, 3, 5)
     lowered = lower(captured(ChannelShuffle().eval(), x, "module"), (x,), target="npu-generic")
     assert lowered.report.max_relative_error < 1e-5
+
+
+class HeadsSplit(nn.Module):
+    """nn.MultiheadAttention's packed projection: the copy is read by selects, whose results are viewed."""
+
+    def forward(self, x):
+        n, length, width = x.shape
+        packed = x.unflatten(-1, (3, width // 3)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+        q, k = packed[0], packed[1]
+        return q.view(n * length, -1) + k.view(n * length, -1)
+
+
+def test_a_copy_read_by_a_view_through_selects_stays():
+    """Regression: torchvision's VisionTransformer exported with a dynamic batch ended in exit 3 when
+    the copy before nn.MultiheadAttention's selects and views was dropped."""
+    x = torch.randn(2, 5, 12)
+    for form in ("module", "aten"):
+        module = HeadsSplit().eval()
+        gm, rewrites = run_pass("remove-noops", captured(module, x, form), x)
+        assert rewrites == 0 and kinds(gm)["identity"] == 1
+        assert_same(gm, module, x)
