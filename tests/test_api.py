@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torchvision
 import fxrewrite
 from fxrewrite.examples import digits_inputs
 from fxrewrite.report import VERSION
+
+TARGETS = Path(__file__).parents[1] / "targets"
 
 
 def test_lower_a_torchvision_spec_exactly_and_read_the_report():
@@ -53,3 +56,52 @@ def test_lower_the_digits_example_with_distillation_at_4_bits():
     assert report.distillation.samples == (1438, 359)
     assert report.distillation.agreement.top1 >= 0.85
     assert json.loads(report.to_json())["distillation"]["top1_agreement"] == report.distillation.agreement.top1
+
+
+class _Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.drop = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(torch.relu(self.conv(x)))
+
+
+BAD_ARGUMENTS = {
+    "a dict of inputs": (dict(example_inputs={"x": torch.randn(1, 3, 8, 8)}), "example_inputs must be a tensor"),
+    "a numpy array": (dict(example_inputs=torch.randn(1, 3, 8, 8).numpy()), "not a ndarray"),
+    "inputs of the wrong shape": (dict(example_inputs=(torch.randn(1, 5, 8, 8),)), "fails on example inputs of shape"),
+    "a target of the wrong type": (dict(target=3), "target must be a Target"),
+    "calib of the wrong type": (dict(calib=[1, 2]), "calib must name a source"),
+    "bits as text": (dict(calib="synthetic", wbits="4"), "--wbits '4': give a whole number of bits"),
+    "fractional epochs": (dict(calib="synthetic", epochs=1.5), "--epochs 1.5: give a whole number"),
+    "shapes as one string": (dict(example_inputs=None, input_shapes="1,3,8,8"), "not a string"),
+    "a NaN growth limit": (dict(max_growth=float("nan")), "--max-growth nan: give a positive finite number"),
+    "a NaN tolerance": (dict(tolerance=float("nan")), "--tolerance nan"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_the_api_refuses_bad_arguments_at_the_door_with_the_cli_sentences(case, capfd):
+    keywords, message = BAD_ARGUMENTS[case]
+    keywords = {"example_inputs": (torch.randn(1, 3, 8, 8),), **keywords}
+    with pytest.raises(fxrewrite.FxrewriteError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        fxrewrite.lower(_Small(), keywords.pop("example_inputs"), **keywords)
+    assert capfd.readouterr().err == ""  # no torch logs or tracebacks before the error
+
+
+def test_the_api_takes_a_bare_tensor_a_list_and_a_path_and_keeps_the_module_mode(tmp_path):
+    model = _Small().train()
+    x = torch.randn(1, 3, 8, 8)
+    lowered = fxrewrite.lower(model, x, target=Path(TARGETS) / "npu-generic.toml")
+    assert lowered.legal and model.training  # the caller's module keeps its mode
+    assert fxrewrite.lower(model, [x], target="npu-generic").legal
+    with pytest.raises(fxrewrite.FxrewriteError, match="model must be an nn.Module"):
+        fxrewrite.lower(42, x)
+
+
+def test_a_model_spec_may_be_a_path(tmp_path):
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(_Small().eval(), (torch.randn(1, 3, 8, 8),)), path)
+    report = fxrewrite.check(path, "npu-generic")
+    assert report.model == str(path) and [r.kind for r in report.rows if r.kind == "conv2d"] == ["conv2d"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -288,3 +291,14 @@ def test_non_utf8_file_names_are_said_not_crashed(tmp_path, run_cli):
     name = os.fsdecode(b"mod\xffel.pt2")
     code, _, err = run_cli("check", str(tmp_path / name), "-t", "archnet")
     assert code == 2 and "no such file" in err
+
+
+def test_an_interrupt_while_torch_imports_is_one_line_and_exit_130():
+    """Ctrl-C in the first seconds, while torch imports, printed a 22-48 line traceback and died of the signal."""
+    process = subprocess.Popen([sys.executable, "-m", "fxrewrite", "passes"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # python is up and the entry point's handler is set; torch takes seconds more to import
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err == "fxrewrite: interrupted\n" and out == ""
