@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT := out
 
-.PHONY: setup graphviz demo test test-slow bench
+.PHONY: setup graphviz demo test test-slow bench docs
 
 setup: $(VENV)/.installed graphviz
 
@@ -39,3 +39,7 @@ test: setup
 # Full-size torchvision and transformers models: minutes, so not in CI's default run.
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# The generated pages under docs/ (pass list, each target's ops); tests/test_docs.py checks they are current.
+docs: setup
+	$(BIN)/python -m fxrewrite.docs docs
