@@ -302,3 +302,11 @@ def test_an_interrupt_while_torch_imports_is_one_line_and_exit_130():
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert err == "fxrewrite: interrupted\n" and out == ""
+
+
+def test_a_batch_1_pt2_is_checked_at_another_batch(tmp_path, run_cli):
+    """The batch is released at capture, as the docs say; the check of the inputs ran before it."""
+    model = _pt2(tmp_path, zoo.LegalOnArchnet(), (torch.randn(1, 3, 8, 8),))
+    code, out, err = run_cli("check", model, "-t", "archnet", "--input-shape", "4,3,8,8")
+    assert code == 0, err
+    assert "4x" in out

@@ -23,6 +23,7 @@ from torch import nn
 
 from fxrewrite.errors import InputShapeError, LoadError, first_line
 from fxrewrite.frontend.archives import TRUST_ADVICE, check_pt2_safe, is_pt2, is_torchscript, load_torchscript
+from fxrewrite.frontend.batch import release_batch
 from fxrewrite.frontend.capture import quiet_torch
 from fxrewrite.frontend.inputs import DEFAULT_INPUT_SHAPE, InputSpec, make_inputs, parse_input_spec
 
@@ -203,6 +204,10 @@ def _example_inputs(input_shapes: Sequence[str] | None, stored: tuple[torch.Tens
     return stored or make_inputs([parse_input_spec(DEFAULT_INPUT_SHAPE)], seed)
 
 
+def _batch_of(inputs: tuple[torch.Tensor, ...]) -> int | None:
+    return int(inputs[0].shape[0]) if inputs and inputs[0].dim() else None
+
+
 def load_model(
     spec: str,
     *,
@@ -234,5 +239,11 @@ def load_model(
     if not program:
         module.eval()
     example_inputs = _example_inputs(input_shapes, stored, seed)
+    if stored and _batch_of(example_inputs) != _batch_of(stored):
+        # a .pt2 exported at one batch, asked for at another: release its batch first (frontend/batch.py)
+        module, note = release_batch(module, stored)
+        if note not in ("its batch dim was released", "nothing fixes its batch"):
+            raise InputShapeError(f"{spec} runs at batch {_batch_of(stored)} only ({note}); pass --input-shape with "
+                                  f"batch {_batch_of(stored)}, or export it with a dynamic batch")
     check_inputs(module, example_inputs)
     return LoadedModel(module, example_inputs, spec, target)
