@@ -42,7 +42,7 @@ def test_every_zoo_model_distils_onto_archnet(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["convnext"])
+@pytest.mark.parametrize("name", ["convnext", "convnext4", "mobilevit"])
 def test_transformers_models_distil_onto_archnet(name):
     model, x = _transformers_cases()[name]
     distils_legally(model, x)
@@ -67,3 +67,15 @@ def test_bert_distils_onto_archnet_transformer_and_archnet_says_why_it_cannot():
     with pytest.raises(DistillError, match=r"region_0: no student for integer inputs \[\(16, 16\)\] \(token ids\) on "
                                            "archnet"):
         distils_legally(model, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["swin", "mobilevit"])
+def test_a_region_that_outputs_sizes_is_refused_with_its_reason(name):
+    """On archnet-transformer, Swin's and MobileViT's first regions compute sizes (ints) that later
+    reshapes read: no student writes an int, so the region is refused by name (it was exit 3,
+    'int' object has no attribute 'detach')."""
+    model, x = _transformers_cases()[name]
+    with pytest.raises(DistillError, match=r"region_0: no student for a region that outputs a int"):
+        lower(model.eval(), (x,), target="archnet-transformer", calib="synthetic", calib_size=32, batch_size=16,
+              epochs=1, finetune_epochs=1)
