@@ -4,6 +4,7 @@ verdict about the model), never exit 3, a traceback, or a changed file the run d
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -310,3 +311,23 @@ def test_a_batch_1_pt2_is_checked_at_another_batch(tmp_path, run_cli):
     code, out, err = run_cli("check", model, "-t", "archnet", "--input-shape", "4,3,8,8")
     assert code == 0, err
     assert "4x" in out
+
+
+def test_a_pt2_whose_output_type_torch_cannot_rebuild_says_which(tmp_path, run_cli, monkeypatch):
+    """transformers' models return ModelOutput classes; torch.export.load logs the real cause (the type's
+    pytree is not registered) and raises 'check the warnings above', which fxrewrite hides."""
+    model = Path(_pt2(tmp_path, zoo.LegalOnArchnet(), (torch.randn(1, 3, 8, 8),)))
+
+    def load(*args, **kwargs):
+        try:
+            raise NotImplementedError("Deserializing transformers.modeling_outputs.BaseModelOutput in pytree is "
+                                      "not registered.")
+        except NotImplementedError as exc:
+            logging.getLogger("torch.export").warning("failed", exc_info=exc)
+        raise RuntimeError("We ran into an error when deserializing the saved file. Please check the warnings "
+                           "above for possible errors.")
+
+    monkeypatch.setattr(torch.export, "load", load)
+    code, _, err = run_cli("check", str(model), "-t", "archnet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "returns a transformers.modeling_outputs.BaseModelOutput" in err and "export a wrapper" in err

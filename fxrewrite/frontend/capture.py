@@ -46,6 +46,28 @@ def quiet_torch() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+@contextlib.contextmanager
+def logged_errors(logger: str) -> Iterator[list[BaseException]]:
+    """The exceptions `logger` (and its children) log with their traceback while the block runs, most
+    recent last, kept off the terminal: torch.export.load logs the real cause of a failure and raises
+    a generic error."""
+    causes: list[BaseException] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                causes.append(record.exc_info[1])
+
+    handler, log = Keep(), logging.getLogger(logger)
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(handler)
+    try:
+        yield causes
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
+
+
 def _user_frame(exc: BaseException) -> str:
     """The innermost traceback frame outside torch, i.e. the model's own line that failed."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]

@@ -9,10 +9,13 @@ Accepted specs:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import importlib.util
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from torch import nn
 from fxrewrite.errors import InputShapeError, LoadError, first_line
 from fxrewrite.frontend.archives import TRUST_ADVICE, check_pt2_safe, is_pt2, is_torchscript, load_torchscript
 from fxrewrite.frontend.batch import release_batch
-from fxrewrite.frontend.capture import quiet_torch
+from fxrewrite.frontend.capture import logged_errors
 from fxrewrite.frontend.inputs import DEFAULT_INPUT_SHAPE, InputSpec, make_inputs, parse_input_spec
 
 #: the file inside a .pt2 that names the target it was lowered for (torch.export.save's extra_files)
@@ -130,10 +133,17 @@ def _load_pt2(path: Path, *, trust_pickle: bool) -> tuple[nn.Module, tuple[torch
         check_pt2_safe(path)
     extra = {PT2_METADATA: ""}
     try:
-        with quiet_torch():
+        with logged_errors("torch.export") as causes, contextlib.redirect_stderr(io.StringIO()):
             program = torch.export.load(path, extra_files=extra)
     except Exception as exc:
-        raise LoadError(f"cannot read {path}: not a valid .pt2 file from torch.export.save ({first_line(exc)})") from exc
+        cause = causes[-1] if causes else exc  # torch logs the real cause and raises a generic error
+        unregistered = re.search(r"Deserializing (\S+) in pytree is not registered", str(cause))
+        if unregistered:
+            raise LoadError(f"{path} returns a {unregistered[1]}, a type torch cannot rebuild without importing "
+                            "its package; export a wrapper whose forward returns its tensors (a tensor or a tuple "
+                            "of tensors)") from None
+        raise LoadError(f"cannot read {path}: not a valid .pt2 file from torch.export.save "
+                        f"({first_line(cause)})") from exc
     try:
         target = json.loads(extra[PT2_METADATA]).get("target") if extra[PT2_METADATA] else None
     except (ValueError, AttributeError):
