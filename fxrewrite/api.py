@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,10 @@ def lower(
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else _example_tuple(example_inputs))
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes
+    unknown = sorted(set(training) - {f.name for f in fields(TrainingOptions)})
+    if unknown:
+        raise UsageError(f"lower() got unknown keywords {', '.join(unknown)}; the training keywords are the fields of "
+                         "fxrewrite.lowering.TrainingOptions")
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
     label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,

@@ -12,8 +12,8 @@ import shutil
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from fxrewrite import api
 from fxrewrite.cli_training import add_training_arguments, training_keywords
@@ -30,9 +30,9 @@ from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-EXIT_BROKEN_PIPE = 141
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
 #: how far an exact lowering may differ from its teacher (relative error): past it a rewrite is wrong
-DEFAULT_TOLERANCE = 1e-5  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
+DEFAULT_TOLERANCE = 1e-5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,10 +52,12 @@ def _model_args() -> argparse.ArgumentParser:
     parser = _Parser(add_help=False)
     parser.add_argument("model", metavar="MODEL",
                         help="pkg.module:callable (e.g. torchvision.models:resnet18), file.py:callable, "
-                             "a .pt2 from torch.export.save, or a pickled module (.pt) with --trust-pickle")
+                             "a .pt2 from torch.export.save, a TorchScript archive from torch.jit.save, or a "
+                             "pickled module (.pt) with --trust-pickle")
     parser.add_argument("--weights", metavar="STATE_DICT", help="state dict loaded into MODEL (weights_only)")
     parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow MODEL to be a pickled nn.Module; unpickling runs code from the file")
+                        help="allow MODEL (and --weights) to need unpickling: a pickled nn.Module, a .pt2 with "
+                             "pickled parts; unpickling runs code from the file")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE",
                         help=f"shape of one model input, e.g. 1,3,224,224 or 1,128:int64; repeat for several "
                              f"inputs (default: {DEFAULT_INPUT_SHAPE}, or the example inputs stored in a .pt2)")
@@ -69,7 +71,7 @@ def _model_args() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     common, model = _common(), _model_args()
     parser = _Parser(prog="fxrewrite", parents=[common],
-                                     description="Lower PyTorch models onto the operator set of one NPU.")
+                     description="Lower PyTorch models onto the operator set of one NPU.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", parents=[common, model], help="explain which nodes a target cannot run",

@@ -78,6 +78,7 @@ BAD_ARGUMENTS = {
     "shapes as one string": (dict(example_inputs=None, input_shapes="1,3,8,8"), "not a string"),
     "a NaN growth limit": (dict(max_growth=float("nan")), "--max-growth nan: give a positive finite number"),
     "a NaN tolerance": (dict(tolerance=float("nan")), "--tolerance nan"),
+    "an unknown keyword": (dict(epoch=3), "unknown keywords epoch"),
 }
 
 
