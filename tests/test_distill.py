@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from sklearn.datasets import load_digits
@@ -306,3 +308,18 @@ def test_an_approximate_stem_is_distilled_against_the_model_before_it(monkeypatc
     with torch.no_grad():
         cosine = nn.functional.cosine_similarity(lowered.gm(probe).flatten(1), model(probe).flatten(1)).mean()
     assert cosine > 0.8 and abs(report.distillation.agreement.cosine - cosine) < 0.05
+
+
+def test_a_time_budget_too_short_for_a_plateau_is_said_after_the_first_epoch(digits_teacher):
+    """Where the budget leaves fewer epochs than a plateau takes to show, the run says so at once, with
+    what it would need and what to change, instead of training one epoch and ending in silence."""
+    events: list[Progress] = []
+    gm, images, archnet = digits_teacher
+    lowered = lower(copy.deepcopy(gm), (images[:1],), target=archnet, calib=images[:200], epochs=5, finetune_epochs=5,
+                    time_budget=1e-3, progress=events.append)
+    notes = [e.note for e in events if e.note]
+    assert len(notes) == 2 and all("too few to reach a held-out plateau" in n and "--time-budget" in n
+                                   for n in notes)
+    assert notes[0].startswith("blockwise-parallel: an epoch takes") and notes[1].startswith("finetune:")
+    stops = lowered.report.distillation.stops
+    assert stops["blockwise"].startswith("time budget reached (blockwise-parallel: an epoch takes")

@@ -39,6 +39,8 @@ class Progress:
     #: the stitched network's held-out top-1 agreement and cosine after the epoch, where measured
     agreement: float | None = None
     cosine: float | None = None
+    #: a sentence for the user, said once (a time budget too short for the phase)
+    note: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -118,6 +120,8 @@ class ProgressBars:
             self.bar = tqdm(total=event.epochs, initial=event.epoch - 1, desc=event.phase, unit="epoch",
                             file=sys.stderr, dynamic_ncols=True)
         assert self.bar is not None
+        if event.note:
+            self.bar.write(f"fxrewrite: {event.note}", file=sys.stderr)
         shown = {"loss": f"{event.loss:.4g}"}
         if event.agreement is not None:
             shown["agreement"] = f"{event.agreement:.2%}"

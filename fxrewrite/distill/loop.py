@@ -69,14 +69,15 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
             loss.backward()
             optimizer.step()
             loss_sum += value
-        stop = monitor.after_epoch(phase, epoch + 1, model) if monitor is not None else False
+        stop = monitor.after_epoch(phase, epoch + 1, model, epochs) if monitor is not None else False
         if monitor is not None:
             checkpoints.extra[monitor_key] = monitor.state()
         checkpoints.save(phase, epoch + 1, model, optimizer)
         if progress is not None and is_main():
             point = monitor.history[-1] if monitor is not None else None
+            note = monitor.note if monitor is not None and epoch == done else ""
             progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
-                              point.agreement if point else None, point.cosine if point else None))
+                              point.agreement if point else None, point.cosine if point else None, note))
         if stop:
             break
     if monitor is not None:

@@ -97,10 +97,31 @@ class Monitor:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stale = 0
         self.stopped = ""
+        #: said once, after the phase's first epoch, where the time budget cannot reach a plateau
+        self.note = ""
+        self.opened, self.first_epoch = time.perf_counter(), None
 
-    def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module) -> bool:
-        """Score `model` after `epoch`; True when the phase should stop. Over several processes,
+    def _budget_note(self, phase: str, epoch: int, cap: int | None) -> str:
+        """Where the deadline leaves fewer epochs than a plateau takes to show (patience + 1), what the
+        phase would need and what to change."""
+        now = time.perf_counter()
+        per_epoch = (now - self.opened) / max(1, epoch - self.first_epoch)
+        left = max(0.0, self.deadline - now) / per_epoch
+        wanted = (self.patience or 0) + 1 if cap is None else min(cap - epoch, (self.patience or 0) + 1)
+        if left >= wanted:
+            return ""
+        needed = per_epoch * ((cap - epoch) if cap is not None else wanted)
+        return (f"{phase}: an epoch takes {per_epoch:.2g} s, so the time budget leaves {int(left)} more epoch(s), "
+                f"too few to reach a held-out plateau (its epoch cap needs about {needed:.0f} s more); raise "
+                "--time-budget, train with --device cuda, or pass fewer inputs (--calib-size)")
+
+    def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module, cap: int | None = None) -> bool:
+        """Score `model` after `epoch` (of `cap`); True when the phase should stop. Over several processes,
         rank 0 scores and reads the clock, so that all of them stop at the same epoch in the same state."""
+        if self.first_epoch is None:
+            self.first_epoch = epoch - 1  # epochs a resumed phase had done before this run
+            if self.deadline is not None:
+                self.note = on_main(lambda: self._budget_note(phase, epoch, cap))
         score = on_main(self.score)
         if not math.isfinite(score.cosine):
             raise TrainingDiverged(f"{phase}: after epoch {epoch} the network's held-out outputs are not finite "
@@ -114,7 +135,7 @@ class Monitor:
         if self.patience is not None and self.stale >= self.patience:
             self.stopped = f"no held-out gain in {self.stale} epochs"
         elif self.deadline is not None and on_main(lambda: time.perf_counter() >= self.deadline):
-            self.stopped = "time budget reached"
+            self.stopped = "time budget reached" + (f" ({self.note})" if self.note else "")
         return bool(self.stopped)
 
     def finish(self, model: torch.nn.Module) -> None:
