@@ -3,6 +3,7 @@ verdict about the model), never exit 3, a traceback, or a changed file the run d
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
@@ -331,3 +332,14 @@ def test_a_pt2_whose_output_type_torch_cannot_rebuild_says_which(tmp_path, run_c
     code, _, err = run_cli("check", str(model), "-t", "archnet")
     assert code == 2 and err.count("\n") == 1, err
     assert "returns a transformers.modeling_outputs.BaseModelOutput" in err and "export a wrapper" in err
+
+
+def test_weights_saved_with_python_objects_need_and_honour_trust_pickle(tmp_path, run_cli):
+    """A training checkpoint often keeps its arguments beside the state dict: reading it unpickles them."""
+    checkpoint = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": zoo.TinyCNN().state_dict(), "args": argparse.Namespace(lr=0.1)}, checkpoint)
+    argv = ("check", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, "--weights", str(checkpoint))
+    code, _, err = run_cli(*argv)
+    assert code == 2 and "--weights" in err and "add --trust-pickle" in err
+    code, _, err = run_cli(*argv, "--trust-pickle")
+    assert code == 1, err  # read, and tiny_cnn has nodes archnet rejects
