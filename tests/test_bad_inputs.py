@@ -100,7 +100,7 @@ def _file(tmp_path: Path, name: str) -> str:
 THIS = f"{__file__}"
 CASES = {
     "a shape that cannot fit in memory": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "archnet", "--input-shape",
-                                                     "1,3,100000,100000"], "more than half of this machine's"),
+                                                     "1,3,10000000,10000000"], "more than half of this machine's"),
     "a dimension beyond int64": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "archnet", "--input-shape",
                                             "1,3,99999999999999999999,4"], "positive integer below 2**63"),
     "a seed beyond int64": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, "--seed",
@@ -108,7 +108,7 @@ CASES = {
     "a letter in a shape": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "archnet", "--input-shape", "1,3,x"],
                             "expected comma-separated integers"),
     "synthetic data that cannot fit in memory": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL,
-                                                            "--calib", "synthetic", "--calib-size", "100000000",
+                                                            "--calib", "synthetic", "--calib-size", "1000000000000",
                                                             "-o", str(p / "o.pt2")], "more than half"),
     "--lr nan": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, *TRAIN, "--lr", "nan",
                             "-o", str(p / "o.pt2")], "--lr nan: give a positive finite number"),

@@ -25,7 +25,7 @@ def _values(valid: list[str], invalid: list[str]) -> st.SearchStrategy[str]:
 
 
 OPTIONS = {
-    "--input-shape": _values(["1,3,16,16", "2,3,16,16"], ["1,3,x", "0,3,16,16", "1,3,100000,100000", "", "1,4,16,16",
+    "--input-shape": _values(["1,3,16,16", "2,3,16,16"], ["1,3,x", "0,3,16,16", "1,3,10000000,10000000", "", "1,4,16,16",
                                                          "99999999999999999999"]),
     "--seed": _values(["0", "7"], ["-1", "abc", str(2**64)]),
     "--frontend": _values(["auto", "symbolic", "export"], ["jit"]),
@@ -75,7 +75,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("command", ["check", "lower"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_combination_of_options_ends_in_exit_3_or_touches_other_files(command, data, capsys):
     allowed = ["--input-shape", "--seed", "--frontend"] if command == "check" else list(OPTIONS)
