@@ -17,10 +17,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from fxrewrite.frontend.inputs import INT_INPUT_HIGH
 from fxrewrite.rewrite.compare import relative_error
-
-#: integer inputs (token ids) are drawn from [0, INT_INPUT_HIGH)
-INT_INPUT_HIGH = 10
 
 
 @dataclass(frozen=True)
