@@ -17,6 +17,7 @@ from fxrewrite.distill.blockwise_loss import FeatureAdapter
 from fxrewrite.distill import seed_from_teacher, synthesize
 from fxrewrite.cost import Cost
 from fxrewrite.distill import Progress
+from fxrewrite.distill.checkpoints import GROW
 from fxrewrite.legality import check
 from fxrewrite import lower
 from fxrewrite.quant import QuantLayer, scheme_for
@@ -191,7 +192,7 @@ def test_a_grown_student_trains_for_as_many_epochs_as_the_blockwise_phase_ran(di
                            progress=events.append)
     distill(gm, archnet, [images[:64], images[64:128]], [images[1400:1500]], config)
     blockwise = [e.epoch for e in events if e.phase == "blockwise-parallel"]
-    grown = [e for e in events if e.phase == growth.PHASE]
+    grown = [e for e in events if e.phase == GROW]
     assert len(blockwise) < 30 and grown and {e.epochs for e in grown} == {len(blockwise)}
 
 

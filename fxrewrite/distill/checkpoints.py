@@ -24,8 +24,9 @@ from fxrewrite.errors import DistillError, first_line
 from fxrewrite.files import atomic_write_bytes
 
 CHECKPOINT_NAME = "distill-checkpoint.pt"
-#: the phases a checkpoint may be in (fxrewrite.distill.schedules, growth and distiller name them)
-PHASES = ("blockwise-parallel", "blockwise-progressive", "grow", "finetune")
+#: the training phases, by the names their checkpoints carry (a checkpoint in another phase is refused)
+PARALLEL, PROGRESSIVE, GROW, FINETUNE = "blockwise-parallel", "blockwise-progressive", "grow", "finetune"
+PHASES = (PARALLEL, PROGRESSIVE, GROW, FINETUNE)
 _FIELDS = ("phase", "epoch", "model", "optimizer")
 
 

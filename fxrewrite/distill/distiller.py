@@ -17,9 +17,8 @@ from torch import fx, nn
 from fxrewrite.cost import Size
 from fxrewrite.distill.augment import Relabel
 from fxrewrite.distill.blockwise_loss import FeatureAdapter
-from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.checkpoints import FINETUNE, GROW, Checkpoints, ProgressCallback
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
-from fxrewrite.distill.growth import PHASE as GROWTH_PHASE
 from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
 from fxrewrite.distill.processes import shard
@@ -185,7 +184,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     students.train()
     blockwise = Monitor(swapped_score(teacher, order, students, held), began, history,
                         config.patience if config.schedule == "parallel" else None, deadline(BLOCKWISE_SHARE))
-    if not (checkpoints.reached("finetune") or checkpoints.reached(GROWTH_PHASE)):
+    if not (checkpoints.reached(FINETUNE) or checkpoints.reached(GROW)):
         if config.schedule == "parallel":
             parallel(students, adapters, cache, config.epochs, config.lr, config.attention, checkpoints,
                      config.progress, monitor=blockwise, cosine_lr=config.cosine_lr)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.checkpoints import FINETUNE, GROW, Checkpoints, ProgressCallback
 from fxrewrite.distill.processes import on_main
 from fxrewrite.distill.recording import Recorded, as_tuple
 from fxrewrite.distill.schedules import parallel
@@ -25,7 +25,6 @@ from fxrewrite.distill.sizing import Sized
 from fxrewrite.distill.students import seed_from_teacher
 
 GROW_BELOW_COSINE = 0.9
-PHASE = "grow"
 
 
 @torch.no_grad()
@@ -77,6 +76,6 @@ def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.G
             notes[name] = (f"held-out cosine {cosine:.3f} < {GROW_BELOW_COSINE} after the blockwise phase: grew from "
                            f"{before} to {bigger.size} (x{bigger.cost_ratio:.2f} its region's cost)")
         checkpoints.extra["grown"] = grown
-    if grown and not checkpoints.reached("finetune"):
-        parallel(students, adapters, cache, epochs, lr, attention, checkpoints, progress, names=grown, phase=PHASE)
+    if grown and not checkpoints.reached(FINETUNE):
+        parallel(students, adapters, cache, epochs, lr, attention, checkpoints, progress, names=grown, phase=GROW)
     return notes

@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from fxrewrite.distill.augment import augment
 from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
-from fxrewrite.distill.checkpoints import Checkpoints, ProgressCallback
+from fxrewrite.distill.checkpoints import FINETUNE, PARALLEL, PROGRESSIVE, Checkpoints, ProgressCallback
 from fxrewrite.distill.loop import train_phase
 from fxrewrite.distill.monitor import Monitor
 from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
@@ -45,7 +45,7 @@ def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.
 
 def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[Recorded], epochs: int, lr: float,
              attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None,
-             names: Sequence[str] | None = None, phase: str = "blockwise-parallel", monitor: Monitor | None = None,
+             names: Sequence[str] | None = None, phase: str = PARALLEL, monitor: Monitor | None = None,
              cosine_lr: bool = False) -> None:
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
@@ -83,7 +83,7 @@ def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.Modu
                    _blockwise_loss(adapters, n, hooks.values[n], entry.regions[n][1], attention)
                    for i, n in enumerate(matched))
 
-    train_phase("blockwise-progressive", per_period * len(order), trained, optimizer, cache, loss, checkpoints,
+    train_phase(PROGRESSIVE, per_period * len(order), trained, optimizer, cache, loss, checkpoints,
                 progress, monitor, cosine_lr)
 
 
@@ -116,4 +116,4 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
         blocks = sum(normalized_mse(g, w) for n in order for g, w in zip(hooks.values[n], entry.regions[n][1]))
         return final + BLOCK_WEIGHT * blocks
 
-    train_phase("finetune", epochs, stitched, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)
+    train_phase(FINETUNE, epochs, stitched, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)
