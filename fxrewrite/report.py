@@ -21,6 +21,7 @@ from typing import Any
 
 from fxrewrite.cost import Size
 from fxrewrite.distill import Distilled, Point, Region, StudentResult
+from fxrewrite.distill.regions import MANY_BLOCKS
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
 from fxrewrite.rewrite.compare import Agreement
@@ -66,24 +67,33 @@ class RegionReport:
     inputs: tuple[TensorEnd, ...]
     outputs: tuple[TensorEnd, ...]
     teacher_macs: int
+    #: the teacher blocks it spans, and why several where it does (fxrewrite.distill.regions)
+    blocks: tuple[str, ...] = ()
+    joined_by: str = ""
 
     @classmethod
     def of(cls, region: Region) -> RegionReport:
         ends = lambda nodes: tuple(TensorEnd(n.name, tuple(tensor_shape(n) or ())) for n in nodes)  # noqa: E731
         return cls(region.index, tuple(n.name for n in region.nodes), dict(region.kinds), ends(region.inputs),
-                   ends(region.outputs), region.macs)
+                   ends(region.outputs), region.macs, region.blocks, region.joined_by)
 
     def to_dict(self) -> dict[str, Any]:
         return {"region": self.region, "nodes": list(self.nodes), "kinds": self.kinds,
                 "inputs": [{"name": e.name, "shape": list(e.shape)} for e in self.inputs],
                 "outputs": [{"name": e.name, "shape": list(e.shape)} for e in self.outputs],
-                "teacher_macs": self.teacher_macs}
+                "teacher_macs": self.teacher_macs, "blocks": list(self.blocks), "joined_by": self.joined_by}
+
+    def spans(self) -> str:
+        """The teacher blocks in words, with the reason where there are several."""
+        if len(self.blocks) <= 1:
+            return f"teacher block {self.blocks[0]}" if self.blocks else "outside the teacher's blocks"
+        return f"{len(self.blocks)} teacher blocks ({self.blocks[0]} .. {self.blocks[-1]}), joined by {self.joined_by}"
 
     def to_text(self) -> str:
         shapes = lambda ends: ", ".join("x".join(map(str, e.shape)) or "?" for e in ends)  # noqa: E731
         kinds = ", ".join(f"{k} {n}" for k, n in self.kinds.items())
         return (f"region {self.region}: {len(self.nodes)} nodes ({kinds}); {shapes(self.inputs)} -> "
-                f"{shapes(self.outputs)}; teacher MACs {self.teacher_macs:,}")
+                f"{shapes(self.outputs)}; teacher MACs {self.teacher_macs:,}; {self.spans()}")
 
 
 @dataclass(frozen=True)
@@ -248,4 +258,5 @@ class LoweringReport:
                 lines += [f"  {r.to_text()}" for r in self.regions]
         else:
             lines.append(f"every node is legal on {self.target}")
+        lines += [f"warning: region {r.region} spans {r.spans()}" for r in self.regions if len(r.blocks) > MANY_BLOCKS]
         return "\n".join(lines)

@@ -29,9 +29,10 @@ NO_ATTENTION = chip("""
 """)
 
 
-def trained_loss_drop(student: torch.nn.Module, inputs: list[torch.Tensor], target: torch.Tensor) -> tuple[float, float]:
+def trained_loss_drop(student: torch.nn.Module, inputs: list[torch.Tensor], target: torch.Tensor,
+                      lr: float = 1e-2) -> tuple[float, float]:
     """The student's MSE to `target` before and after 60 Adam steps on it."""
-    optimizer = torch.optim.Adam(student.parameters(), 1e-2)
+    optimizer = torch.optim.Adam(student.parameters(), lr)
     student.train()
     losses = []
     for _ in range(60):

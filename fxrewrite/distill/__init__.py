@@ -25,7 +25,8 @@ from fxrewrite.distill.monitor import Point
 from fxrewrite.distill.regions import REGION_PREFIX, Region, carve, find_regions
 from fxrewrite.distill.schedules import SCHEDULES, Schedule
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET
-from fxrewrite.distill.students import seed_from_teacher, synthesize
+from fxrewrite.distill.seeding import seed_from_teacher
+from fxrewrite.distill.students import synthesize
 
 __all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled",
            "Point", "Progress", "ProgressBars", "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",

@@ -26,7 +26,9 @@ from fxrewrite.distill.regions import carve
 from fxrewrite.distill.sharing import size_only_inputs
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
 from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
-from fxrewrite.distill.students import seed_from_teacher, synthesize
+from fxrewrite.distill.seeding import seed_from_teacher
+from fxrewrite.distill.students import synthesize
+from fxrewrite.distill.teacher_form import Legalize, TeacherForm, layer_count
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.quant import (QuantScheme, calibrate, dequantize_modules, fold_for_quantization, materialize,
@@ -66,6 +68,8 @@ class DistillConfig:
     #: already in the blockwise phase, as Arch-Net does; they are unwrapped after it, and the stitched
     #: network, batch norms folded, is quantized and calibrated afresh for fine-tuning
     blockwise_quant: bool = False
+    #: lowers a region exactly, for teacher-form students (fxrewrite.distill.teacher_form); None: none
+    legalize: Legalize | None = None
 
 
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
@@ -169,9 +173,10 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     sized = {n: synthesize(n, *first[n], region_costs[n], target,
                            allowance(region_costs[n], model, config.student_budget),
                            {op_view(node).kind for node in getattr(teacher, n).graph.nodes},
-                           size_only_inputs(getattr(teacher, n))) for n in order}
+                           size_only_inputs(getattr(teacher, n)), getattr(teacher, n), config.legalize) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
-    seeded = {n: seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
+    seeded = {n: layer_count(students[n]) if isinstance(students[n], TeacherForm) else
+              seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
     kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}
     adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
                               for i, out in enumerate(first[n][1])} if config.adaptation else {}).to(device)

@@ -22,7 +22,7 @@ from fxrewrite.distill.processes import on_main
 from fxrewrite.distill.recording import Recorded, as_tuple
 from fxrewrite.distill.schedules import parallel
 from fxrewrite.distill.sizing import Sized
-from fxrewrite.distill.students import seed_from_teacher
+from fxrewrite.distill.seeding import seed_from_teacher
 
 GROW_BELOW_COSINE = 0.9
 

@@ -6,7 +6,7 @@ time quadratic in their size (0.9 s of maxvit_t's 3 s lowering).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from torch import fx
 
@@ -56,3 +56,35 @@ def levels(gm: fx.GraphModule, components: list[list[fx.Node]], order: Mapping[f
             level[node] = max(inside + returning, default=0)
         left[node] = arriving
     return level
+
+
+def crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int],
+               unreadable: Callable[[fx.Node], bool]) -> set[fx.Node]:
+    """The nodes on paths from a part to a later part that reads an `unreadable` tensor of it (a map
+    wider than the target's convs read, a rank-4 tensor that is no map where the target cannot
+    permute). No student could read it, so the two parts must be one; they were cut apart because
+    such a path leaves one and comes back (resnet50's bottleneck on archnet: its first conv and its
+    add rejected, the convs between legal), and the nodes on it join them."""
+    part_of = {n: i for i, part in enumerate(parts) for n in part}
+    crossed: set[fx.Node] = set()
+    for index, part in enumerate(parts):
+        readers = {part_of[u] for n in part if unreadable(n)
+                   for u in n.users if part_of.get(u, index) != index}
+        for other in readers:
+            first, last = order[part[0]], max(order[n] for n in parts[other])
+            ahead = reachable(part, lambda n: n.users, lambda n: order[n] <= last)
+            behind = reachable(parts[other], lambda n: n.all_input_nodes, lambda n: order[n] >= first)
+            crossed |= {n for n in ahead & behind if n.op not in ("placeholder", "get_attr", "output")}
+    return crossed
+
+
+def reachable(starts: list[fx.Node], step: Callable[[fx.Node], Iterable[fx.Node]],
+               keep: Callable[[fx.Node], bool]) -> set[fx.Node]:
+    """Nodes reached from `starts` by `step` (users or inputs) while `keep` holds."""
+    seen, stack = set(), list(starts)
+    while stack:
+        for nxt in step(stack.pop()):
+            if nxt not in seen and keep(nxt):
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen

@@ -1,10 +1,13 @@
 """Regions: the nodes a target still rejects, grouped for distillation.
 
-The rejected nodes (and the legal nodes they enclose, see `region_members`) are grouped into
-connected partitions whose fusion never creates a cycle (`_partitions`); each region is
-cut at legal tensors and has its input and output tensors. A partition is cut once more after each
-residual add it holds (`split_after_residual_adds`), so a chain of residual blocks the target cannot
-run becomes one region per block, each with its skip, rather than one region for the whole chain.
+The rejected nodes, with the rest of the teacher blocks they belong to (the module hierarchy
+recorded at capture, fxrewrite.distill.blocks) and the legal nodes they enclose (see
+`region_members`), are grouped into connected partitions whose fusion never creates a cycle
+(`_partitions`); each region is cut at legal tensors and has its input and output tensors. A
+partition is cut once more where a teacher block begins, and after each residual add outside
+blocks (`split_at_blocks`), so a chain of residual blocks the target cannot run becomes one region
+per block, each with its skip, rather than one region for the whole chain; a cut falls only at a
+tensor students can make and read, which is what makes a region span several blocks.
 `carve` fuses each region into a submodule with torch.fx's fuser (`region_0`, ...) so a student
 block with the same call signature can take its place.
 """
@@ -12,16 +15,16 @@ block with the same call signature can take its place.
 from __future__ import annotations
 
 import collections
-import math
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from torch import fx
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
+from fxrewrite.distill.blocks import teacher_block
 from fxrewrite.distill.layouts import non_map_tensors
-from fxrewrite.distill.partition import components, levels
+from fxrewrite.distill.partition import components, crossings, levels
+from fxrewrite.distill.reach import Reach, is_token_node, readable, wider_than_convs_read
 from fxrewrite.distill.sharing import data_free, private_sizes
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.rewrite.pattern import reads_an_input
@@ -32,32 +35,7 @@ REGION_PREFIX = "region_"
 LAYOUT_KINDS = frozenset({"reshape", "permute", "transpose", "flatten"})
 
 
-def _is_token_node(node: fx.Node) -> bool:
-    shape = tensor_shape(node)
-    return node.op not in ("placeholder", "get_attr", "output") and shape is not None and len(shape) == 3
-
-
-@dataclass(frozen=True)
-class _Reach:
-    """What students on a target read and make: token sequences (N, L, D), which need a reshape to be
-    made from maps and from each other (without one, as on archnet, a transformer's token stream is
-    never cut: its region runs on to a map or a vector); image maps (convs read them); and how many
-    channels a conv reads."""
-
-    tokens: bool
-    maps: bool
-    widest: float
-    #: whether students may make rank-4 tensors of other layouts than maps (fxrewrite.distill.layouts)
-    permutes: bool
-
-    @classmethod
-    def of(cls, target: Target) -> _Reach:
-        return cls("reshape" in target.ops or target.allow_all_ops, "conv2d" in target.ops or target.allow_all_ops,
-                   target.limit("conv2d", "in_channels_max") or math.inf,
-                   "permute" in target.ops or target.allow_all_ops)
-
-
-def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
+def _absorbed(node: fx.Node, members: set[fx.Node], reach: Reach) -> bool:
     """Whether `node`, legal and outside the members, joins them."""
     if node.op not in ("call_function", "call_method", "call_module"):
         return False
@@ -82,30 +60,33 @@ def _absorbed(node: fx.Node, members: set[fx.Node], reach: _Reach) -> bool:
             or (kind in LAYOUT_KINDS and rank >= 5)
             or (not reach.maps and rank >= 4)  # no student reads rank-4 tensors as image maps
             # a map wider than the target's convs read, which no student could read
-            or (feeding and _wider_than_convs_read(node, reach)))
+            or (feeding and wider_than_convs_read(node, reach)))
 
 
-def _wider_than_convs_read(node: fx.Node, reach: _Reach) -> bool:
-    shape = tensor_shape(node)
-    return shape is not None and len(shape) == 4 and shape[1] > reach.widest
-
-
-def _pulled(member: fx.Node, members: set[fx.Node], reach: _Reach, non_maps: set[fx.Node]) -> set[fx.Node]:
+def _pulled(member: fx.Node, members: set[fx.Node], reach: Reach, non_maps: set[fx.Node]) -> set[fx.Node]:
     """The users a member takes into the region: all of them when it is made from parameters and
     sizes alone (a class token expanded to the batch, a position bias: a student needs a tensor to
     read), when its map is wider than the target's convs read, or when it is a rank-4 tensor that is
     no map on a target that cannot permute (no student could read either: resnet50's 1024-channel
     blocks on archnet become one region up to a tensor a student can read or the output)."""
     unfed = not any(tensor_shape(p) for p in member.all_input_nodes if reads_an_input(p))
-    if not (unfed or member in non_maps or _wider_than_convs_read(member, reach)):
+    if not (unfed or member in non_maps or wider_than_convs_read(member, reach)):
         return set()
     return {u for u in member.users if u not in members and u.op != "output"}
 
 
+def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node]) -> set[fx.Node]:
+    """Every computing node of the teacher blocks (fxrewrite.distill.blocks) that `nodes` belong to."""
+    wanted = {teacher_block(n) for n in nodes} - {None}
+    return {n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")
+            and teacher_block(n) in wanted} if wanted else set()
+
+
 def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node],
                    non_maps: set[fx.Node]) -> set[fx.Node]:
-    """The illegal nodes (and, on a target that cannot hold tokens, every node making tokens), grown
-    by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
+    """The illegal nodes with the rest of their teacher blocks (a student replaces a whole block, as
+    Arch-Net's do; fxrewrite.distill.blocks) and, on a target that cannot hold tokens, every node
+    making tokens, grown by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
     block instead of two students having to reproduce the exact tensors around a single legal op.
@@ -113,10 +94,10 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
     `seeds` are members from the start (`_partitions` adds the paths an unreadable tensor would
     cross on), and so are `non_maps`: on a target that cannot permute, the rank-4 tensors laid out
     otherwise than a map (fxrewrite.distill.layouts), which must not leave a region."""
-    reach = _Reach.of(target)
-    members = set(seeds) | {n for n in gm.graph.nodes
-                            if not target.verdict(n).legal or (not reach.tokens and _is_token_node(n))}
-    members |= non_maps
+    reach = Reach.of(target)
+    rejected = {n for n in gm.graph.nodes if not target.verdict(n).legal}
+    members = set(seeds) | rejected | {n for n in gm.graph.nodes if not reach.tokens and is_token_node(n)}
+    members |= non_maps | _whole_blocks(gm, rejected)
     # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
     # sweeps: a node joining can change the answer only for its producers and users
     worklist = collections.deque(gm.graph.nodes)
@@ -138,12 +119,20 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
     return members
 
 
+#: a region spanning more teacher blocks than this is a warning in the report
+MANY_BLOCKS = 3
+
+
 @dataclass(frozen=True)
 class Region:
     index: int
     nodes: tuple[fx.Node, ...]
     inputs: tuple[fx.Node, ...]
     outputs: tuple[fx.Node, ...]
+    #: the teacher blocks it holds (fxrewrite.distill.blocks), in graph order
+    blocks: tuple[str, ...] = ()
+    #: why it holds several: the first tensor between two of them that no student can make or read
+    joined_by: str = ""
 
     @property
     def kinds(self) -> collections.Counter:
@@ -161,32 +150,42 @@ class Region:
             "inputs": [{"name": n.name, "shape": list(tensor_shape(n) or ())} for n in self.inputs],
             "outputs": [{"name": n.name, "shape": list(tensor_shape(n) or ())} for n in self.outputs],
             "teacher_macs": self.macs,
+            "blocks": list(self.blocks),
+            "joined_by": self.joined_by,
         }
 
 
-def _is_residual_add(node: fx.Node, reach: _Reach, non_maps: set[fx.Node]) -> bool:
+def _is_residual_add(node: fx.Node) -> bool:
     view = op_view(node)
     shapes = [tensor_shape(a) for a in node.all_input_nodes if a.op != "get_attr"]
-    return (view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
-            and (len(shapes[0]) != 3 or reach.tokens) and not _wider_than_convs_read(node, reach)
-            and node not in non_maps)
+    return view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
 
 
-def split_after_residual_adds(members: list[fx.Node], reach: _Reach,
-                              non_maps: set[fx.Node] = frozenset()) -> list[list[fx.Node]]:
-    """`members` (one partition, in graph order) cut after every residual add: a node's block is the
-    largest of its in-partition producers' blocks, plus one past a residual add. Nodes fed from
-    outside alone (parameters, a second input) join the first block that reads them. An add is not
-    cut after where students on the target could not make or read its output (tokens without a
-    reshape, a map wider than its convs read, a rank-4 tensor that is no map). Blocks only
-    feed later blocks, and every path between members stays inside the partition, so no cut makes
-    a cycle."""
+def _cut(producer: fx.Node, node: fx.Node, reach: Reach, non_maps: set[fx.Node]) -> bool:
+    """Whether a region boundary falls between `producer` and its user `node`: where `node` enters a
+    teacher block (fxrewrite.distill.blocks) `producer` is not in, or, where `node` is in no block,
+    after a residual add (the add a model writes around its blocks goes with the block before it)."""
+    if not readable(producer, reach, non_maps):
+        return False
+    block = teacher_block(node)
+    return teacher_block(producer) != block if block is not None else _is_residual_add(producer)
+
+
+def split_at_blocks(members: list[fx.Node], reach: Reach,
+                    non_maps: set[fx.Node] = frozenset()) -> list[list[fx.Node]]:
+    """`members` (one partition, in graph order) cut where a teacher block begins, and after every
+    residual add outside blocks: a node's piece is the largest of its in-partition producers' pieces, plus one
+    across a cut (`_cut`). Nodes fed from outside alone (parameters, a second input) join the first
+    piece that reads them. No cut falls where students on the target could not make or read the
+    tensor (tokens without a reshape, a map wider than its convs read, a rank-4 tensor that is no
+    map). Pieces only feed later pieces, and every path between members stays inside the
+    partition, so no cut makes a cycle."""
     inside = set(members)
     block: dict[fx.Node, int] = {}
     for node in members:
         producers = [a for a in node.all_input_nodes if a in inside]
         if producers:
-            block[node] = max(block.get(p, 0) + _is_residual_add(p, reach, non_maps) for p in producers)
+            block[node] = max(block.get(p, 0) + _cut(p, node, reach, non_maps) for p in producers)
     for node in reversed(members):
         if node not in block:
             block[node] = min((block[u] for u in node.users if u in block), default=0)
@@ -204,7 +203,7 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     computes."""
     private_sizes(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    reach, seeds = _Reach.of(target), frozenset()
+    reach, seeds = Reach.of(target), frozenset()
     # on a target that cannot permute, rank-4 tensors that are no maps must stay inside regions
     non_maps = non_map_tensors(gm) if not reach.permutes else set()
     while True:
@@ -213,53 +212,51 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
         level = levels(gm, groups, order)
         parts = [piece for group in groups for step in sorted({level[n] for n in group})
                  for piece in components({n for n in group if level[n] == step}, order)]
-        parts = [cut for part in parts for cut in split_after_residual_adds(part, reach, non_maps)]
-        crossed = _crossings(parts, order, lambda n: n in non_maps or _wider_than_convs_read(n, reach)) - members
+        parts = [cut for part in parts for cut in split_at_blocks(part, reach, non_maps)]
+        crossed = crossings(parts, order, lambda n: n in non_maps or wider_than_convs_read(n, reach)) - members
         if not crossed:
             return sorted(parts, key=lambda members: order[members[0]])
         seeds |= crossed
 
 
-def _crossings(parts: list[list[fx.Node]], order: Mapping[fx.Node, int],
-               unreadable: Callable[[fx.Node], bool]) -> set[fx.Node]:
-    """The nodes on paths from a part to a later part that reads an `unreadable` tensor of it (a map
-    wider than the target's convs read, a rank-4 tensor that is no map where the target cannot
-    permute). No student could read it, so the two parts must be one; they were cut apart because
-    such a path leaves one and comes back (resnet50's bottleneck on archnet: its first conv and its
-    add rejected, the convs between legal), and the nodes on it join them."""
-    part_of = {n: i for i, part in enumerate(parts) for n in part}
-    crossed: set[fx.Node] = set()
-    for index, part in enumerate(parts):
-        readers = {part_of[u] for n in part if unreadable(n)
-                   for u in n.users if part_of.get(u, index) != index}
-        for other in readers:
-            first, last = order[part[0]], max(order[n] for n in parts[other])
-            ahead = _reachable(part, lambda n: n.users, lambda n: order[n] <= last)
-            behind = _reachable(parts[other], lambda n: n.all_input_nodes, lambda n: order[n] >= first)
-            crossed |= {n for n in ahead & behind if n.op not in ("placeholder", "get_attr", "output")}
-    return crossed
+def _unreadable_because(node: fx.Node, reach: Reach, non_maps: set[fx.Node], target: Target) -> str:
+    shape = tensor_shape(node)
+    if shape is None:
+        return f"{node.name}, a size or tuple, which no student writes"
+    described = f"{node.name} ({'x'.join(map(str, shape))})"
+    if len(shape) == 3 and not reach.tokens:
+        return f"{described}: tokens, which {target.name} cannot reshape from or to image maps"
+    if wider_than_convs_read(node, reach):
+        return f"{described}: a map of {shape[1]} channels, more than the {reach.widest:g} {target.name}'s convs read"
+    return f"{described}: a rank-4 tensor that is no image map, and {target.name} cannot permute"
 
 
-def _reachable(starts: list[fx.Node], step: Callable[[fx.Node], Iterable[fx.Node]],
-               keep: Callable[[fx.Node], bool]) -> set[fx.Node]:
-    """Nodes reached from `starts` by `step` (users or inputs) while `keep` holds."""
-    seen, stack = set(), list(starts)
-    while stack:
-        for nxt in step(stack.pop()):
-            if nxt not in seen and keep(nxt):
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
+def _joined_by(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node], target: Target) -> str:
+    """Why `members` span several teacher blocks: the first tensor passed between two of them that no
+    student could make or read, so no cut can fall there."""
+    inside = set(members)
+    crossing = [n for n in members if any(u in inside and teacher_block(u) != teacher_block(n) for u in n.users)
+                and not readable(n, reach, non_maps)]
+    crossing.sort(key=lambda n: tensor_shape(n) is None)  # a tensor explains more than the sizes read beside it
+    if crossing:
+        return _unreadable_because(crossing[0], reach, non_maps, target)
+    return "a cut between them would make two regions feed each other (a cycle)"
 
 
 def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
-    """Connected, cycle-free groups of the nodes `target` rejects, in graph order."""
+    """Connected, cycle-free groups of the nodes `target` rejects, in graph order, each with the
+    teacher blocks it spans and, where several, why (`_joined_by`)."""
     regions = []
-    for index, members in enumerate(_partitions(gm, target)):
+    parts = _partitions(gm, target)
+    reach = Reach.of(target)
+    non_maps = non_map_tensors(gm) if not reach.permutes else set()
+    for index, members in enumerate(parts):
         inside = set(members)
         inputs = {a: None for n in members for a in n.all_input_nodes if a not in inside and a.op != "get_attr"}
         outputs = [n for n in members if any(u not in inside for u in n.users)]
-        regions.append(Region(index, tuple(members), tuple(inputs), tuple(outputs)))
+        blocks = tuple(dict.fromkeys(b for b in map(teacher_block, members) if b is not None))
+        joined = _joined_by(members, reach, non_maps, target) if len(blocks) > 1 else ""
+        regions.append(Region(index, tuple(members), tuple(inputs), tuple(outputs), blocks, joined))
     return regions
 
 

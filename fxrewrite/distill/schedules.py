@@ -29,12 +29,15 @@ from fxrewrite.distill.checkpoints import FINETUNE, PARALLEL, PROGRESSIVE, Check
 from fxrewrite.distill.loop import train_phase
 from fxrewrite.distill.monitor import Monitor
 from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
+from fxrewrite.distill.teacher_form import TeacherForm
 from fxrewrite.ir import tensor_leaves
 
 Schedule = Literal["parallel", "progressive"]
 SCHEDULES: tuple[str, ...] = ("parallel", "progressive")
 PROGRESSIVE_DECAY = 0.8
 BLOCK_WEIGHT = 0.5
+#: the share of the learning rate a teacher-form student trains at in the blockwise phase
+TEACHER_FORM_LR = 1 / 3
 
 
 def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.Tensor],
@@ -50,10 +53,13 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
     names = list(students) if names is None else list(names)
-    parameters = [p for n in names for p in students[n].parameters()]
+    # a student that starts as its teacher block (fxrewrite.distill.teacher_form) takes smaller steps:
+    # it only has to recover what quantization loses, and the full rate throws that start away
+    exact = [p for n in names if isinstance(students[n], TeacherForm) for p in students[n].parameters()]
+    parameters = [p for n in names if not isinstance(students[n], TeacherForm) for p in students[n].parameters()]
     parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names
                    for p in adapter.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    optimizer = torch.optim.Adam([{"params": parameters}, {"params": exact, "lr": lr * TEACHER_FORM_LR}], lr=lr)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:
         return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1],

@@ -51,6 +51,8 @@ class Sized:
     cost_ratio: float
     #: builds the student one step larger (None when there is none within GROWTH_CAP x the allowance)
     larger: Callable[[], Sized | None] | None = None
+    #: whether it costs at most what it was allowed
+    fits: bool = True
 
 
 def widths(full: int) -> list[int]:
@@ -81,5 +83,6 @@ def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]
     for index in range(len(candidates)):
         sized, cost = built(index)
         if cost.within(allowed) or index == len(candidates) - 1:
-            return dataclasses.replace(sized, larger=(lambda: step_up(index - 1)) if index > 0 else None)
+            return dataclasses.replace(sized, larger=(lambda: step_up(index - 1)) if index > 0 else None,
+                                       fits=cost.within(allowed))
     raise ValueError("a student needs at least one candidate")

@@ -22,10 +22,12 @@ budget is chosen by fxrewrite.distill.sizing):
 - A region with several outputs gets one student per output, all reading every input, each
   with an equal share of the budget.
 
-Teacher weights: a student layer starts from a teacher layer of the region where that layer has a
-legal counterpart of the same shape and stride: a 1x1 conv or linear goes in the centre of a 3x3,
-a depthwise conv becomes the diagonal of a dense one, a 3x3 conv is copied. Larger kernels have
-no counterpart (a crop is not the same maths) and start from random weights.
+- Channel limits: where the maps the body concatenates exceed the channels the target's convs
+  read, each first passes a 3x3 conv + batch norm + ReLU narrowing it in proportion, so every
+  student is legal by construction.
+
+Where the region has an exact legal form, that is the student instead (fxrewrite.distill.teacher_form);
+generic students start from the teacher's layers where shapes allow (fxrewrite.distill.seeding).
 """
 
 from __future__ import annotations
@@ -34,17 +36,15 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.cost import Cost
-from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, MIN_WIDTH, Sized, first_within_budget, widths
+from fxrewrite.distill.sizing import (DEFAULT_STUDENT_BUDGET, GROWTH_CAP, MIN_WIDTH, Sized, first_within_budget,
+                                     module_cost, widths)
+from fxrewrite.distill.teacher_form import TEACHER_FORM_LABEL, Legalize, teacher_form
 from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
 from fxrewrite.distill.upsampling import factor_between, legal_form, upsampler
 from fxrewrite.errors import DistillError
-from fxrewrite.ir import op_view
-from fxrewrite.rewrite import Decline
-from fxrewrite.rewrite.building import block_diagonal, conv_weights
 from fxrewrite.target import Target
 
 MAX_DEPTH = 3
@@ -63,16 +63,18 @@ class ConvStudent(nn.Module):
 
     def __init__(self, channels: dict[int, int], maps: dict[int, tuple[int, ...]], out_ch: int, width: int,
                  depth: int, halvings: tuple[int, ...], skip_input: int | None, gates: dict[int, bool] | None = None,
-                 ups: dict[int, tuple[str, int]] | None = None):
+                 ups: dict[int, tuple[str, int]] | None = None, narrow: dict[int, int] | None = None):
         super().__init__()
-        gates, ups = gates or {}, ups or {}
+        gates, ups, narrow = gates or {}, ups or {}, narrow or {}
         self.maps, self.gates, self.skip_input, self.ups = list(maps), list(gates), skip_input, list(ups)
         self.flat_gates = [i for i, flat in gates.items() if flat]
         self.down = nn.ModuleList(nn.Sequential(*[layer for padding in maps[i] for layer in
-                                                  _conv_bn(channels[i], channels[i], 2, True, padding)])
+                                                  _conv_bn(channels[i], channels[i], 2, True, padding)],
+                                                *(_conv_bn(channels[i], narrow[i], 1, True) if i in narrow else []))
                                   for i in self.maps)
         self.up = nn.ModuleList(upsampler(form, channels[i], factor) for i, (form, factor) in ups.items())
-        layers, in_ch = [], sum(channels[i] for i in [*self.maps, *self.ups])
+        layers = []
+        in_ch = sum(narrow.get(i, channels[i]) for i in self.maps) + sum(channels[i] for i in self.ups)
         for index in range(depth):
             layers += _conv_bn(in_ch, width, 2, True, halvings[index]) if index < len(halvings) else \
                 _conv_bn(in_ch, width, 1, relu=True)
@@ -162,13 +164,15 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
                "integer enlargement (a tensor of another layout, such as windows of tokens, is no image map)")
         raise DistillError(f"{name}: no student for inputs {shapes} -> output {out_shape} on {target.name}: {why}")
     channels = {i: s[1] for i, s in enumerate(shapes)}
+    limit = target.limit("conv2d", "in_channels_max") or math.inf
+    narrow = _narrowed({i: channels[i] for i in maps}, sum(channels[i] for i in ups), limit)
     gates: dict[int, bool] = {}
     if vectors:
         wanted = {i: len(shapes[i]) == 2 for i in vectors}
-        probe = ConvStudent(channels, maps, out_shape[1], 4, max(len(halvings), 1), halvings, None, wanted, ups)
+        probe = ConvStudent(channels, maps, out_shape[1], 4, max(len(halvings), 1), halvings, None, wanted, ups,
+                            narrow)
         gates = wanted if runs_on(target, probe, inputs) else {}
-    limit = target.limit("conv2d", "in_channels_max") or math.inf
-    in_ch = sum(channels[i] for i in [*maps, *ups])
+    in_ch = sum(narrow.get(i, channels[i]) for i in maps) + sum(channels[i] for i in ups)
     skip = skip_input(inputs, output)
     if skip is not None and out_shape[1] + MIN_WIDTH > limit:
         skip = None  # the last conv could not read the skip beside the body
@@ -178,8 +182,19 @@ def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Ten
     label = "{} x conv3x3 of {}" + (" + skip merge" if skip is not None else "") + (" x gate" if gates else "")
     return [(label.format(depth, width),
              lambda width=width, depth=depth: ConvStudent(channels, maps, out_shape[1], width, depth, halvings, skip,
-                                                          gates, ups))
+                                                          gates, ups, narrow))
             for width in widths(int(min(max(in_ch, out_shape[1]), limit))) for depth in depths]
+
+
+def _narrowed(maps: dict[int, int], fixed: int, limit: float) -> dict[int, int]:
+    """Where the maps a body concatenates (plus `fixed` channels) exceed what the target's convs read,
+    each map's narrowed width, in proportion to its own, so the concat fits (Arch-Net splits its
+    convs at 512 channels; a student is legal by construction instead)."""
+    total = sum(maps.values()) + fixed
+    if total <= limit:
+        return {}
+    room = limit - fixed
+    return {i: max(1, int(room * ch // (total - fixed))) for i, ch in maps.items()}
 
 
 def _upsamplers(coarse: dict[int, torch.Tensor], size: Sequence[int], target: Target) -> dict[int, tuple[str, int]]:
@@ -209,12 +224,16 @@ def _describe(value: object) -> str:
 
 def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
                target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None,
-               size_only: frozenset[int] = frozenset()) -> Sized:
+               size_only: frozenset[int] = frozenset(), region: fx.GraphModule | None = None,
+               legalize: Legalize | None = None) -> Sized:
     """A student for one region from its recorded inputs and output tensors (see the module policy),
     costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
     tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
-    token ids, for the batch size): the student does not read them, as it reads no int."""
+    token ids, for the batch size): the student does not read them, as it reads no int. Where the teacher
+    `region` has an exact legal form by `legalize` (fxrewrite.distill.teacher_form), that form is the student when it
+    costs at most GROWTH_CAP times `allowed` (as much as a grown student may), or when no other
+    candidate fits and it is the cheaper."""
     unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
     if unreal or not outputs:
         raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
@@ -228,6 +247,11 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
                            "student's layers read floats, and the target has no one-hot encoding (one_hot and "
                            "cast, as archnet-transformer declares) to turn ids into them")
     allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
+    form = teacher_form(region, tensors, target, legalize) if region is not None and legalize is not None \
+        and len(positions) == len(inputs) else None
+    form_cost = module_cost(form, tensors, target) if form is not None else None
+    if form is not None and form_cost.within(allowed.scaled(GROWTH_CAP)):
+        return Sized(form, TEACHER_FORM_LABEL, form_cost.ratio(teacher))
     parts = len(outputs)
     sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
                           target) for out in outputs]
@@ -235,56 +259,9 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     if len(positions) != len(inputs):
         student = TensorInputs(student, positions)
     simple = len(sized) == 1 and len(positions) == len(inputs)  # only a plain student is regrown as it is
-    return Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
-                 sized[0].larger if simple else None)
-
-
-def _dense_3x3(weight: torch.Tensor, groups: int) -> torch.Tensor | None:
-    """The dense 3x3 kernel a 1x1 / 3x3, dense or depthwise kernel equals, or None."""
-    out_ch, per_group, kh, kw = weight.shape
-    if (kh, kw) not in ((1, 1), (3, 3)) or groups not in (1, out_ch) or (groups > 1 and per_group != 1):
-        return None
-    border = (3 - kh) // 2
-    return F.pad(block_diagonal(weight, groups), (border, border, border, border))
-
-
-def _teacher_kernels(region: fx.GraphModule) -> list[tuple[str, tuple[int, ...], torch.Tensor, torch.Tensor | None]]:
-    """(role, stride, weight, bias) of each region layer that has a legal counterpart."""
-    found = []
-    for node in region.graph.nodes:
-        view = op_view(node)
-        if view.kind not in ("conv2d", "linear"):
-            continue
-        weights = conv_weights(view)
-        if isinstance(weights, Decline):
-            continue
-        weight, bias = weights
-        if view.kind == "linear":
-            found.append(("linear", (1, 1), weight, bias))
-            found.append(("conv", (1, 1), _dense_3x3(weight[:, :, None, None], 1), bias))
-        elif view.attrs["padding"] == tuple((k - 1) // 2 for k in view.attrs["kernel"]):
-            kernel = _dense_3x3(weight, view.attrs["groups"])
-            if kernel is not None:
-                found.append(("conv", view.attrs["stride"], kernel, bias))
-    return found
-
-
-@torch.no_grad()
-def seed_from_teacher(student: nn.Module, region: fx.GraphModule) -> int:
-    """Start student layers from teacher layers with a legal counterpart (module policy); returns how many."""
-    available = _teacher_kernels(region)
-    seeded = 0
-    for layer in student.modules():
-        role = "conv" if isinstance(layer, nn.Conv2d) else "linear" if isinstance(layer, nn.Linear) else None
-        if role is None or (role == "conv" and tuple(layer.padding) != (1, 1)):
-            continue
-        stride = tuple(layer.stride) if role == "conv" else (1, 1)
-        for index, (kind, teacher_stride, weight, bias) in enumerate(available):
-            if kind == role and teacher_stride == stride and weight.shape == layer.weight.shape:
-                layer.weight.copy_(weight)
-                if layer.bias is not None:
-                    layer.bias.copy_(bias if bias is not None else torch.zeros_like(layer.bias))
-                del available[index]
-                seeded += 1
-                break
-    return seeded
+    generic = Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
+                    sized[0].larger if simple else None, all(s.fits for s in sized))
+    # where no generic student fits either, the form that starts as the teacher is taken if it is cheaper
+    if form is not None and not generic.fits and form_cost.ratio(teacher) < generic.cost_ratio:
+        return Sized(form, TEACHER_FORM_LABEL, form_cost.ratio(teacher))
+    return generic

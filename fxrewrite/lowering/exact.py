@@ -123,6 +123,14 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     return ExactLowering(gm, results, verdicts, verification, before, after, times, kept, budget_note)
 
 
+def legal_lowering(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule | None:
+    """`gm` lowered exactly with no growth limit (rewritten in place), or None where a node stays
+    illegal: the form of a region a teacher-form student takes (fxrewrite.distill.teacher_form)."""
+    unlimited = replace(target, performance=replace(target.performance, growth_max=None))
+    lowered = lower_exact(gm, unlimited, example_inputs)
+    return None if lowered.verdicts.illegal else lowered.gm
+
+
 def _snapshot(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of `gm`'s graph over the same layers and constants (new module containers, as
     fx.GraphModule builds them, so removing a layer from `gm` leaves it here): rewrites build new

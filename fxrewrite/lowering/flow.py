@@ -19,7 +19,7 @@ from fxrewrite.errors import UsageError, check_positive
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.frontend.inputs import check_seed
 from fxrewrite.legality import CheckReport, check
-from fxrewrite.lowering.exact import ExactLowering, lower_exact
+from fxrewrite.lowering.exact import ExactLowering, legal_lowering, lower_exact
 from fxrewrite.lowering.heap import older_objects_frozen
 from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
                              post_training_quantize, scheme_for)
@@ -156,7 +156,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                                progress=training.progress, patience=training.patience,
                                time_budget=training.time_budget, cosine_lr=training.cosine_lr,
                                temperature=training.temperature, augment=training.augment,
-                               blockwise_quant=training.blockwise_quant)
+                               blockwise_quant=training.blockwise_quant, legalize=legal_lowering)
         trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config, reference)
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm

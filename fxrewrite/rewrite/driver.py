@@ -18,6 +18,8 @@ from fxrewrite.rewrite.rewriter import Rewriter
 
 #: meta key naming the teacher node a node descends from: a rewrite passes its root's on to what it builds
 ORIGIN = "fxrewrite_origin"
+#: the meta key torch.fx and torch.export record the calling modules under, passed on to what a rewrite builds
+MODULE_STACK = "nn_module_stack"
 
 
 def origin_of(node: fx.Node) -> str:
@@ -161,6 +163,8 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
         merged.discard(origin)
         for made in best.rewriter.created:
             made.meta[ORIGIN] = origin
+            if MODULE_STACK in node.meta:  # the teacher block it belongs to (fxrewrite.distill.blocks)
+                made.meta.setdefault(MODULE_STACK, node.meta[MODULE_STACK])
             if merged:
                 made.meta[ABSORBED] = frozenset(merged)
         stats.applied[best.rule.name] += 1

@@ -1,0 +1,84 @@
+"""The teacher-form student: the region itself, lowered exactly onto the target, as a trainable block.
+
+Arch-Net's students mirror their teacher block and start from its weights (a 1x1 conv as a 3x3 with
+the teacher's weight at the centre tap, a residual add as concat + 3x3 conv), so training starts
+from the teacher's own function and only has to recover what quantization loses. Where every op of
+a region has an exact legal form on the target, that form is such a student: the region's graph is
+lowered by the exact pipeline (`Legalize`) without the growth budget (the budget is what kept it for
+distillation; the sizing weighs its cost against the other candidates), its batch norms folded into
+the layers before them, and it computes f_student(x) = f_teacher(x) at initialisation up to float32
+rounding (checked: relative error at most MAX_INIT_ERROR on fresh inputs). Batch norms that could
+not be folded keep their statistics (eval mode) while the block trains, so the start stays exact.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import fx, nn
+
+from fxrewrite.quant.prepare import fold_for_quantization
+from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.target import Target
+
+#: the largest relative error at initialisation for which the lowered region counts as the teacher's form
+MAX_INIT_ERROR = 1e-4
+TEACHER_FORM_LABEL = "teacher form (the region lowered exactly, from its weights)"
+
+
+class TeacherForm(nn.Module):
+    """The region's exact legal lowering (module docstring); its batch norms stay in eval mode."""
+
+    def __init__(self, lowered: fx.GraphModule):
+        super().__init__()
+        self.graph_module = lowered
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return self.graph_module(*inputs)
+
+    def train(self, mode: bool = True) -> TeacherForm:
+        super().train(mode)
+        for layer in self.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+        return self
+
+
+#: lowers a graph exactly onto a target at these inputs, with no growth limit: the legal graph, or None
+#: where some node stays illegal (fxrewrite.lowering.exact.legal_lowering; passed in, as lowering
+#: builds on distillation)
+Legalize = Callable[[fx.GraphModule, Target, tuple[torch.Tensor, ...]], "fx.GraphModule | None"]
+
+
+def teacher_form(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target: Target,
+                 legalize: Legalize) -> TeacherForm | None:
+    """The region as a student of legal ops that equals it at initialisation, or None where some op of
+    it has no exact legal form on `target` (or the region reads or writes anything but float tensors)."""
+    if not inputs or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in inputs):
+        return None
+    sample = tuple(t[:2].detach().cpu() for t in inputs)
+    region = copy.deepcopy(region).cpu().eval()
+    with torch.no_grad():
+        wanted = region(*sample)
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point()
+               for t in (wanted if isinstance(wanted, tuple) else (wanted,))):
+        return None
+    with torch.no_grad():  # folded first: a conv without its batch norm can take a residual add in
+        folded = fold_for_quantization(region, sample)
+    lowered = legalize(folded, target, sample)
+    if lowered is None:
+        return None
+    with torch.no_grad():
+        folded = fold_for_quantization(lowered, sample)
+        got = folded(*sample)
+    pairs = zip(got if isinstance(got, tuple) else (got,), wanted if isinstance(wanted, tuple) else (wanted,))
+    if any(relative_error(g, w) > MAX_INIT_ERROR for g, w in pairs):
+        return None
+    return TeacherForm(folded)
+
+
+def layer_count(module: nn.Module) -> int:
+    """The convs and FC layers of `module` (all of a teacher form's start from the teacher)."""
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules())

@@ -1,0 +1,134 @@
+"""Students that follow the teacher block by block: the blocks read from the module hierarchy, one
+region per block, the teacher-form student (exact at initialisation, trainable), and students legal
+by construction where their concat would pass the target's channel limit."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import exported, symbolic
+from fxrewrite.cost import Cost
+from fxrewrite.distill.blocks import teacher_block
+from fxrewrite.distill.regions import carve, find_regions
+from fxrewrite.distill.sizing import GROWTH_CAP, module_cost
+from fxrewrite.distill.students import synthesize
+from fxrewrite.distill.teacher_form import MAX_INIT_ERROR, TeacherForm, teacher_form
+from fxrewrite.distill.token_students import runs_on
+from fxrewrite.lowering.exact import legal_lowering
+from fxrewrite.quant import calibrate, quantize_modules, scheme_for
+from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.target import Target
+from test_region_students import trained_loss_drop
+
+ARCHNET = Target.load("archnet")
+ROOMY = Cost(1e12, 10**12)
+
+
+class Basic(nn.Module):
+    """A ResNet basic block: conv-BN-ReLU-conv-BN + x, ReLU (archnet has no add)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+        self.conv2, self.bn2 = nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layers = nn.Sequential(Basic(8), Basic(8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.layers(F.relu(self.stem(x))).mean((2, 3)))
+
+
+def randomized(module: nn.Module) -> nn.Module:
+    """Batch norms with statistics and affine parameters away from the identity, so folding them matters."""
+    torch.manual_seed(0)
+    for layer in module.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(layer.weight, 0.5, 1.5)
+            nn.init.uniform_(layer.bias, -0.2, 0.2)
+    return module.eval()
+
+
+def test_a_node_belongs_to_the_outermost_block_in_a_sequence_of_modules():
+    gm = symbolic(randomized(Net()), torch.randn(1, 3, 9, 9))
+    blocks = {n.name: teacher_block(n) for n in gm.graph.nodes}
+    assert blocks["stem"] is None and blocks["head"] is None  # the model's own layers
+    assert blocks["layers_0_conv1"] == blocks["add"] == "layers.0"
+    assert blocks["layers_1_bn2"] == "layers.1"
+
+
+def test_blocks_are_read_from_exported_graphs_without_importing_their_classes():
+    gm = exported(randomized(Net()), torch.randn(1, 3, 9, 9))
+    found = {teacher_block(n) for n in gm.graph.nodes if n.op == "call_function"}
+    assert {"layers.0", "layers.1"} <= found
+    node = next(n for n in gm.graph.nodes if teacher_block(n) == "layers.0")
+    node.meta["nn_module_stack"] = {k: (path, "evil.module.Block") for k, (path, _) in
+                                    node.meta["nn_module_stack"].items()}
+    assert teacher_block(node) == "layers"  # a class named by a string is never imported to ask its kind
+
+
+def test_regions_follow_the_teachers_blocks():
+    gm = symbolic(randomized(Net()), torch.randn(1, 3, 9, 9))
+    regions = find_regions(gm, ARCHNET)
+    assert [r.blocks for r in regions[:2]] == [("layers.0",), ("layers.1",)]
+    # each region is the whole block: its convs, batch norms and ReLUs join the add archnet lacks
+    assert regions[0].kinds["conv2d"] == 2 and regions[0].kinds["add"] == 1
+    assert all(r.joined_by == "" for r in regions)
+
+
+def test_the_teacher_form_starts_as_the_teacher_block_and_training_lowers_its_quantized_loss():
+    region = carve(symbolic(randomized(Net()), torch.randn(1, 3, 7, 9)), ARCHNET).region_0
+    torch.manual_seed(1)
+    inputs = (torch.randn(16, 8, 7, 9),)
+    form = teacher_form(region, inputs, ARCHNET, legal_lowering)
+    assert isinstance(form, TeacherForm) and runs_on(ARCHNET, form, inputs)
+    with torch.no_grad():
+        want = region(*inputs)
+        assert relative_error(form(*inputs), want) <= MAX_INIT_ERROR  # exact at initialisation
+    quantize_modules(form, scheme_for(ARCHNET, 4, 4))
+    calibrate(form, lambda: form(*inputs))
+    first, last = trained_loss_drop(form, list(inputs), want, lr=1e-3)  # it starts close: small steps
+    assert last < 0.7 * first
+
+
+def test_the_teacher_form_is_the_student_where_it_costs_what_a_student_may():
+    gm = carve(symbolic(randomized(Net()), torch.randn(1, 3, 7, 9)), ARCHNET)
+    inputs = (torch.randn(8, 8, 7, 9),)
+    output = gm.region_0(*inputs)
+    region = module_cost(gm.region_0, inputs, ARCHNET)
+    # the default budget (the region's own cost): the block's form costs x1.5 (the add folded into conv2
+    # as a conv over [h | x]), within what a grown student may cost
+    sized = synthesize("region_0", inputs, [output], region, ARCHNET, region, {"conv2d", "add"}, region=gm.region_0,
+                       legalize=legal_lowering)
+    assert isinstance(sized.student, TeacherForm) and sized.size.startswith("teacher form")
+    assert 1.0 < sized.cost_ratio <= GROWTH_CAP
+    # where it would cost more than even a grown student may, the cheaper generic student is taken
+    tighter = synthesize("region_0", inputs, [output], region, ARCHNET, region.scaled(0.9), {"conv2d", "add"},
+                         region=gm.region_0, legalize=legal_lowering)
+    assert not isinstance(tighter.student, TeacherForm) and tighter.cost_ratio < sized.cost_ratio
+
+
+def test_a_region_without_an_exact_legal_form_has_no_teacher_form():
+    gelu = symbolic(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.GELU()), torch.randn(1, 4, 5, 5))
+    assert teacher_form(gelu, (torch.randn(2, 4, 5, 5),), ARCHNET, legal_lowering) is None
+
+
+def test_a_student_merging_maps_wider_than_the_convs_read_is_legal_by_construction():
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, 320, 4, 4), torch.randn(2, 384, 4, 4)]  # 704 channels; archnet's convs read 512
+    output = torch.randn(2, 384, 4, 4)
+    student = synthesize("region_0", inputs, [output], ROOMY, ARCHNET, ROOMY, {"add"}).student
+    assert runs_on(ARCHNET, student, inputs)
+    assert max(c.in_channels for c in student.modules() if isinstance(c, nn.Conv2d)) <= 512
