@@ -33,34 +33,68 @@ class Marked(nn.Module):
         self.mark = nn.Parameter(torch.zeros(()))
 
 
-def _run(scores: list[float], patience: int | None, deadline: float | None = None, epochs: int = 10):
-    """train_phase over a model whose step sets its mark to the epoch number, scored from `scores`."""
+def _run(scores: list[float | Score], patience: int | None, deadline: float | None = None, epochs: int = 10,
+         added_loss: list[float] | None = None, batches: int = 1, progress=None):
+    """train_phase over a model whose step sets its mark to the epoch number, scored from `scores` (the
+    first is the state before training), its loss raised by `added_loss[epoch]`."""
     model = Marked()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    epoch_scores = iter(scores)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0 / batches)
+    epoch_scores = iter(s if isinstance(s, Score) else Score(None, s) for s in scores)
 
     def loss(epoch: int, _: object) -> torch.Tensor:
-        return (model.mark - (epoch + 1)) ** 2 / 2  # one SGD step of rate 1 lands on epoch + 1
+        # one SGD step of rate 1 lands on epoch + 1
+        return (model.mark - (epoch + 1)) ** 2 / 2 + (added_loss[epoch] if added_loss else 0.0)
 
-    monitor = Monitor(lambda: Score(None, next(epoch_scores)), 0.0, [], patience, deadline)
-    train_phase("phase", epochs, model, optimizer, [None], loss, Checkpoints(None, "", False), None, monitor)
+    monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline)
+    train_phase("phase", epochs, model, optimizer, [None] * batches, loss, Checkpoints(None, "", False), progress,
+                monitor)
     return model.mark.item(), monitor
 
 
 def test_a_phase_stops_on_a_plateau_and_ends_in_its_best_epoch():
-    mark, monitor = _run([0.5, 0.6, 0.55, 0.58, 0.57, 0.9, 0.95], patience=3)
-    assert len(monitor.history) == 5 and monitor.stopped == "no held-out gain in 3 epochs"
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.58, 0.57, 0.9, 0.95], patience=3)
+    assert len(monitor.history) == 6 and monitor.stopped == "no held-out gain in 3 epochs"
     assert mark == 2.0  # the second epoch scored best; the fifth was the last run
 
 
 def test_without_patience_every_epoch_runs_and_the_best_is_still_kept():
-    mark, monitor = _run([0.5, 0.9, 0.6, 0.7], patience=None, epochs=4)
-    assert len(monitor.history) == 4 and not monitor.stopped and mark == 2.0
+    mark, monitor = _run([0.4, 0.5, 0.9, 0.6, 0.7], patience=None, epochs=4)
+    assert len(monitor.history) == 5 and not monitor.stopped and mark == 2.0
+
+
+def test_no_phase_ends_worse_than_it_began():
+    mark, monitor = _run([0.9, 0.5, 0.6], patience=None, epochs=2)
+    assert [p.epoch for p in monitor.history] == [0, 1, 2] and mark == 0.0  # the starting state is kept
+
+
+def test_agreement_falling_to_chance_stops_the_phase_and_rolls_back():
+    scores = [Score(0.5, 0.8, 10), Score(0.85, 0.9, 10), Score(0.6, 0.7, 10), Score(0.12, 0.2, 10), Score(0.9, 1, 10)]
+    mark, monitor = _run(scores, patience=None, epochs=4)
+    assert monitor.stopped == ("held-out agreement fell to 12.0%, chance level for 10 classes; rolled back to epoch 1, "
+                               "the best held-out score") and mark == 1.0
+    # a student at chance from the start (random initialisation) is not stopped for it
+    _, still = _run([Score(0.1, 0.1, 10), Score(0.11, 0.2, 10), Score(0.12, 0.3, 10)], patience=None, epochs=2)
+    assert not still.stopped
+
+
+def test_a_growing_loss_stops_the_phase_and_rolls_back():
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.5, 0.9], patience=None, epochs=5, added_loss=[0.0, 0.0, 1.0, 2.0, 3.0])
+    assert monitor.stopped == "the training loss grew 2 epochs running (0.5 -> 1.5 -> 2.5); rolled back to epoch 2, " \
+                              "the best held-out score" and mark == 2.0
+
+
+def test_a_deadline_too_near_is_said_after_the_first_batches_not_after_an_epoch():
+    events = []
+    _run([0.4, 0.5, 0.6], patience=None, deadline=0.0, epochs=2, batches=10, progress=events.append)
+    first = events[0]
+    assert first.within_epoch and first.epoch == 0 and "timed on its first 8 batches" in first.note
+    assert "--time-budget" in first.note and "--device cuda" in first.note and "--calib-size" in first.note
+    assert not events[1].within_epoch and events[1].note == ""  # said once
 
 
 def test_a_passed_deadline_stops_after_the_epoch_that_passed_it():
-    mark, monitor = _run([0.5, 0.6, 0.7], patience=None, deadline=0.0)
-    assert len(monitor.history) == 1 and mark == 1.0
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.7], patience=None, deadline=0.0)
+    assert len(monitor.history) == 2 and mark == 1.0
     # the budget was spent before the first epoch ended: the stop says what the phase would need
     assert monitor.stopped.startswith("time budget reached (phase: an epoch takes") and "--time-budget" in monitor.stopped
 
@@ -93,7 +127,7 @@ def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning
                     calib=x, epochs=6, finetune_epochs=6, patience=None)
     distillation = lowered.report.distillation
     phases = [p.phase for p in distillation.history]
-    assert phases == ["blockwise-parallel"] * 6 + ["finetune"] * 6
+    assert phases == ["blockwise-parallel"] * 7 + ["finetune"] * 7  # each phase scored before its first epoch too
     assert all(a.seconds <= b.seconds for a, b in zip(distillation.history, distillation.history[1:]))
     best = max((p for p in distillation.history if p.phase == "finetune"), key=lambda p: (p.agreement, p.cosine))
     # the written graph is the best fine-tuning epoch's, measured again on the same held-out inputs
@@ -101,7 +135,7 @@ def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning
     assert abs(distillation.agreement.cosine - best.cosine) < 2e-3
     assert distillation.samples == (256, 64)  # every input given, no cap
     document = lowered.report.to_dict()["distillation"]
-    assert len(document["history"]) == 12 and document["stops"] == {}
+    assert len(document["history"]) == 14 and document["stops"] == {}
 
 
 def test_a_cap_that_drops_calibration_inputs_is_said_by_the_cli(tmp_path, run_cli):

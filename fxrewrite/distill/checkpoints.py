@@ -42,6 +42,8 @@ class Progress:
     cosine: float | None = None
     #: a sentence for the user, said once (a time budget too short for the phase)
     note: str = ""
+    #: said within an epoch (the note after the phase's first batches), not at its end
+    within_epoch: bool = False
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -123,6 +125,8 @@ class ProgressBars:
         assert self.bar is not None
         if event.note:
             self.bar.write(f"fxrewrite: {event.note}", file=sys.stderr)
+        if event.within_epoch:
+            return
         shown = {"loss": f"{event.loss:.4g}"}
         if event.agreement is not None:
             shown["agreement"] = f"{event.agreement:.2%}"

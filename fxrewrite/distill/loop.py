@@ -25,6 +25,8 @@ Batch = TypeVar("Batch")
 
 #: the share of a phase's steps (at its epoch cap) spent warming the learning rate up
 WARMUP_SHARE = 0.05
+#: the batches timed at the start of a phase to know its speed (fxrewrite.distill.monitor.Monitor.speed)
+SPEED_BATCHES = 8
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -51,11 +53,21 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     start = time.perf_counter()
     total = epochs * len(batches)
     step = data_parallel(model, batch_loss)  # after the resume: every process starts from rank 0's state
+    if monitor is not None and done < epochs:
+        monitor.begin(phase, model)
+    timed, said = min(SPEED_BATCHES, len(batches)), False
     for epoch in range(done, epochs):
         if monitor is not None and monitor.stopped:
             break  # resumed after the phase had stopped
-        loss_sum = 0.0
+        loss_sum, opened = 0.0, time.perf_counter()
         for index, batch in enumerate(batches):
+            if monitor is not None and epoch == done and index == timed:
+                per_epoch = (time.perf_counter() - opened) * len(batches) / timed
+                note = monitor.speed(phase, per_epoch, done, epochs, timed)
+                if note and progress is not None and is_main():
+                    progress(Progress(phase, epoch, epochs, loss_sum / timed, time.perf_counter() - start,
+                                      note=note, within_epoch=True))
+                    said = True
             if cosine_lr:
                 factor = lr_factor(epoch * len(batches) + index, total)
                 for group, base in zip(optimizer.param_groups, base_lrs):
@@ -69,13 +81,16 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
             loss.backward()
             optimizer.step()
             loss_sum += value
-        stop = monitor.after_epoch(phase, epoch + 1, model, epochs) if monitor is not None else False
+        if monitor is not None and epoch == done and timed == len(batches):  # an epoch of fewer batches
+            monitor.speed(phase, time.perf_counter() - opened, done, epochs, timed)
+        stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
+            if monitor is not None else False
         if monitor is not None:
             checkpoints.extra[monitor_key] = monitor.state()
         checkpoints.save(phase, epoch + 1, model, optimizer)
         if progress is not None and is_main():
             point = monitor.history[-1] if monitor is not None else None
-            note = monitor.note if monitor is not None and epoch == done else ""
+            note = monitor.note if monitor is not None and epoch == done and not said else ""
             progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
                               point.agreement if point else None, point.cosine if point else None, note))
         if stop:

@@ -1,9 +1,13 @@
 """Training to a target instead of to an epoch count.
 
-After every epoch the stitched network (the teacher with the students in place) is scored on the
-held-out split: top-1 agreement with the teacher where the output is class scores, then the cosine
-of the outputs. The best state so far is kept; a phase stops when the score has not improved for
-`patience` epochs or when its deadline passes, and it ends with its best state, not its last.
+Before a phase's first epoch and after every epoch the stitched network (the teacher with the
+students in place) is scored on the held-out split: top-1 agreement with the teacher where the
+output is class scores, then the cosine of the outputs. The best state so far, the starting one
+included, is kept; a phase stops when the score has not improved for `patience` epochs, when its
+deadline passes, when its agreement falls to chance from above it, or when its training loss grows
+epoch after epoch, and it ends with its best state, not its last: no phase ends worse than it began.
+After a phase's first batches its speed is known, and a deadline too near for a plateau is said at
+once (`speed`).
 Every score is recorded with the seconds since distillation began, so schedules can be compared by
 the time they need to reach an agreement.
 """
@@ -29,14 +33,21 @@ DIVERGED_ADVICE = ("the checkpoint of the last good epoch is kept (--resume cont
                    "check the calibration inputs")
 #: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
 MIN_COSINE_GAIN = 1e-4
+#: agreement at most this many times 1 / classes is chance level
+CHANCE_FACTOR = 1.5
+#: a phase whose mean training loss grows this many epochs running, each by more than GROWTH, stops
+GROWING_EPOCHS = 2
+GROWTH = 0.02
 
 
 @dataclass(frozen=True)
 class Score:
-    """Held-out top-1 agreement (None when the output is not class scores) and cosine."""
+    """Held-out top-1 agreement (None when the output is not class scores), cosine, and the number of
+    classes the agreement is over."""
 
     agreement: float | None
     cosine: float
+    classes: int = 0
 
     def beats(self, other: Score | None) -> bool:
         if other is None:
@@ -64,7 +75,12 @@ def held_out_score(forward: Callable[[torch.Tensor], Any], held: Sequence[Any]) 
         got = torch.cat([tensor_leaves(forward(e.batch))[0] for e in held])
     want = torch.cat([tensor_leaves(e.final)[0] for e in held])
     cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
-    return Score(top1_agreement(got, want) if got.dim() == 2 else None, cosine)
+    return Score(top1_agreement(got, want) if got.dim() == 2 else None, cosine, got.shape[1] if got.dim() == 2 else 0)
+
+
+def at_chance(score: Score) -> bool:
+    """Whether the score's agreement is within CHANCE_FACTOR of what guessing the class would give."""
+    return score.agreement is not None and score.classes > 1 and score.agreement <= CHANCE_FACTOR / score.classes
 
 
 def swapped_score(teacher: torch.nn.Module, order: Sequence[str], students: torch.nn.ModuleDict,
@@ -95,33 +111,20 @@ class Monitor:
         self.patience, self.deadline = patience, deadline
         self.best: Score | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
         self.stale = 0
         self.stopped = ""
-        #: said once, after the phase's first epoch, where the time budget cannot reach a plateau
+        #: the mean training loss of every epoch run, for the growing-loss stop
+        self.losses: list[float] = []
+        #: said once, after the phase's first batches, where the time budget cannot reach a plateau
         self.note = ""
-        self.opened, self.first_epoch = time.perf_counter(), None
 
-    def _budget_note(self, phase: str, epoch: int, cap: int | None) -> str:
-        """Where the deadline leaves fewer epochs than a plateau takes to show (patience + 1), what the
-        phase would need and what to change."""
-        now = time.perf_counter()
-        per_epoch = (now - self.opened) / max(1, epoch - self.first_epoch)
-        left = max(0.0, self.deadline - now) / per_epoch
-        wanted = (self.patience or 0) + 1 if cap is None else min(cap - epoch, (self.patience or 0) + 1)
-        if left >= wanted:
-            return ""
-        needed = per_epoch * ((cap - epoch) if cap is not None else wanted)
-        return (f"{phase}: an epoch takes {per_epoch:.2g} s, so the time budget leaves {int(left)} more epoch(s), "
-                f"too few to reach a held-out plateau (its epoch cap needs about {needed:.0f} s more); raise "
-                "--time-budget, train with --device cuda, or pass fewer inputs (--calib-size)")
+    def begin(self, phase: str, model: torch.nn.Module) -> None:
+        """Score `model` before its first epoch: the state to beat, kept if no epoch beats it."""
+        if self.best is None:
+            self._scored(phase, 0, model)
 
-    def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module, cap: int | None = None) -> bool:
-        """Score `model` after `epoch` (of `cap`); True when the phase should stop. Over several processes,
-        rank 0 scores and reads the clock, so that all of them stop at the same epoch in the same state."""
-        if self.first_epoch is None:
-            self.first_epoch = epoch - 1  # epochs a resumed phase had done before this run
-            if self.deadline is not None:
-                self.note = on_main(lambda: self._budget_note(phase, epoch, cap))
+    def _scored(self, phase: str, epoch: int, model: torch.nn.Module) -> Score:
         score = on_main(self.score)
         if not math.isfinite(score.cosine):
             raise TrainingDiverged(f"{phase}: after epoch {epoch} the network's held-out outputs are not finite "
@@ -129,10 +132,46 @@ class Monitor:
         self.history.append(Point(phase, epoch, round(time.perf_counter() - self.started, 2), score.agreement,
                                   score.cosine))
         if score.beats(self.best):
-            self.best, self.best_state, self.stale = score, copy.deepcopy(model.state_dict()), 0
+            self.best, self.best_state, self.best_epoch, self.stale = score, copy.deepcopy(model.state_dict()), epoch, 0
         else:
             self.stale += 1
-        if self.patience is not None and self.stale >= self.patience:
+        return score
+
+    def speed(self, phase: str, per_epoch: float, done: int, cap: int | None, batches: int) -> str:
+        """Once the first `batches` of a phase have run (`done` epochs before them; an epoch takes
+        `per_epoch` s): where the deadline leaves fewer epochs than a plateau takes to show (patience
+        + 1), the note saying what the phase would need and what to change."""
+        if self.deadline is None or self.note:
+            return ""
+        left = max(0.0, self.deadline - time.perf_counter()) / per_epoch
+        wanted = (self.patience or 0) + 1 if cap is None else min(cap - done, (self.patience or 0) + 1)
+        if left >= wanted:
+            return ""
+        needed = per_epoch * ((cap - done) if cap is not None else wanted)
+        self.note = on_main(lambda: (
+            f"{phase}: an epoch takes about {per_epoch:.2g} s (timed on its first {batches} batches), so the time "
+            f"budget leaves {left:.1f} epoch(s), too few to reach a held-out plateau (its epoch cap needs about "
+            f"{needed:.0f} s); raise --time-budget, train with --device cuda, or pass fewer inputs (--calib-size)"))
+        return self.note
+
+    def after_epoch(self, phase: str, epoch: int, model: torch.nn.Module, cap: int | None = None,
+                    loss: float | None = None) -> bool:
+        """Score `model` after `epoch` (of `cap`, its mean training loss `loss`); True when the phase
+        should stop: on a plateau, at the deadline, when held-out agreement falls to chance from above
+        it, or when the loss grew GROWING_EPOCHS epochs running. Over several processes, rank 0 scores
+        and reads the clock, so that all of them stop at the same epoch in the same state."""
+        score = self._scored(phase, epoch, model)
+        if loss is not None:
+            self.losses.append(loss)
+        recent = self.losses[-GROWING_EPOCHS - 1:]
+        back = f"; rolled back to epoch {self.best_epoch}, the best held-out score"
+        if score.agreement is not None and at_chance(score) and self.best is not None and not at_chance(self.best):
+            self.stopped = (f"held-out agreement fell to {score.agreement:.1%}, chance level for "
+                            f"{score.classes} classes{back}")
+        elif len(recent) > GROWING_EPOCHS and all(b > a * (1 + GROWTH) for a, b in zip(recent, recent[1:])):
+            self.stopped = (f"the training loss grew {GROWING_EPOCHS} epochs running ("
+                            + " -> ".join(f"{v:.3g}" for v in recent) + f"){back}")
+        elif self.patience is not None and self.stale >= self.patience:
             self.stopped = f"no held-out gain in {self.stale} epochs"
         elif self.deadline is not None and on_main(lambda: time.perf_counter() >= self.deadline):
             self.stopped = "time budget reached" + (f" ({self.note})" if self.note else "")
@@ -145,9 +184,11 @@ class Monitor:
 
     def state(self) -> dict[str, Any]:
         return {"best": None if self.best is None else asdict(self.best), "best_state": self.best_state,
-                "stale": self.stale, "stopped": self.stopped, "history": [asdict(p) for p in self.history]}
+                "best_epoch": self.best_epoch, "stale": self.stale, "stopped": self.stopped, "losses": self.losses,
+                "history": [asdict(p) for p in self.history]}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.best = None if saved["best"] is None else Score(**saved["best"])
         self.best_state, self.stale, self.stopped = saved["best_state"], saved["stale"], saved["stopped"]
+        self.best_epoch, self.losses = saved["best_epoch"], list(saved["losses"])
         self.history[:] = [Point(**p) for p in saved["history"]]
