@@ -64,3 +64,25 @@ def test_a_pt2_exported_at_batch_1_distils_through_the_cli_and_runs_at_batch_8(t
     assert code == 0, stderr
     assert "every node is legal on archnet" in stdout and "saved at batch" not in stdout
     assert torch.export.load(out).module()(torch.randn(8, 1, 6, 6)).shape == (8, 10)
+
+
+class Attends(nn.Module):
+    """nn.MultiheadAttention over patch tokens, sequence first: at batch 1 export writes batch x heads
+    as one constant (view(q, [L, 1 * heads, d]))."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.attention = nn.Conv2d(1, 8, 2, stride=2), nn.MultiheadAttention(8, 4)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).permute(2, 0, 1)  # (L, N, E)
+        return self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(0)
+
+
+def test_a_batch_folded_into_attention_heads_is_released_too(tmp_path):
+    model = Attends().eval()
+    gm = load_and_capture(saved_at_batch_1(model, tmp_path / "attends.pt2", 1, 6, 6))
+    assert FIXED_BATCH not in gm.meta
+    x = torch.randn(5, 1, 6, 6)
+    torch.testing.assert_close(gm(x), model(x), rtol=1e-4, atol=1e-5)

@@ -8,7 +8,8 @@ verifies on batches of many inputs, so:
   tracing at batch 2 because torch.export specializes a dimension seen at size 1;
 - a graph already fixed at batch B (a loaded `.pt2`) is released: its input guard is dropped and B,
   where a reshape or expand of the data writes it as the leading size, becomes the input's batch
-  size read at run time. That is sound only if no other leading B was meant, so the release is
+  size read at run time, and so does a size B was folded into (B x heads in nn.MultiheadAttention's
+  reshapes: `_FoldedBatches`). That is sound only if no other B was meant, so the release is
   kept only when the released graph at batch 2 gives, sample by sample, what the original gives
   at batch B; otherwise the graph stays fixed and says why.
 """
@@ -16,6 +17,8 @@ verifies on batches of many inputs, so:
 from __future__ import annotations
 
 import copy
+import math
+import operator
 
 import torch
 from torch import fx
@@ -77,6 +80,105 @@ def _release(gm: fx.GraphModule, batch: int) -> int:
     return changed
 
 
+class _Recorder(fx.Interpreter):
+    """Runs a graph and keeps every node's value, by node name."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.values: dict[str, object] = {}
+
+    def run_node(self, node: fx.Node) -> object:
+        self.values[node.name] = value = super().run_node(node)
+        return value
+
+
+class _FoldedBatches(fx.Interpreter):
+    """Runs a graph released from batch 1 at batch 2 and, where a reshape of the data fails because
+    the batch was folded into a size that is not the leading one (nn.MultiheadAttention's
+    view(q, [L, 1 * heads, d]) is [65, 4, 24] at batch 1), makes that size read the batch at run
+    time: the size whose first slice of B (outermost or innermost) equals what the graph computes
+    for the first sample alone (`single`); where several do, a size of 1 (a batch dim of its own),
+    then one that is not the last (B x heads rather than heads x d x B), then B outermost.
+    release_batch checks the whole graph sample by sample afterwards."""
+
+    def __init__(self, gm: fx.GraphModule, first_input: fx.Node, single: dict[str, object]):
+        super().__init__(gm)
+        self.first_input, self.single, self.rewritten = first_input, single, 0
+
+    def run_node(self, node: fx.Node) -> object:
+        try:
+            return super().run_node(node)
+        except RuntimeError:
+            folded = self._fold(node)
+            if folded is None:
+                raise
+            return folded
+
+    def _fold(self, node: fx.Node) -> torch.Tensor | None:
+        """The node's value with the batch folded back in, its sizes rewritten; None where none fits."""
+        if node.op != "call_function" or node.target not in _SIZED or node.target in _BROADCASTS:
+            return None
+        data, sizes = node.args[0], node.args[1]
+        running, alone = self.env.get(data), self.single.get(node.name)
+        recorded = data.meta.get("val") if isinstance(data, fx.Node) else None
+        if recorded is None or not isinstance(running, torch.Tensor) or not isinstance(alone, torch.Tensor) \
+                or not isinstance(sizes, (list, tuple)) or not all(isinstance(n, int) for n in sizes) \
+                or recorded.dim() != running.dim():
+            return None
+        differing = [d for d, (a, b) in enumerate(zip(recorded.shape, running.shape)) if a != b]
+        if len(differing) != 1 or running.shape[differing[0]] % recorded.shape[differing[0]]:
+            return None
+        batch = running.shape[differing[0]] // recorded.shape[differing[0]]
+        found = []
+        for position in range(len(sizes)):
+            grown = [*sizes[:position], sizes[position] * batch, *sizes[position + 1:]]
+            try:
+                out = node.target(running, grown)
+            except RuntimeError:
+                continue
+            for inner in (False, True):
+                split = (sizes[position], batch) if inner else (batch, sizes[position])
+                first = out.unflatten(position, split).select(position + inner, 0)
+                if first.shape == alone.shape and torch.allclose(first, alone, rtol=1e-4, atol=1e-5):
+                    # several may hold the first sample: prefer a dim of its own, then not the last
+                    # dim (per-feature ops read it), then the batch outermost
+                    found.append(((sizes[position] != 1, position == len(sizes) - 1, inner, position), out))
+        if not found:
+            return None
+        (_, _, _, position), out = min(found, key=lambda pair: pair[0])
+        self._rewrite(node, sizes, position, batch)
+        return out
+
+    def _rewrite(self, node: fx.Node, sizes: list[int], position: int, batch: int) -> None:
+        graph = self.module.graph
+        with graph.inserting_before(node):
+            size = graph.call_function(aten.sym_size.int, (self.first_input, 0))
+            self.env[size] = batch  # the nodes inserted before the one running are not run themselves
+            if sizes[position] != 1:
+                size = graph.call_function(operator.mul, (size, sizes[position]))
+                self.env[size] = batch * sizes[position]
+        node.args = (node.args[0], [*sizes[:position], size, *sizes[position + 1:]], *node.args[2:])
+        self.rewritten += 1
+
+
+def _release_folded(original: fx.GraphModule, released: fx.GraphModule, pair: tuple[torch.Tensor, ...]) -> int:
+    """Release the batch where it was folded into other sizes (`_FoldedBatches`), in `released`, a
+    copy of `original` fixed at batch 1 whose leading sizes are released already."""
+    recorder = _Recorder(original)
+    placeholders = [n for n in released.graph.nodes if n.op == "placeholder"]
+    folding = _FoldedBatches(released, placeholders[0], recorder.values)
+    try:
+        with torch.no_grad():
+            recorder.run(*(t[:1] for t in pair))
+            folding.run(*pair)
+    except Exception:  # noqa: BLE001 - what stays broken is judged by release_batch's own run
+        pass
+    if folding.rewritten:
+        released.graph.lint()
+        released.recompile()
+    return folding.rewritten
+
+
 def release_batch(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> tuple[fx.GraphModule, str]:
     """`gm` made to run at any batch when that is sound (module docstring), and a note saying what
     was done; `gm` itself, fixed, with the reason otherwise."""
@@ -84,10 +186,13 @@ def release_batch(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) 
     if not batch:
         return gm, "its first input has no batch dim"
     released = copy.deepcopy(gm)
-    if not _release(released, batch):
-        return gm, "nothing fixes its batch"
     pair = at_batch(example_inputs, 2) if batch == 1 else tuple(t[:2] for t in example_inputs)
     pair = tuple(torch.randn_like(t) if t.is_floating_point() else t for t in pair)
+    changed = _release(released, batch)
+    if batch == 1:
+        changed += _release_folded(gm, released, pair)
+    if not changed:
+        return gm, "nothing fixes its batch"
     try:
         with torch.no_grad():
             together = tensor_leaves(released(*pair))
