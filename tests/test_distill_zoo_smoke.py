@@ -11,7 +11,11 @@ import torchvision
 from torchvision.models.maxvit import MaxVit
 
 from fxrewrite import check, lower
+from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, find_regions
 from fxrewrite.errors import DistillError
+from fxrewrite.frontend import capture
+from fxrewrite.lowering import lower_exact
+from fxrewrite.target import Target
 
 from test_capture_models import _transformers_cases
 
@@ -79,3 +83,20 @@ def test_a_region_that_outputs_sizes_is_refused_with_its_reason(name):
     with pytest.raises(DistillError, match=r"region_0: no student for a region that outputs a int"):
         lower(model.eval(), (x,), target="archnet-transformer", calib="synthetic", calib_size=32, batch_size=16,
               epochs=1, finetune_epochs=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_regions_follow_blocks_and_a_region_of_several_says_which_tensor_joined_them(name):
+    """With calibration data (the student budget on), archnet's regions at 64x64: each holds one
+    teacher block unless a tensor no student can make or read joins them, and that tensor is named."""
+    torch.manual_seed(0)
+    model = (BUILD[name]() if name in BUILD else getattr(torchvision.models, name)()).eval()
+    x = torch.randn(1, 3, 64, 64)
+    target = Target.load("archnet")
+    lowered = lower_exact(capture(model, (x,)), target, (x,), student_budget=DEFAULT_STUDENT_BUDGET)
+    regions = find_regions(lowered.gm, target)
+    several = [r for r in regions if len(r.blocks) > 1]
+    print(f"\n{name}: {len(regions)} regions, largest {max((len(r.nodes) for r in regions), default=0)} nodes; "
+          + "; ".join(f"region {r.index}: {len(r.blocks)} blocks, joined by {r.joined_by}" for r in several))
+    assert all(r.joined_by and not r.joined_by.startswith("a cut between") for r in several)

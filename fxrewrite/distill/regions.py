@@ -21,7 +21,7 @@ from torch import fx
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
-from fxrewrite.distill.blocks import teacher_block
+from fxrewrite.distill.blocks import Blocks, teacher_blocks
 from fxrewrite.distill.layouts import non_map_tensors
 from fxrewrite.distill.partition import components, crossings, levels
 from fxrewrite.distill.reach import Reach, is_token_node, readable, wider_than_convs_read
@@ -75,15 +75,15 @@ def _pulled(member: fx.Node, members: set[fx.Node], reach: Reach, non_maps: set[
     return {u for u in member.users if u not in members and u.op != "output"}
 
 
-def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node]) -> set[fx.Node]:
+def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node], blocks: Blocks) -> set[fx.Node]:
     """Every computing node of the teacher blocks (fxrewrite.distill.blocks) that `nodes` belong to."""
-    wanted = {teacher_block(n) for n in nodes} - {None}
+    wanted = {blocks[n] for n in nodes} - {None}
     return {n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")
-            and teacher_block(n) in wanted} if wanted else set()
+            and blocks[n] in wanted} if wanted else set()
 
 
 def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node],
-                   non_maps: set[fx.Node]) -> set[fx.Node]:
+                   non_maps: set[fx.Node], blocks: Blocks) -> set[fx.Node]:
     """The illegal nodes with the rest of their teacher blocks (a student replaces a whole block, as
     Arch-Net's do; fxrewrite.distill.blocks) and, on a target that cannot hold tokens, every node
     making tokens, grown by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
@@ -97,7 +97,7 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
     reach = Reach.of(target)
     rejected = {n for n in gm.graph.nodes if not target.verdict(n).legal}
     members = set(seeds) | rejected | {n for n in gm.graph.nodes if not reach.tokens and is_token_node(n)}
-    members |= non_maps | _whole_blocks(gm, rejected)
+    members |= non_maps | _whole_blocks(gm, rejected, blocks)
     # both rules only grow with the members, so one worklist reaches the same fixpoint as repeated
     # sweeps: a node joining can change the answer only for its producers and users
     worklist = collections.deque(gm.graph.nodes)
@@ -161,18 +161,17 @@ def _is_residual_add(node: fx.Node) -> bool:
     return view.kind == "add" and len(shapes) == 2 and shapes[0] == shapes[1] == view.output_shape
 
 
-def _cut(producer: fx.Node, node: fx.Node, reach: Reach, non_maps: set[fx.Node]) -> bool:
+def _cut(producer: fx.Node, node: fx.Node, reach: Reach, non_maps: set[fx.Node], blocks: Blocks) -> bool:
     """Whether a region boundary falls between `producer` and its user `node`: where `node` enters a
     teacher block (fxrewrite.distill.blocks) `producer` is not in, or, where `node` is in no block,
     after a residual add (the add a model writes around its blocks goes with the block before it)."""
     if not readable(producer, reach, non_maps):
         return False
-    block = teacher_block(node)
-    return teacher_block(producer) != block if block is not None else _is_residual_add(producer)
+    return blocks[producer] != blocks[node] if blocks[node] is not None else _is_residual_add(producer)
 
 
-def split_at_blocks(members: list[fx.Node], reach: Reach,
-                    non_maps: set[fx.Node] = frozenset()) -> list[list[fx.Node]]:
+def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node],
+                    blocks: Blocks) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut where a teacher block begins, and after every
     residual add outside blocks: a node's piece is the largest of its in-partition producers' pieces, plus one
     across a cut (`_cut`). Nodes fed from outside alone (parameters, a second input) join the first
@@ -185,7 +184,7 @@ def split_at_blocks(members: list[fx.Node], reach: Reach,
     for node in members:
         producers = [a for a in node.all_input_nodes if a in inside]
         if producers:
-            block[node] = max(block.get(p, 0) + _cut(p, node, reach, non_maps) for p in producers)
+            block[node] = max(block.get(p, 0) + _cut(p, node, reach, non_maps, blocks) for p in producers)
     for node in reversed(members):
         if node not in block:
             block[node] = min((block[u] for u in node.users if u in block), default=0)
@@ -203,16 +202,17 @@ def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     computes."""
     private_sizes(gm, target)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    blocks = teacher_blocks(gm.graph)
     reach, seeds = Reach.of(target), frozenset()
     # on a target that cannot permute, rank-4 tensors that are no maps must stay inside regions
     non_maps = non_map_tensors(gm) if not reach.permutes else set()
     while True:
-        members = region_members(gm, target, seeds, non_maps)
+        members = region_members(gm, target, seeds, non_maps, blocks)
         groups = components(members, order)
         level = levels(gm, groups, order)
         parts = [piece for group in groups for step in sorted({level[n] for n in group})
                  for piece in components({n for n in group if level[n] == step}, order)]
-        parts = [cut for part in parts for cut in split_at_blocks(part, reach, non_maps)]
+        parts = [cut for part in parts for cut in split_at_blocks(part, reach, non_maps, blocks)]
         crossed = crossings(parts, order, lambda n: n in non_maps or wider_than_convs_read(n, reach)) - members
         if not crossed:
             return sorted(parts, key=lambda members: order[members[0]])
@@ -231,15 +231,20 @@ def _unreadable_because(node: fx.Node, reach: Reach, non_maps: set[fx.Node], tar
     return f"{described}: a rank-4 tensor that is no image map, and {target.name} cannot permute"
 
 
-def _joined_by(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node], target: Target) -> str:
+def _joined_by(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node], target: Target,
+               blocks: Blocks) -> str:
     """Why `members` span several teacher blocks: the first tensor passed between two of them that no
     student could make or read, so no cut can fall there."""
     inside = set(members)
-    crossing = [n for n in members if any(u in inside and teacher_block(u) != teacher_block(n) for u in n.users)
+    crossing = [n for n in members if any(u in inside and blocks[u] != blocks[n] for u in n.users)
                 and not readable(n, reach, non_maps)]
     crossing.sort(key=lambda n: tensor_shape(n) is None)  # a tensor explains more than the sizes read beside it
     if crossing:
         return _unreadable_because(crossing[0], reach, non_maps, target)
+    tables = [n for n in members if n.op != "get_attr" and data_free(n)]
+    if tables:
+        return (f"{tables[0].name} and the like: tensors made from parameters alone (position tables), computed "
+                "once beside the blocks that read them")
     return "a cut between them would make two regions feed each other (a cycle)"
 
 
@@ -248,15 +253,16 @@ def find_regions(gm: fx.GraphModule, target: Target) -> list[Region]:
     teacher blocks it spans and, where several, why (`_joined_by`)."""
     regions = []
     parts = _partitions(gm, target)
+    blocks = teacher_blocks(gm.graph)
     reach = Reach.of(target)
     non_maps = non_map_tensors(gm) if not reach.permutes else set()
     for index, members in enumerate(parts):
         inside = set(members)
         inputs = {a: None for n in members for a in n.all_input_nodes if a not in inside and a.op != "get_attr"}
         outputs = [n for n in members if any(u not in inside for u in n.users)]
-        blocks = tuple(dict.fromkeys(b for b in map(teacher_block, members) if b is not None))
-        joined = _joined_by(members, reach, non_maps, target) if len(blocks) > 1 else ""
-        regions.append(Region(index, tuple(members), tuple(inputs), tuple(outputs), blocks, joined))
+        spanned = tuple(dict.fromkeys(blocks[n] for n in members if blocks[n] is not None))
+        joined = _joined_by(members, reach, non_maps, target, blocks) if len(spanned) > 1 else ""
+        regions.append(Region(index, tuple(members), tuple(inputs), tuple(outputs), spanned, joined))
     return regions
 
 
