@@ -231,9 +231,10 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
     tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
     token ids, for the batch size): the student does not read them, as it reads no int. Where the teacher
-    `region` has an exact legal form by `legalize` (fxrewrite.distill.teacher_form), that form is the student when it
-    costs at most GROWTH_CAP times `allowed` (as much as a grown student may), or when no other
-    candidate fits and it is the cheaper."""
+    `region` has an exact legal form by `legalize` (fxrewrite.distill.teacher_form), that form is the
+    student when it costs at most what the target lets exact rewrites cost (`growth_max`, at least
+    GROWTH_CAP) times `allowed`: it is the teacher's own maths and starts there, where a cheaper
+    generic student starts from scratch; else when no other candidate fits and it is the cheaper."""
     unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
     if unreal or not outputs:
         raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
@@ -250,7 +251,7 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     form = teacher_form(region, tensors, target, legalize) if region is not None and legalize is not None \
         and len(positions) == len(inputs) else None
     form_cost = module_cost(form, tensors, target) if form is not None else None
-    if form is not None and form_cost.within(allowed.scaled(GROWTH_CAP)):
+    if form is not None and form_cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
         return Sized(form, TEACHER_FORM_LABEL, form_cost.ratio(teacher))
     parts = len(outputs)
     sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
