@@ -120,8 +120,9 @@ class ProgressBars:
         if event.phase != self.phase:
             self.close()
             self.phase = event.phase
-            self.bar = tqdm(total=event.epochs, initial=event.epoch - 1, desc=event.phase, unit="epoch",
-                            file=sys.stderr, dynamic_ncols=True)
+            # an event within an epoch counts the epochs done, one at the end of an epoch that epoch too
+            self.bar = tqdm(total=event.epochs, initial=event.epoch - (not event.within_epoch), desc=event.phase,
+                            unit="epoch", file=sys.stderr, dynamic_ncols=True)
         assert self.bar is not None
         if event.note:
             self.bar.write(f"fxrewrite: {event.note}", file=sys.stderr)
