@@ -121,9 +121,9 @@ def test_the_teacher_form_is_the_student_where_it_costs_what_a_student_may():
     assert not isinstance(tighter.student, TeacherForm) and tighter.cost_ratio < sized.cost_ratio
 
 
-def test_a_region_without_an_exact_legal_form_has_no_teacher_form():
-    gelu = symbolic(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.GELU()), torch.randn(1, 4, 5, 5))
-    assert teacher_form(gelu, (torch.randn(2, 4, 5, 5),), ARCHNET, legal_lowering) is None
+def test_a_region_without_an_exact_or_nearest_legal_form_has_no_teacher_form():
+    gate = symbolic(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Sigmoid()), torch.randn(1, 4, 5, 5))
+    assert teacher_form(gate, (torch.randn(2, 4, 5, 5),), ARCHNET, legal_lowering) is None
 
 
 def test_a_student_merging_maps_wider_than_the_convs_read_is_legal_by_construction():
@@ -133,3 +133,31 @@ def test_a_student_merging_maps_wider_than_the_convs_read_is_legal_by_constructi
     student = synthesize("region_0", inputs, [output], ROOMY, ARCHNET, ROOMY, {"add"}).student
     assert runs_on(ARCHNET, student, inputs)
     assert max(c.in_channels for c in student.modules() if isinstance(c, nn.Conv2d)) <= 512
+
+
+class PoolGelu(nn.Module):
+    """A 3x3 stride-2 max pool (archnet pools 2x2) and a GELU (archnet has ReLU) between convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv2(F.gelu(self.pool(self.conv1(x))))
+
+
+def test_an_op_without_an_exact_form_takes_its_nearest_legal_op_and_the_form_says_so():
+    torch.manual_seed(0)
+    region = symbolic(PoolGelu(), torch.randn(1, 4, 16, 16))
+    inputs = (torch.randn(8, 4, 16, 16),)
+    form = teacher_form(region, inputs, ARCHNET, legal_lowering)
+    assert form is not None and runs_on(ARCHNET, form, inputs)
+    assert form.approximations == ("max_pool2d 3x3 -> 2x2", "gelu -> relu") and "approximate" in form.label
+    with torch.no_grad():
+        want = region(*inputs)
+        # it starts from the teacher's weights with other ops, so not at the teacher (random weights
+        # keep activations near 0, where GELU and ReLU differ most)
+        assert 1e-3 < relative_error(form(*inputs), want) < 1
+    first, last = trained_loss_drop(form, list(inputs), want, lr=1e-3)
+    assert last < first

@@ -41,7 +41,7 @@ from torch import fx, nn
 from fxrewrite.cost import Cost
 from fxrewrite.distill.sizing import (DEFAULT_STUDENT_BUDGET, GROWTH_CAP, MIN_WIDTH, Sized, first_within_budget,
                                      module_cost, widths)
-from fxrewrite.distill.teacher_form import TEACHER_FORM_LABEL, Legalize, teacher_form
+from fxrewrite.distill.teacher_form import Legalize, teacher_form
 from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
 from fxrewrite.distill.upsampling import factor_between, legal_form, upsampler
 from fxrewrite.errors import DistillError
@@ -252,7 +252,7 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
         and len(positions) == len(inputs) else None
     form_cost = module_cost(form, tensors, target) if form is not None else None
     if form is not None and form_cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
-        return Sized(form, TEACHER_FORM_LABEL, form_cost.ratio(teacher))
+        return Sized(form, form.label, form_cost.ratio(teacher))
     parts = len(outputs)
     sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
                           target) for out in outputs]
@@ -264,5 +264,5 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
                     sized[0].larger if simple else None, all(s.fits for s in sized))
     # where no generic student fits either, the form that starts as the teacher is taken if it is cheaper
     if form is not None and not generic.fits and form_cost.ratio(teacher) < generic.cost_ratio:
-        return Sized(form, TEACHER_FORM_LABEL, form_cost.ratio(teacher))
+        return Sized(form, form.label, form_cost.ratio(teacher))
     return generic

@@ -9,6 +9,9 @@ distillation; the sizing weighs its cost against the other candidates), its batc
 the layers before them, and it computes f_student(x) = f_teacher(x) at initialisation up to float32
 rounding (checked: relative error at most MAX_INIT_ERROR on fresh inputs). Batch norms that could
 not be folded keep their statistics (eval mode) while the block trains, so the start stays exact.
+Where some op has no exact legal form but a nearest legal op (fxrewrite.distill.nearest_legal: GELU
+as ReLU, a 3x3 max pool as a 2x2 one), the form takes it and is approximate: it starts near the
+teacher, not at it, and its label says what changed.
 """
 
 from __future__ import annotations
@@ -19,21 +22,30 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import fx, nn
 
+from fxrewrite.distill.nearest_legal import nearest_legal
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.rewrite.compare import relative_error
 from fxrewrite.target import Target
 
 #: the largest relative error at initialisation for which the lowered region counts as the teacher's form
 MAX_INIT_ERROR = 1e-4
-TEACHER_FORM_LABEL = "teacher form (the region lowered exactly, from its weights)"
+TEACHER_FORM_LABEL = "teacher form (the region's own layers as legal ops, from its weights)"
 
 
 class TeacherForm(nn.Module):
     """The region's exact legal lowering (module docstring); its batch norms stay in eval mode."""
 
-    def __init__(self, lowered: fx.GraphModule):
+    def __init__(self, lowered: fx.GraphModule, approximations: tuple[str, ...] = ()):
         super().__init__()
         self.graph_module = lowered
+        #: the nearest legal ops taken where an op had no exact form (fxrewrite.distill.nearest_legal)
+        self.approximations = approximations
+
+    @property
+    def label(self) -> str:
+        if not self.approximations:
+            return TEACHER_FORM_LABEL
+        return f"{TEACHER_FORM_LABEL}, approximate: {', '.join(self.approximations)}"
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.graph_module(*inputs)
@@ -67,16 +79,20 @@ def teacher_form(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target:
         return None
     with torch.no_grad():  # folded first: a conv without its batch norm can take a residual add in
         folded = fold_for_quantization(region, sample)
-    lowered = legalize(folded, target, sample)
+    approximations: list[str] = []
+    lowered = legalize(copy.deepcopy(folded), target, sample)
+    if lowered is None:
+        approximations = nearest_legal(folded, target)
+        lowered = legalize(folded, target, sample) if approximations else None
     if lowered is None:
         return None
     with torch.no_grad():
         folded = fold_for_quantization(lowered, sample)
         got = folded(*sample)
     pairs = zip(got if isinstance(got, tuple) else (got,), wanted if isinstance(wanted, tuple) else (wanted,))
-    if any(relative_error(g, w) > MAX_INIT_ERROR for g, w in pairs):
+    if not approximations and any(relative_error(g, w) > MAX_INIT_ERROR for g, w in pairs):
         return None
-    return TeacherForm(folded)
+    return TeacherForm(folded, tuple(approximations))
 
 
 def layer_count(module: nn.Module) -> int:
