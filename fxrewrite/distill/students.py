@@ -41,7 +41,7 @@ from torch import fx, nn
 from fxrewrite.cost import Cost
 from fxrewrite.distill.sizing import (DEFAULT_STUDENT_BUDGET, GROWTH_CAP, MIN_WIDTH, Sized, first_within_budget,
                                      module_cost, widths)
-from fxrewrite.distill.teacher_form import Legalize, teacher_form
+from fxrewrite.distill.teacher_form import Legalize, teacher_forms
 from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
 from fxrewrite.distill.upsampling import factor_between, legal_form, upsampler
 from fxrewrite.errors import DistillError
@@ -231,8 +231,8 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
     tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
     token ids, for the batch size): the student does not read them, as it reads no int. Where the teacher
-    `region` has an exact legal form by `legalize` (fxrewrite.distill.teacher_form), that form is the
-    student when it costs at most what the target lets exact rewrites cost (`growth_max`, at least
+    `region` has an exact or approximate legal form by `legalize` (fxrewrite.distill.teacher_form), that
+    form (the exact one first) is the student when it costs at most what the target lets exact rewrites cost (`growth_max`, at least
     GROWTH_CAP) times `allowed`: it is the teacher's own maths and starts there, where a cheaper
     generic student starts from scratch; else when no other candidate fits and it is the cheaper."""
     unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
@@ -248,11 +248,12 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
                            "student's layers read floats, and the target has no one-hot encoding (one_hot and "
                            "cast, as archnet-transformer declares) to turn ids into them")
     allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
-    form = teacher_form(region, tensors, target, legalize) if region is not None and legalize is not None \
-        and len(positions) == len(inputs) else None
-    form_cost = module_cost(form, tensors, target) if form is not None else None
-    if form is not None and form_cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
-        return Sized(form, form.label, form_cost.ratio(teacher))
+    forms = teacher_forms(region, tensors, target, legalize) if region is not None and legalize is not None \
+        and len(positions) == len(inputs) else []
+    costs = [module_cost(form, tensors, target) for form in forms]
+    for form, cost in zip(forms, costs):  # the exact form first
+        if cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
+            return Sized(form, form.label, cost.ratio(teacher))
     parts = len(outputs)
     sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
                           target) for out in outputs]
@@ -262,7 +263,8 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     simple = len(sized) == 1 and len(positions) == len(inputs)  # only a plain student is regrown as it is
     generic = Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
                     sized[0].larger if simple else None, all(s.fits for s in sized))
-    # where no generic student fits either, the form that starts as the teacher is taken if it is cheaper
-    if form is not None and not generic.fits and form_cost.ratio(teacher) < generic.cost_ratio:
-        return Sized(form, form.label, form_cost.ratio(teacher))
+    # where no generic student fits either, a form that starts as the teacher is taken if it is cheaper
+    cheapest = min(zip(costs, forms), key=lambda pair: pair[0].ratio(teacher), default=None)
+    if cheapest is not None and not generic.fits and cheapest[0].ratio(teacher) < generic.cost_ratio:
+        return Sized(cheapest[1], cheapest[1].label, cheapest[0].ratio(teacher))
     return generic

@@ -64,35 +64,42 @@ class TeacherForm(nn.Module):
 Legalize = Callable[[fx.GraphModule, Target, tuple[torch.Tensor, ...]], "fx.GraphModule | None"]
 
 
-def teacher_form(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target: Target,
-                 legalize: Legalize) -> TeacherForm | None:
-    """The region as a student of legal ops that equals it at initialisation, or None where some op of
-    it has no exact legal form on `target` (or the region reads or writes anything but float tensors)."""
+def teacher_forms(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target: Target,
+                  legalize: Legalize) -> list[TeacherForm]:
+    """The region as students of legal ops from its weights: the exact form, equal to it at
+    initialisation, where every op has one, and the approximate form with the nearest legal ops
+    where some op has one; none where the region reads or writes anything but float tensors."""
     if not inputs or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in inputs):
-        return None
+        return []
     sample = tuple(t[:2].detach().cpu() for t in inputs)
     region = copy.deepcopy(region).cpu().eval()
     with torch.no_grad():
         wanted = region(*sample)
-    if not all(isinstance(t, torch.Tensor) and t.is_floating_point()
-               for t in (wanted if isinstance(wanted, tuple) else (wanted,))):
-        return None
-    with torch.no_grad():  # folded first: a conv without its batch norm can take a residual add in
-        folded = fold_for_quantization(region, sample)
-    approximations: list[str] = []
-    lowered = legalize(copy.deepcopy(folded), target, sample)
-    if lowered is None:
-        approximations = nearest_legal(folded, target)
-        lowered = legalize(folded, target, sample) if approximations else None
+        if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in _tensors(wanted)):
+            return []
+        folded = fold_for_quantization(region, sample)  # a conv without its batch norm can take an add in
+    forms = []
+    exact = _form(copy.deepcopy(folded), (), sample, target, legalize)
+    if exact is not None and all(relative_error(g, w) <= MAX_INIT_ERROR
+                                 for g, w in zip(_tensors(exact(*sample)), _tensors(wanted))):
+        forms.append(exact)
+    approximations = tuple(nearest_legal(folded, target))
+    if approximations:
+        forms += [f for f in [_form(folded, approximations, sample, target, legalize)] if f is not None]
+    return forms
+
+
+def _tensors(value: object) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _form(graph: fx.GraphModule, approximations: tuple[str, ...], sample: tuple[torch.Tensor, ...], target: Target,
+          legalize: Legalize) -> TeacherForm | None:
+    lowered = legalize(graph, target, sample)
     if lowered is None:
         return None
     with torch.no_grad():
-        folded = fold_for_quantization(lowered, sample)
-        got = folded(*sample)
-    pairs = zip(got if isinstance(got, tuple) else (got,), wanted if isinstance(wanted, tuple) else (wanted,))
-    if not approximations and any(relative_error(g, w) > MAX_INIT_ERROR for g, w in pairs):
-        return None
-    return TeacherForm(folded, tuple(approximations))
+        return TeacherForm(fold_for_quantization(lowered, sample), approximations).eval()
 
 
 def layer_count(module: nn.Module) -> int:
