@@ -169,11 +169,13 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
             held = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in held]
     first = cache[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
+    # where `gm` holds approximate rewrites its regions are approximations already: students start fresh
+    legalize = config.legalize if reference is None else None
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
     sized = {n: synthesize(n, *first[n], region_costs[n], target,
                            allowance(region_costs[n], model, config.student_budget),
                            {op_view(node).kind for node in getattr(teacher, n).graph.nodes},
-                           size_only_inputs(getattr(teacher, n)), getattr(teacher, n), config.legalize) for n in order}
+                           size_only_inputs(getattr(teacher, n)), getattr(teacher, n), legalize) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
     seeded = {n: layer_count(students[n]) if isinstance(students[n], TeacherForm) else
               seed_from_teacher(students[n], getattr(teacher, n)) for n in order}

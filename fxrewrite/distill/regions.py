@@ -76,10 +76,11 @@ def _pulled(member: fx.Node, members: set[fx.Node], reach: Reach, non_maps: set[
 
 
 def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node], blocks: Blocks) -> set[fx.Node]:
-    """Every computing node of the teacher blocks (fxrewrite.distill.blocks) that `nodes` belong to."""
+    """Every node computing activations in the teacher blocks (fxrewrite.distill.blocks) that `nodes`
+    belong to; size arithmetic and tensors made from parameters alone join by `_absorbed`'s rules."""
     wanted = {blocks[n] for n in nodes} - {None}
     return {n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")
-            and blocks[n] in wanted} if wanted else set()
+            and blocks[n] in wanted and tensor_shape(n) is not None and not data_free(n)} if wanted else set()
 
 
 def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node],
@@ -170,6 +171,12 @@ def _cut(producer: fx.Node, node: fx.Node, reach: Reach, non_maps: set[fx.Node],
     return blocks[producer] != blocks[node] if blocks[node] is not None else _is_residual_add(producer)
 
 
+def _a_size(node: fx.Node) -> bool:
+    """Whether `node` computes a size (no tensor, and no tuple that getitems read)."""
+    return node.op != "get_attr" and tensor_shape(node) is None and not any(op_view(u).kind == "getitem"
+                                                                             for u in node.users)
+
+
 def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node],
                     blocks: Blocks) -> list[list[fx.Node]]:
     """`members` (one partition, in graph order) cut where a teacher block begins, and after every
@@ -178,7 +185,8 @@ def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node]
     piece that reads them. No cut falls where students on the target could not make or read the
     tensor (tokens without a reshape, a map wider than its convs read, a rank-4 tensor that is no
     map). Pieces only feed later pieces, and every path between members stays inside the
-    partition, so no cut makes a cycle."""
+    partition, so no cut makes a cycle. Size arithmetic goes with the piece that reads it: an int
+    cannot leave a region."""
     inside = set(members)
     block: dict[fx.Node, int] = {}
     for node in members:
@@ -186,8 +194,8 @@ def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node]
         if producers:
             block[node] = max(block.get(p, 0) + _cut(p, node, reach, non_maps, blocks) for p in producers)
     for node in reversed(members):
-        if node not in block:
-            block[node] = min((block[u] for u in node.users if u in block), default=0)
+        if node not in block or (_a_size(node) and any(u in inside for u in node.users)):
+            block[node] = min((block[u] for u in node.users if u in block), default=block.get(node, 0))
     groups: dict[int, list[fx.Node]] = {}
     for node in members:
         groups.setdefault(block[node], []).append(node)

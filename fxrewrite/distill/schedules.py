@@ -53,10 +53,11 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
     names = list(students) if names is None else list(names)
-    # a student that starts as its teacher block (fxrewrite.distill.teacher_form) takes smaller steps:
-    # it only has to recover what quantization loses, and the full rate throws that start away
-    exact = [p for n in names if isinstance(students[n], TeacherForm) for p in students[n].parameters()]
-    parameters = [p for n in names if not isinstance(students[n], TeacherForm) for p in students[n].parameters()]
+    # a student that starts as its teacher block (an exact fxrewrite.distill.teacher_form) takes smaller
+    # steps: it only has to recover what quantization loses, and the full rate throws that start away
+    starts_exact = {n for n in names if isinstance(students[n], TeacherForm) and not students[n].approximations}
+    exact = [p for n in starts_exact for p in students[n].parameters()]
+    parameters = [p for n in names if n not in starts_exact for p in students[n].parameters()]
     parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names
                    for p in adapter.parameters()]
     optimizer = torch.optim.Adam([{"params": parameters}, {"params": exact, "lr": lr * TEACHER_FORM_LR}], lr=lr)

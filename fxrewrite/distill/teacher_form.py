@@ -84,9 +84,8 @@ def teacher_forms(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target
                                  for g, w in zip(_tensors(exact(*sample)), _tensors(wanted))):
         forms.append(exact)
     approximations = tuple(nearest_legal(folded, target))
-    if approximations:
-        forms += [f for f in [_form(folded, approximations, sample, target, legalize)] if f is not None]
-    return forms
+    approximate = _form(folded, approximations, sample, target, legalize) if approximations else None
+    return forms + ([approximate] if approximate is not None else [])
 
 
 def _tensors(value: object) -> tuple:
