@@ -240,7 +240,11 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
         raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
                            "student of legal ops writes real floating-point tensors; keep such ops (complex "
                            "numbers, sort indices, sizes) outside what the target must run, or rewrite them")
-    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and i not in size_only]
+    # a tensor without the batch (a position table made from parameters) is the same for every sample:
+    # a student learns its effect as a constant, so it reads only the per-sample tensors
+    batch = outputs[0].shape[0] if outputs[0].dim() else None
+    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and i not in size_only
+                 and (batch is None or (value.dim() > 0 and value.shape[0] == batch))]
     tensors = [inputs[i] for i in positions]
     integers = [tuple(t.shape) for t in tensors if not t.is_floating_point()]
     if integers:
