@@ -11,57 +11,24 @@ chips that run batch norm but no elementwise add, as Arch-Net's translation stud
 embeddings added through a legal op); c is evaluated once, so the table it came from is no longer read.
 """
 
-import math
-
 import torch
-from torch import nn
 
-from fxrewrite.ir import tensor_shape
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
-from fxrewrite.rewrite.building import computed_constant
-from fxrewrite.rewrite.pattern import reads_an_input
-
-_NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
-
-
-def _affine(features: int, weight: torch.Tensor, shift: torch.Tensor, norm: type[nn.Module]) -> nn.Module:
-    layer = norm(features, eps=0.0)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        layer.bias.copy_(shift)
-        layer.running_mean.zero_()
-        layer.running_var.fill_(1.0)
-    return layer.eval()
+from fxrewrite.rewrite.building import affine_as_batch_norm, constant_operand
 
 
 def _as_batch_norm(match: Match, rewriter: Rewriter):
     add = match["add"]
-    left, right = add.inputs
-    reads = [reads_an_input(left), reads_an_input(right)]
-    if reads != [True, False] and reads != [False, True]:
-        return Decline("neither operand, or both, is made from parameters alone")
-    x, c_node = (left, right) if reads[0] else (right, left)
-    c, shape = computed_constant(c_node), add.output_shape
-    if c is None or shape is None or len(shape) < 2 or not c.is_floating_point():
-        return Decline("the constant operand is not a floating-point tensor, or the shape is unknown")
-    if tensor_shape(x) != tuple(shape):
-        return Decline("the input operand is broadcast; only the constant may be")
-    padded = c.reshape((1,) * (len(shape) - c.dim()) + tuple(c.shape))
-    if padded.shape[0] != 1:
-        return Decline("the constant varies along the batch")
+    found = constant_operand(add)
+    if isinstance(found, Decline):
+        return found
+    x, padded, x_first = found
+    shape = add.output_shape
     alpha = float(add.args.get("alpha", 1))
-    weight_scale, shift_scale = (1.0, alpha) if reads[0] else (alpha, 1.0)
-    channels = shape[1]
-    if len(shape) in _NORMS and padded.numel() == channels and padded.shape[1] == channels:
-        norm = _affine(channels, torch.full((channels,), weight_scale), shift_scale * padded.flatten(),
-                       _NORMS[len(shape)])
-        return rewriter.module(add.node, "add_bn", norm, x)
-    features = math.prod(shape[1:])
-    shift = shift_scale * padded.expand(1, *shape[1:]).reshape(features)
-    flat = rewriter.method(add.node, "reshape", x, -1, features)
-    norm = rewriter.module(add.node, "add_bn", _affine(features, torch.full((features,), weight_scale), shift,
-                                                      nn.BatchNorm1d), flat)
-    return rewriter.method(add.node, "reshape", norm, -1, *shape[1:])
+    weight_scale, shift_scale = (1.0, alpha) if x_first else (alpha, 1.0)
+    rank = len(shape)
+    return affine_as_batch_norm(rewriter, add.node, x, shape, torch.full((1,) * rank, weight_scale), shift_scale * padded,
+                                "add_bn")
 
 
 register(PatternPass(

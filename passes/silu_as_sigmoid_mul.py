@@ -19,4 +19,5 @@ register(PatternPass(
     summary="SiLU (swish) as x * sigmoid(x)",
     rules=RuleSet((Rule("silu", op("silu", name="silu"), _as_sigmoid_mul),)),
     produces_ops=frozenset({"sigmoid", "mul"}),
+    must_precede=("mul-constant-as-batch-norm",),
 ))

@@ -26,4 +26,5 @@ register(PatternPass(
     summary="softmax as exp(x - max) times the reciprocal of its sum",
     rules=RuleSet((Rule("softmax", op("softmax", name="softmax"), _as_exp),)),
     produces_ops=frozenset({"amax", "sub", "exp", "sum", "mul", "reciprocal"}),
+    must_precede=("mul-constant-as-batch-norm",),
 ))

@@ -21,7 +21,7 @@ from fxrewrite.distill.checkpoints import FINETUNE, GROW, Checkpoints, ProgressC
 from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
 from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
-from fxrewrite.distill.processes import shard
+from fxrewrite.distill.processes import shard, world_size
 from fxrewrite.distill.regions import carve
 from fxrewrite.distill.sharing import size_only_inputs
 from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
@@ -167,7 +167,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
         with torch.no_grad():
             cache = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in cache]
             held = [dataclasses.replace(entry, final=reference(entry.batch)) for entry in held]
-    first = cache[0].regions
+    # students are built from the first whole batch, the same in every process: fits from data (a teacher
+    # form's layer norm) must give every process the same student
+    first = cache[0].regions if world_size() == 1 else record(teacher, [batches[0].to(device)])[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     # where `gm` holds approximate rewrites its regions are approximations already: students start fresh
     legalize = config.legalize if reference is None else None

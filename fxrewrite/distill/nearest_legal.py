@@ -7,22 +7,41 @@ teacher form (fxrewrite.distill.teacher_form) where a region has no exact legal 
 - a k x k max pool becomes the largest max pool the target runs at the same stride, where that
   gives the same output size (ResNet's 3x3 stride-2 stem pool as archnet's 2x2 stride-2 one);
 - a 7x7 stride-2 conv (ResNet's and GoogLeNet's stems) becomes a 3x3 stride-2 conv gathering 3x3
-  patches and a 3x3 conv over them (`_as_im2col_and_3x3`), equal but at the far border.
+  patches and a 3x3 conv over them (`_as_im2col_and_3x3`), equal but at the far border;
+- a large depthwise kernel (ConvNeXt's 7x7) becomes r branches of stacked depthwise 3x3 convs fitted
+  to it by least squares (the approx-large-kernel pass; kernel error about 1%); a large dense kernel
+  is not replaced so (a stack at its output width fits a random 7x7 kernel to 23%, and a student
+  started there ends below the generic one);
+- a layer norm over the last dim becomes the per-channel affine y_c = a_c x_c + b_c that fits it best
+  on the region's recorded inputs (least squares per channel: a_c = cov(x_c, LN(x)_c) / var(x_c),
+  b_c = mean(LN(x)_c) - a_c mean(x_c)), an inference batch norm where channels come first: Arch-Net's
+  and most NPUs' norm, frozen statistics instead of per-token ones; only where that affine is
+  within MAX_NORM_FIT_ERROR of the norm on the inputs (a norm over pooled features, whose scale
+  varies per sample, has no near affine).
 Each substitution changes the maths; training then adapts the layers around it, starting from the
 teacher's weights. A gate (sigmoid, hardsigmoid) is not ReLU-like and is left as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from fxrewrite.ir import OpView, op_view, tensor_shape
-from fxrewrite.rewrite import Decline
+from fxrewrite.ir import OpView, constant_value, op_view, tensor_shape
+from fxrewrite.passes import registered_passes
+from fxrewrite.rewrite import Decline, RuleSet, apply_rules
 from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 from fxrewrite.target import Target
 
+#: the recorded inputs a fit reads (a layer norm's affine over 2 samples of vectors would fit them exactly)
+FIT_SAMPLES = 64
+#: a layer norm becomes its fitted affine only where that reproduces it this closely on the inputs: where
+#: the per-sample scale varies more (a norm over pooled features), no affine is near it
+MAX_NORM_FIT_ERROR = 0.25
 RELU_LIKE = frozenset({"gelu", "silu", "hardswish", "mish", "elu", "selu", "celu", "softplus"})
 
 
@@ -73,10 +92,66 @@ def _as_im2col_and_3x3(gm: fx.GraphModule, node: fx.Node, view: OpView) -> fx.No
     return gm.graph.call_module(names[1], (gm.graph.call_module(names[0], (view.inputs[0],)),))
 
 
-def nearest_legal(gm: fx.GraphModule, target: Target) -> list[str]:
-    """Replace, in place, each op `target` rejects that has a nearest legal op (module docstring);
-    returns the substitutions made, in words."""
+class _Recorder(fx.Interpreter):
+    """Runs a graph and keeps the first input of the nodes asked for."""
+
+    def __init__(self, gm: fx.GraphModule, wanted: set[fx.Node]):
+        super().__init__(gm)
+        self.wanted, self.inputs = wanted, {}
+
+    def run_node(self, node: fx.Node):
+        if node in self.wanted:
+            self.inputs[node] = self.env[node.all_input_nodes[0]]
+        return super().run_node(node)
+
+
+def _fitted_affine(view: OpView, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per channel of the last dim, the scale and shift that best fit the layer norm on `x`, and the
+    fit's relative error there."""
+    with torch.no_grad():
+        y = F.layer_norm(x, view.attrs["normalized_shape"], _constant(view, "weight"), _constant(view, "bias"),
+                         view.attrs["eps"])
+        xs, ys = x.reshape(-1, x.shape[-1]).double(), y.reshape(-1, y.shape[-1]).double()
+        x_mean, y_mean = xs.mean(0), ys.mean(0)
+        variance = ((xs - x_mean) ** 2).mean(0)
+        scale = ((xs - x_mean) * (ys - y_mean)).mean(0) / variance.clamp_min(1e-12)
+        shift = y_mean - scale * x_mean
+        error = (torch.linalg.vector_norm(xs * scale + shift - ys) / torch.linalg.vector_norm(ys).clamp_min(1e-12)).item()
+        return scale.float(), shift.float(), error
+
+
+def _constant(view: OpView, name: str) -> torch.Tensor | None:
+    value = view.args.get(name)
+    return None if value is None else constant_value(value)
+
+
+def _as_affine(gm: fx.GraphModule, node: fx.Node, view: OpView, scale: torch.Tensor, shift: torch.Tensor) -> fx.Node:
+    made = []
+    for kind, value in (("scale", scale), ("shift", shift)):
+        name = f"{node.name}_{kind}"
+        gm.register_buffer(name, value)
+        made.append(gm.graph.get_attr(name))
+        made[-1].meta["tensor_meta"] = _extract_tensor_metadata(value)
+    scaled = gm.graph.call_function(torch.mul, (view.inputs[0], made[0]))
+    scaled.meta = dict(node.meta)
+    return gm.graph.call_function(torch.add, (scaled, made[1]))
+
+
+def _last_dim_norm(view: OpView) -> bool:
+    return view.kind == "layer_norm" and len(view.attrs.get("normalized_shape", ())) == 1
+
+
+def nearest_legal(gm: fx.GraphModule, target: Target, inputs: Sequence[torch.Tensor]) -> list[str]:
+    """Replace, in place, each op `target` rejects that has a nearest legal op (module docstring),
+    fitting what is fitted on the first FIT_SAMPLES of `inputs` (of `gm`); returns the substitutions
+    made, in words."""
     made: list[str] = []
+    norms = {n for n in gm.graph.nodes if n.op != "get_attr" and not target.verdict(n).legal and
+             _last_dim_norm(op_view(n))}
+    recorder = _Recorder(gm, norms)
+    if norms:
+        with torch.no_grad():
+            recorder.run(*(t[:FIT_SAMPLES].detach().cpu() for t in inputs))
     for node in list(gm.graph.nodes):
         if node.op in ("placeholder", "output", "get_attr") or target.verdict(node).legal:
             continue
@@ -86,6 +161,11 @@ def nearest_legal(gm: fx.GraphModule, target: Target) -> list[str]:
             if view.kind in RELU_LIKE and _relu_runs(target):
                 replacement = gm.graph.call_function(torch.relu, (view.inputs[0],))
                 made.append(f"{view.kind} -> relu")
+            elif node in norms:
+                scale, shift, error = _fitted_affine(view, recorder.inputs[node])
+                if error <= MAX_NORM_FIT_ERROR:
+                    replacement = _as_affine(gm, node, view, scale, shift)
+                    made.append(f"layer_norm -> per-channel affine fitted on the inputs (relative error {error:.2f})")
             elif view.kind == "conv2d" and _strided_7x7(view):
                 replacement = _as_im2col_and_3x3(gm, node, view)
                 made.append("conv2d 7x7 stride 2 -> 3x3 stride 2 (patches) + 3x3") if replacement is not None else None
@@ -101,6 +181,10 @@ def nearest_legal(gm: fx.GraphModule, target: Target) -> list[str]:
             replacement.meta = dict(node.meta)
             node.replace_all_uses_with(replacement)
             gm.graph.erase_node(node)
+    depthwise = RuleSet(tuple(r for r in registered_passes()["approx-large-kernel"].rules.rules
+                              if r.name == "large-depthwise"))
+    stacks = apply_rules(gm, depthwise, target=target, root_filter=lambda n: not target.verdict(n).legal)
+    made += [f"conv2d {note.split(': APPROXIMATE ')[-1].split(', MACs')[0]}" for note in stacks.notes]
     if made:
         gm.graph.eliminate_dead_code()
         gm.recompile()

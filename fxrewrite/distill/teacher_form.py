@@ -83,7 +83,7 @@ def teacher_forms(region: fx.GraphModule, inputs: Sequence[torch.Tensor], target
     if exact is not None and all(relative_error(g, w) <= MAX_INIT_ERROR
                                  for g, w in zip(_tensors(exact(*sample)), _tensors(wanted))):
         forms.append(exact)
-    approximations = tuple(nearest_legal(folded, target))
+    approximations = tuple(nearest_legal(folded, target, inputs))
     approximate = _form(folded, approximations, sample, target, legalize) if approximations else None
     return forms + ([approximate] if approximate is not None else [])
 

@@ -4,10 +4,12 @@ standardization the norm decompositions build."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import fx, nn
 
-from fxrewrite.ir import OpView, constant_value
+from fxrewrite.ir import OpView, constant_value, tensor_shape
 from fxrewrite.rewrite.pattern import Decline, op, reads_an_input
 from fxrewrite.rewrite.rewriter import Rewriter
 
@@ -42,6 +44,42 @@ def batch_norm_affine(bn: OpView) -> tuple[torch.Tensor, torch.Tensor] | Decline
 def depthwise_1x1(scale: torch.Tensor, shift: torch.Tensor | None) -> nn.Conv2d:
     """The depthwise 1x1 conv computing scale_c * x_c + shift_c (float32)."""
     return conv2d(scale.float().reshape(-1, 1, 1, 1), None if shift is None else shift.float(), groups=len(scale))
+
+
+#: the batch norm that runs over dim 1 of a tensor of each rank
+NORM_BY_RANK = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
+
+
+def affine_norm(features: int, weight: torch.Tensor, shift: torch.Tensor, norm: type[nn.Module]) -> nn.Module:
+    """An inference batch norm computing weight * x + shift exactly (running mean 0, variance 1, eps 0)."""
+    layer = norm(features, eps=0.0)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(shift)
+        layer.running_mean.zero_()
+        layer.running_var.fill_(1.0)
+    return layer.eval()
+
+
+def affine_as_batch_norm(rewriter: Rewriter, anchor: fx.Node, x: fx.Node, shape: tuple[int, ...], weight: torch.Tensor,
+                         shift: torch.Tensor, prefix: str) -> fx.Node:
+    """weight * x + shift (each of x's rank, batch dim 1, broadcast to x's `shape`) as an inference batch
+    norm: over x's channels where both hold one value per channel (or one value), else over x
+    reshaped to (N, F), F the product of its dims past the batch, and reshaped back."""
+    channels = shape[1]
+
+    def per_channel(t: torch.Tensor) -> bool:
+        return t.numel() == 1 or (t.numel() == channels and t.shape[1] == channels)
+
+    if len(shape) in NORM_BY_RANK and per_channel(weight) and per_channel(shift):
+        norm = affine_norm(channels, weight.flatten().expand(channels).float(), shift.flatten().expand(channels).float(),
+                           NORM_BY_RANK[len(shape)])
+        return rewriter.module(anchor, prefix, norm, x)
+    features = math.prod(shape[1:])
+    flat_weight, flat_shift = (t.expand(1, *shape[1:]).reshape(features).float() for t in (weight, shift))
+    flat = rewriter.method(anchor, "reshape", x, -1, features)
+    norm = rewriter.module(anchor, prefix, affine_norm(features, flat_weight, flat_shift, NORM_BY_RANK[2]), flat)
+    return rewriter.method(anchor, "reshape", norm, -1, *shape[1:])
 
 
 def conv2d(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: tuple[int, int] = (1, 1),
@@ -126,6 +164,26 @@ def standardized(rewriter: Rewriter, anchor: fx.Node, x: fx.Node, dims: list[int
 
 #: a conv with a kernel side over 3, the root of the large-kernel rewrites
 LARGE_KERNEL_CONV = op("conv2d", name="conv", where={"a kernel larger than 3x3": lambda v: max(v.attrs["kernel"]) > 3})
+
+
+def constant_operand(binary: OpView) -> tuple[fx.Node, torch.Tensor, bool] | Decline:
+    """For a binary op of a computed tensor x and a floating-point constant c (made from parameters
+    alone) broadcast to x's shape, rank 2 or more: x, c with leading ones up to x's rank, and whether x
+    is the first operand."""
+    left, right = binary.inputs
+    reads = [reads_an_input(left), reads_an_input(right)]
+    if reads != [True, False] and reads != [False, True]:
+        return Decline("neither operand, or both, is made from parameters alone")
+    x, c_node = (left, right) if reads[0] else (right, left)
+    c, shape = computed_constant(c_node), binary.output_shape
+    if c is None or shape is None or len(shape) < 2 or not c.is_floating_point():
+        return Decline("the constant operand is not a floating-point tensor, or the shape is unknown")
+    if tensor_shape(x) != tuple(shape):
+        return Decline("the input operand is broadcast; only the constant may be")
+    padded = c.reshape((1,) * (len(shape) - c.dim()) + tuple(c.shape))
+    if padded.shape[0] != 1:
+        return Decline("the constant varies along the batch")
+    return x, padded, reads[0]
 
 
 def computed_constant(node: fx.Node) -> torch.Tensor | None:
