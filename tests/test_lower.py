@@ -12,6 +12,7 @@ from torch import nn
 import zoo
 from fxrewrite.frontend import capture
 from fxrewrite import lower
+from fxrewrite.rewrite import Verification
 from conftest import chip
 
 ZOO = str(Path(zoo.__file__))
@@ -212,3 +213,17 @@ def test_a_lowering_freezes_older_objects_and_restores_the_collector(monkeypatch
         assert gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze()
+
+
+def test_a_random_input_past_the_models_range_is_judged_again_on_its_calibration_inputs(monkeypatch):
+    """A trained network fed random inputs can amplify float rounding past --tolerance (efficientnet_b0
+    trained on MNIST: 1.4e-3, so its exact lowering ended in exit 3); with calibration data the
+    lowering is verified again on those (the random-input figure is stood in for here)."""
+    monkeypatch.setattr("fxrewrite.lowering.exact.verify", lambda *_: Verification(1.4e-3, 0))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 9, 11)
+    assert lower(model, (x,), target="archnet").report.max_relative_error == 1.4e-3
+    calibrated = lower(model, (x,), target="archnet", calib=torch.rand(16, 3, 9, 11)).report
+    assert calibrated.max_relative_error < 1e-5
+    assert calibrated.verified_on.endswith("on calibration inputs (a random input: 0.0014)")

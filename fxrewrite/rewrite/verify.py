@@ -26,11 +26,12 @@ class Verification:
     max_relative_error: float
     #: how many intermediate tensors were compared besides the outputs
     tensors: int
+    #: the inputs compared on, where not a random one
+    on: str = ""
 
     def describe(self) -> str:
-        if not self.tensors:
-            return "outputs"
-        return f"outputs and {self.tensors} intermediate tensors"
+        what = "outputs" if not self.tensors else f"outputs and {self.tensors} intermediate tensors"
+        return f"{what} on {self.on}" if self.on else what
 
 
 def fresh_inputs(like: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, ...]:
@@ -72,13 +73,17 @@ def _frontier(gm: fx.GraphModule, teacher: fx.GraphModule) -> set[str]:
 def verify(gm: nn.Module, teacher: nn.Module, example_inputs: Sequence[torch.Tensor], seed: int) -> Verification:
     """The largest relative error of `gm` against `teacher` on a fresh input: over the outputs and,
     when both are graphs, over every tensor both compute under one name from changed operands."""
-    inputs = fresh_inputs(example_inputs, seed)
+    return verify_on(gm, teacher, fresh_inputs(example_inputs, seed))
+
+
+def verify_on(gm: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], on: str = "") -> Verification:
+    """As `verify`, on these inputs (`on` names them in the report)."""
     with torch.no_grad():
         if not isinstance(gm, fx.GraphModule) or not isinstance(teacher, fx.GraphModule):
-            return Verification(relative_error(gm(*inputs), teacher(*inputs)), 0)
+            return Verification(relative_error(gm(*inputs), teacher(*inputs)), 0, on)
         frontier = _frontier(gm, teacher)
         got, want = _Recorder(gm, frontier), _Recorder(teacher, frontier)
         error = relative_error(got.run(*inputs), want.run(*inputs))
         compared = [n for n in got.values if n in want.values and got.values[n].shape == want.values[n].shape]
         error = max([error, *(relative_error(got.values[n], want.values[n]) for n in compared)])
-    return Verification(error, len(compared))
+    return Verification(error, len(compared), on)
