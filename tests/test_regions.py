@@ -96,6 +96,26 @@ def test_a_token_stream_is_cut_only_where_the_target_can_reshape():
     assert [[len(tensor_shape(o)) for o in r.outputs] for r in without] == [[2]]
 
 
+class PositionedTokens(TokenHead):
+    """TokenHead after a position table added outside its blocks, as ViT adds its embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(1, 5, 8))
+
+    def forward(self, x):
+        return super().forward(x * 2 + self.position)
+
+
+@pytest.mark.parametrize("capture_with", [symbolic, exported])
+def test_a_token_stream_runs_on_through_block_weights_where_the_target_cannot_reshape(capture_with):
+    """ViT on archnet was cut after its position add: in ATen form a block's weights are graph nodes,
+    and reading one counted as entering a new piece, so a region ended at tokens no student makes."""
+    regions = find_regions(capture_with(PositionedTokens(), torch.randn(2, 5, 8)), chip("[ops.linear]\n[ops.relu]\n"))
+    assert [[len(tensor_shape(o)) for o in r.outputs] for r in regions] == [[2]]
+    assert "tokens, which" in regions[0].joined_by
+
+
 def test_regions_never_create_a_cycle():
     gm = symbolic(WouldBeCycle(), torch.randn(1, 3, 8, 8))
     assert [sorted(r.kinds) for r in find_regions(gm, CONV_ONLY)] == [["gelu"], ["add"]]

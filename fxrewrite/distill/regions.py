@@ -190,7 +190,9 @@ def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node]
     inside = set(members)
     block: dict[fx.Node, int] = {}
     for node in members:
-        producers = [a for a in node.all_input_nodes if a in inside]
+        # a parameter is fed from outside: it starts no piece (a weight read in a later block would cut
+        # ViT's token stream at its first layer, a tensor no student makes on archnet)
+        producers = [a for a in node.all_input_nodes if a in inside and a.op != "get_attr"]
         if producers:
             block[node] = max(block.get(p, 0) + _cut(p, node, reach, non_maps, blocks) for p in producers)
     for node in reversed(members):
