@@ -11,18 +11,21 @@ import os
 import shutil
 import sys
 import traceback
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from fxrewrite import api
+from fxrewrite.cli_export import run_export
 from fxrewrite.cli_training import add_training_arguments, training_keywords
+from fxrewrite.cli_vela import VelaRuns, add_vela_argument, vela_accelerator
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError, check_positive
 from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text, check_outputs
-from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS, load_model
+from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import SOURCES_HELP
 from fxrewrite.rewrite import Instruments, canonical_order
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="One row per node with its verdict; exit 1 when any node is illegal.")
     check.add_argument("--target", "-t", required=True, help="built-in target name or path of a .toml file")
     check.add_argument("--json", action="store_true", help="print the report as JSON (see README) instead of text")
+    add_vela_argument(check)
 
     viz = commands.add_parser("viz", parents=[common, model], help="draw the graph, coloured by legality",
                               description="Draw the captured graph with graphviz.")
@@ -104,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let exact rewrites make the model at most X times the teacher's estimated cycles and "
                             "MACs; nodes past it are kept for distillation (default: the target's "
                             "performance.growth_max)")
+    add_vela_argument(lower)
     add_training_arguments(lower)
 
     export = commands.add_parser("export", parents=[common], help="write a lowered .pt2 as ONNX",
@@ -130,9 +135,11 @@ def _load(args: argparse.Namespace):
 
 def _run_check(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
+    vela = VelaRuns(vela_accelerator(args, target))
     gm = _load(args)
-    report = api.check(gm, target, name=args.model)
-    print(report.to_json() if args.json else report.to_text())
+    vela.add("teacher", gm, gm.meta["example_inputs"])
+    report = replace(api.check(gm, target, name=args.model), vela=vela.numbers())
+    print(report.to_json() if args.json else report.to_text() + vela.text())
     return EXIT_OK if report.all_legal else EXIT_ILLEGAL
 
 
@@ -193,10 +200,12 @@ def _lower(args: argparse.Namespace) -> int:
                             *_calib_input(args.calib)], folders)
     if output.suffix == ".onnx":
         require_onnx()
+    vela = VelaRuns(vela_accelerator(args, target))
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
     gm = _load(args)
+    vela.add("teacher", gm, gm.meta["example_inputs"])  # before the lowering rewrites gm
     instruments = Instruments(
         dump_ir=Path(args.dump_ir) if args.dump_ir else None,
         verify_each=copy.deepcopy(gm) if args.verify_each else None,
@@ -213,6 +222,8 @@ def _lower(args: argparse.Namespace) -> int:
     if not is_main():
         return EXIT_OK if lowered.legal else EXIT_ILLEGAL
     report = lowered.report
+    vela.add("lowered", lowered.gm, lowered.example_inputs)
+    report.vela = vela.numbers()
     if not report.max_relative_error <= args.tolerance:  # NaN fails too
         print(report.to_text())
         print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
@@ -232,7 +243,7 @@ def _lower(args: argparse.Namespace) -> int:
         shutil.rmtree(checkpoint_dir)  # the run finished: nothing left to resume
     if args.timing:
         print(report.timing_table())
-    print(report.to_text())
+    print(report.to_text() + vela.text())
     if report.onnx is not None:
         print(shipped.describe())
     written = f"wrote {output}" + (f" and {args.report}" if args.report else "")
@@ -245,21 +256,6 @@ def _lower(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_export(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
-        raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
-    check_outputs({"-o": output}, [Path(args.model)])
-    require_onnx()
-    loaded = load_model(args.model)
-    name = args.target or loaded.target
-    target = Target.load(name) if name else None
-    shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
-    print(shipped.describe())
-    print(f"wrote {output}" + ("" if target else " (its ops were not checked: pass --target)"))
-    return EXIT_OK
-
-
 def _run_passes(args: argparse.Namespace) -> int:
     for p in canonical_order(registered_passes().values()):
         print(f"{p.name:26} {'exact' if p.exact else 'approximate':11} {p.summary}")
@@ -267,7 +263,7 @@ def _run_passes(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"check": _run_check, "viz": _run_viz, "targets": _run_targets, "lower": _run_lower,
-             "export": _run_export, "passes": _run_passes}
+             "export": run_export, "passes": _run_passes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

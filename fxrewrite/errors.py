@@ -49,6 +49,12 @@ class PassContractError(FxrewriteError):
     exit_code = 3
 
 
+class VelaError(FxrewriteError):
+    """ExecuTorch's Arm backend or Vela could not compile a graph (their own message follows)."""
+
+    exit_code = 1
+
+
 class OnnxRefusal(FxrewriteError):
     """The ONNX form of a lowered graph holds a node the target does not run (nothing is written)."""
 

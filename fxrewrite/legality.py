@@ -34,6 +34,8 @@ class CheckReport:
     rows: tuple[NodeVerdict, ...]
     #: the graph's latency on the target as it stands (illegal nodes costed as if the target ran them)
     estimate: Estimate | None = None
+    #: per graph compiled (`--vela`), Vela's numbers (fxrewrite.ship.ethos_u.VelaResult.to_dict)
+    vela: dict[str, Any] | None = None
 
     @property
     def illegal(self) -> tuple[NodeVerdict, ...]:
@@ -62,6 +64,8 @@ class CheckReport:
         }
         if self.estimate is not None:
             document["estimate"] = self.estimate.as_dict()
+        if self.vela is not None:
+            document["vela"] = self.vela
         return json.dumps(document, indent=2)
 
     def to_text(self) -> str:

@@ -168,6 +168,8 @@ class LoweringReport:
     distillation: DistillationReport | None = None
     #: the ONNX file written and onnxruntime's differences from torch (fxrewrite.ship.OnnxCheck)
     onnx: dict[str, Any] | None = None
+    #: per graph compiled (`--vela`: teacher, lowered), Vela's numbers (fxrewrite.ship.ethos_u.VelaResult)
+    vela: dict[str, Any] | None = None
     version: int = field(default=VERSION)
 
     @property
@@ -228,6 +230,8 @@ class LoweringReport:
             document["distillation"] = self.distillation.to_dict()
         if self.onnx is not None:
             document["onnx"] = self.onnx
+        if self.vela is not None:
+            document["vela"] = self.vela
         return document
 
     def to_json(self) -> str:

@@ -30,7 +30,8 @@ LAYERS = (
     ("fxrewrite.lowering",),
     ("fxrewrite.report", "fxrewrite.export", "fxrewrite.ship", "fxrewrite.viz"),
     ("fxrewrite.api",),
-    ("fxrewrite.cli_training", "fxrewrite.cli", "fxrewrite.docs", "fxrewrite.entry", "fxrewrite.__main__", "fxrewrite"),
+    ("fxrewrite.cli_training", "fxrewrite.cli_vela", "fxrewrite.cli_export", "fxrewrite.cli", "fxrewrite.docs",
+     "fxrewrite.entry", "fxrewrite.__main__", "fxrewrite"),
 )
 
 

@@ -125,6 +125,7 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
         (('formats = ["int8"]\n    [quantization.activations]', 'formats = ["int9"]\n    [quantization.activations]'),
          "quantization.weights.formats: expected formats such as"),
         (('name = "chip"', 'name = 7'), "target.name: expected a string"),
+        (('name = "chip"', 'name = "chip"\nvela_accelerator = 128'), "target.vela_accelerator: expected a string"),
         (("[quantization.weights]", "[quantisation.weights]"), "unknown key quantisation"),
         (("[ops.relu]", "[ops.relu"), "not valid TOML"),
         (("[ops.relu]", "[performance]\nmacs = 1\n[ops.relu]"), "unknown key performance.macs"),

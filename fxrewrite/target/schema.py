@@ -71,8 +71,8 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
         raise TargetError(f"{origin}: not valid TOML ({exc})") from None
     _check_keys(doc, ("target", "quantization", "defaults", "performance", "cost", "ops"), "", origin)
     meta = _expect_table(doc.get("target", {}), "target", origin)
-    _check_keys(meta, ("name", "description", "source", "allow_all_ops"), "target.", origin)
-    for key in ("name", "description", "source"):
+    _check_keys(meta, ("name", "description", "source", "allow_all_ops", "vela_accelerator"), "target.", origin)
+    for key in ("name", "description", "source", "vela_accelerator"):
         if key in meta and not isinstance(meta[key], str):
             raise TargetError(f"{origin}: target.{key}: expected a string, got {meta[key]!r}")
     if not meta.get("name"):
@@ -112,6 +112,7 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
         activations=activations,
         allow_all_ops=allow_all,
         source=meta.get("source", ""),
+        vela_accelerator=meta.get("vela_accelerator", ""),
         defaults=defaults,
         performance=_parse_performance(doc, weights, activations, origin),
     )

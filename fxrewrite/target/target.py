@@ -32,6 +32,8 @@ class Target:
     activations: QuantSpec
     allow_all_ops: bool = False
     source: str = ""
+    #: the accelerator Arm's Vela compiles for (`--vela`), e.g. ethos-u55-128; empty for other chips
+    vela_accelerator: str = ""
     #: shape limits applied to every op, including those allowed by allow_all_ops
     defaults: Mapping[str, Any] = field(default_factory=dict)
     performance: Performance = Performance()

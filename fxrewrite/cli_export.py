@@ -1,0 +1,27 @@
+"""The `export` command: a lowered .pt2 written as ONNX, its ops checked against its target."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fxrewrite.errors import UsageError
+from fxrewrite.files import check_outputs
+from fxrewrite.frontend import load_model
+from fxrewrite.ship import require_onnx, write_onnx
+from fxrewrite.target import Target
+
+
+def run_export(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
+        raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
+    check_outputs({"-o": output}, [Path(args.model)])
+    require_onnx()
+    loaded = load_model(args.model)
+    name = args.target or loaded.target
+    target = Target.load(name) if name else None
+    shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
+    print(shipped.describe())
+    print(f"wrote {output}" + ("" if target else " (its ops were not checked: pass --target)"))
+    return 0

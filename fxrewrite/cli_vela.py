@@ -1,0 +1,65 @@
+"""`--vela` for `check` and `lower`: the teacher (and the lowered graph) compiled by Arm's own
+toolchain for the target's Ethos-U accelerator, reported beside fxrewrite's estimate
+(fxrewrite.ship.ethos_u)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxrewrite.errors import UsageError
+from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u, require_ethos_u
+from fxrewrite.target import Target, builtin_targets
+
+
+def add_vela_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vela", action="store_true",
+                        help="also compile through ExecuTorch's Arm backend and Vela for the target's Ethos-U "
+                             "accelerator (int8) and report Vela's cycles, time, memory and the ops left on the "
+                             "CPU (needs the ethos-u extra)")
+
+
+def vela_accelerator(args: argparse.Namespace, target: Target) -> str | None:
+    """Before any work: the accelerator `--vela` compiles for, or None without `--vela`."""
+    if not args.vela:
+        return None
+    if not target.vela_accelerator:
+        ethos = [name for name in builtin_targets() if Target.load(name).vela_accelerator]
+        raise UsageError(f"--vela: target {target.name} names no Vela accelerator (target.vela_accelerator in its "
+                         f"file); the built-in Ethos-U targets are {', '.join(ethos)}")
+    require_ethos_u()
+    return target.vela_accelerator
+
+
+@dataclass
+class VelaRuns:
+    """The graphs of one command compiled for `accelerator` (nothing when it is None: no `--vela`)."""
+
+    accelerator: str | None
+    results: dict[str, VelaResult] = field(default_factory=dict)
+
+    def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if self.accelerator is not None:
+            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator)
+
+    def numbers(self) -> dict[str, Any] | None:
+        """For the JSON report: per graph, Vela's numbers."""
+        return {name: result.to_dict() for name, result in self.results.items()} or None
+
+    def text(self) -> str:
+        """Lines to follow the report's text (empty without `--vela`)."""
+        if not self.results:
+            return ""
+        first = next(iter(self.results.values()))
+        lines = [f"Vela on {first.accelerator} ({first.system_config}, {first.memory_mode}), int8 by ExecuTorch's "
+                 "Arm backend:"]
+        baseline = self.results.get("teacher")
+        for name, result in self.results.items():
+            ratio = (f" (x{result.cycles_total / baseline.cycles_total:.3f} the teacher's cycles)"
+                     if baseline is not None and result is not baseline and baseline.cycles_total else "")
+            lines.append(f"  {name}: {result.describe()}{ratio}")
+        return "\n" + "\n".join(lines)

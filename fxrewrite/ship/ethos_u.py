@@ -1,0 +1,196 @@
+"""Arm Ethos-U's own compiler as judge: a graph compiled the way ExecuTorch's Arm backend compiles it,
+and what Vela, Arm's compiler, says of it (needs the `ethos-u` extra, imported only here).
+
+The flow is ExecuTorch's: `torch.export`, int8 post-training quantization by `EthosUQuantizer`
+(PT2E) on calibration inputs, `to_edge_transform_and_lower` with `EthosUPartitioner`, which hands
+what the NPU runs to Vela and leaves the rest on the CPU. Vela writes its summary CSV (cycles,
+inference time, memory) and, with `--verbose-performance`, a CSV per layer into a folder read back
+here. The partitioner's reason for each op it leaves on the CPU is kept beside the op.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import csv
+import importlib.util
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fxrewrite.errors import FxrewriteError, UsageError, VelaError
+
+EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
+#: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
+BOUNDARY_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "getitem", "executorch_call_delegate"})
+
+
+def require_ethos_u() -> None:
+    """Refuse, before any work, when ExecuTorch's Arm backend or Vela is missing."""
+    missing = [name for name in ("executorch", "ethosu") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--vela compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
+                         f"{EXTRA_ADVICE}")
+
+
+@dataclass(frozen=True)
+class VelaLayer:
+    """One row of Vela's per-layer CSV."""
+
+    name: str
+    operator: str
+    cycles: int
+    macs: int
+    #: percent of the MAC array's peak this layer reaches
+    utilisation: float
+
+
+@dataclass(frozen=True)
+class CpuOp:
+    op: str
+    count: int
+    #: the partitioner's reason, for the first node of this op it rejected
+    reason: str
+
+
+@dataclass(frozen=True)
+class VelaResult:
+    """Vela's verdict and numbers for one compiled graph."""
+
+    accelerator: str
+    system_config: str
+    memory_mode: str
+    cycles_total: int
+    cycles_npu: int
+    inference_ms: float
+    sram_kib: float
+    flash_kib: float
+    delegates: int
+    cpu_ops: tuple[CpuOp, ...] = ()
+    layers: tuple[VelaLayer, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        on_cpu = ", ".join(f"{op.op} x{op.count} ({op.reason})" for op in self.cpu_ops) or "none"
+        return (f"{self.cycles_total:,} cycles ({self.cycles_npu:,} on the NPU's MACs), {self.inference_ms:.3f} ms, "
+                f"SRAM {self.sram_kib:,.1f} KiB, flash {self.flash_kib:,.1f} KiB; {self.delegates} "
+                f"delegated subgraphs; on the CPU: {on_cpu}")
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    target = getattr(node.target, "_op", node.target)  # an edge op wraps its ATen overload
+    name = getattr(target, "__name__", str(target))
+    return name.removesuffix(".default").split(".")[-1] if "." in name else name
+
+
+@contextlib.contextmanager
+def _rejections() -> Iterator[dict[str, str]]:
+    """Per op, the partitioner's reason for leaving it on the CPU. ExecuTorch builds its reporter
+    inside `partition` and only logs it as a table, so the reporter class is swapped for one that
+    keeps what it is told, for the duration of one compile."""
+    from executorch.backends.arm.tosa import partitioner
+    from executorch.exir.backend.utils import WhyNoPartitionReporter
+
+    reasons: dict[str, str] = {}
+
+    class Recording(WhyNoPartitionReporter):
+        def report_reject(self, node: torch.fx.Node, reason: str) -> None:
+            super().report_reject(node, reason)
+            reasons.setdefault(_op_name(node), " ".join(reason.split()))
+
+    original = partitioner.WhyNoPartitionReporter
+    partitioner.WhyNoPartitionReporter = Recording
+    try:
+        yield reasons
+    finally:
+        partitioner.WhyNoPartitionReporter = original
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Counter,
+            reasons: dict[str, str]) -> VelaResult:
+    summaries = sorted(folder.rglob("*_summary_*.csv"))
+    if not summaries:
+        raise VelaError(f"Vela compiled nothing for {accelerator}: every op stayed on the CPU "
+                         f"({', '.join(cpu) or 'none'})")
+    totals = collections.Counter()
+    rows = [row for summary in summaries for row in _read_csv(summary)]
+    for row in rows:  # one row per delegated subgraph
+        for key in ("cycles_total", "cycles_npu", "inference_time", "sram_memory_used", "off_chip_flash_memory_used",
+                    "on_chip_flash_memory_used"):
+            totals[key] += float(row[key])
+    layers = tuple(VelaLayer(row["Name"], row["Original Operator"], int(float(row["Op Cycles"])),
+                             int(float(row["MAC Count"])), float(row["Util% (MAC)"]))
+                   for per_layer in sorted(folder.rglob("*_per-layer.csv")) for row in _read_csv(per_layer))
+    return VelaResult(
+        accelerator=accelerator, system_config=rows[0]["system_config"], memory_mode=rows[0]["memory_mode"],
+        cycles_total=int(totals["cycles_total"]), cycles_npu=int(totals["cycles_npu"]),
+        inference_ms=totals["inference_time"] * 1e3, sram_kib=totals["sram_memory_used"],
+        flash_kib=totals["off_chip_flash_memory_used"] + totals["on_chip_flash_memory_used"],
+        delegates=delegated,
+        cpu_ops=tuple(CpuOp(op, count, reasons.get(op, "not partitioned")) for op, count in cpu.most_common()),
+        layers=layers)
+
+
+def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
+                        calibration: Sequence[tuple[torch.Tensor, ...]] = ()) -> VelaResult:
+    """`module` compiled for `accelerator` (Vela's name, e.g. ethos-u55-128) through ExecuTorch's Arm
+    flow, quantized on `calibration` (default: the example inputs), and what Vela reports."""
+    require_ethos_u()
+    try:
+        return _compile(module, example_inputs, accelerator, calibration)
+    except FxrewriteError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a third-party toolchain's failure, said in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VelaError(f"ExecuTorch's Arm backend could not compile the graph for {accelerator}: "
+                        f"{type(exc).__name__}: {first}") from exc
+
+
+def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
+             calibration: Sequence[tuple[torch.Tensor, ...]]) -> VelaResult:
+    from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
+    from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    with tempfile.TemporaryDirectory(prefix="fxrewrite-vela-") as folder, _quiet(), _rejections() as reasons:
+        spec = EthosUCompileSpec(accelerator, extra_flags=["--verbose-performance"])
+        spec.dump_intermediate_artifacts_to(folder)
+        graph = torch.export.export(module, example_inputs).module(check_guards=False)
+        quantizer = EthosUQuantizer(spec)
+        quantizer.set_global(get_symmetric_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for inputs in calibration or [example_inputs]:
+                prepared(*inputs)
+        program = torch.export.export(convert_pt2e(prepared), example_inputs)
+        lowered = to_edge_transform_and_lower(program, partitioner=[EthosUPartitioner(spec)])
+        nodes = [n for n in lowered.exported_program().graph.nodes if n.op == "call_function"]
+        cpu = collections.Counter(_op_name(n) for n in nodes if _op_name(n) not in BOUNDARY_OPS)
+        delegated = sum(1 for n in nodes if _op_name(n) == "executorch_call_delegate")
+        return _result(Path(folder), accelerator, delegated, cpu, reasons)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Vela prints its whole report to stdout; fxrewrite prints its own summary."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)

@@ -1,0 +1,67 @@
+"""`--vela`: the teacher and the lowered graph compiled by ExecuTorch's Arm backend and Vela for the
+target's Ethos-U accelerator. The compiling tests need the ethos-u extra (`make test` installs it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+import zoo
+
+MODEL = f"{zoo.__file__}:tiny_cnn"
+SMALL = ("--input-shape", "1,3,16,16")
+
+
+def test_without_the_extra_vela_is_one_line_saying_what_to_install(run_cli, monkeypatch, tmp_path):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else find_spec(name, *a))
+    for command in (("check", MODEL, "-t", "ethos-u55", "--vela", *SMALL),
+                    ("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(tmp_path / "m.pt2"))):
+        code, _, stderr = run_cli(*command)
+        assert code == 2 and stderr.strip() == (
+            "fxrewrite: error: --vela compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
+            "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)")
+    assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_vela_on_a_target_without_an_accelerator_names_the_ethos_u_targets(run_cli):
+    code, _, stderr = run_cli("check", MODEL, "-t", "archnet", "--vela", *SMALL)
+    assert code == 2 and "target archnet names no Vela accelerator" in stderr and "are ethos-u55" in stderr
+
+
+class TopK(zoo.TinyCNN):
+    """TinyCNN's logits through topk, which the Ethos-U flow leaves on the CPU."""
+
+    def forward(self, x):
+        import torch
+        return torch.topk(super().forward(x), 2).values
+
+
+def top_k():
+    return TopK()
+
+
+def test_check_reports_vela_cycles_memory_and_the_ops_left_on_the_cpu_with_the_reason(run_cli):
+    pytest.importorskip("executorch")
+    code, stdout, stderr = run_cli("check", f"{__file__}:top_k", "-t", "ethos-u55", "--vela", "--json", *SMALL)
+    assert code == 1, stderr  # topk is no op of the target's
+    teacher = json.loads(stdout)["vela"]["teacher"]
+    assert teacher["accelerator"] == "ethos-u55-128" and teacher["memory_mode"] == "Shared_Sram"
+    assert teacher["cycles_total"] >= teacher["cycles_npu"] > 0 and teacher["inference_ms"] > 0
+    assert [(op["op"], op["count"]) for op in teacher["cpu_ops"]] == [("topk", 1)]
+    assert "TOSA" in teacher["cpu_ops"][0]["reason"]  # the partitioner's own words
+    assert {layer["operator"] for layer in teacher["layers"]} >= {"Conv2D"}
+
+
+def test_lower_reports_vela_for_teacher_and_lowered_graph(run_cli, tmp_path):
+    pytest.importorskip("executorch")
+    report = tmp_path / "r.json"
+    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(tmp_path / "m.pt2"),
+                                   "--report", str(report))
+    assert code == 0, stderr
+    vela = json.loads(report.read_text())["vela"]
+    assert set(vela) == {"teacher", "lowered"}
+    assert all(v["cpu_ops"] == [] and v["cycles_total"] > 0 for v in vela.values())
+    assert "lowered: " in stdout and "the teacher's cycles)" in stdout
