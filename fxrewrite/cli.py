@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Rewrite the illegal nodes exactly, verify against the teacher, "
                                             "save a .pt2 and a report; exit 1 when nodes remain for distillation.")
     lower.add_argument("--target", "-t", required=True, help="built-in target name or path of a .toml file")
-    lower.add_argument("-o", "--output", metavar="OUT", help="lowered program: OUT.pt2 (default: MODEL-TARGET.pt2) or "
-                                                             "OUT.onnx (needs the onnx extra)")
+    lower.add_argument("-o", "--output", metavar="OUT", help="lowered program: OUT.pt2 (default: MODEL-TARGET.pt2), "
+                                                             "OUT.onnx (needs the onnx extra) or, for an Ethos-U "
+                                                             "target, OUT.pte (needs the ethos-u extra)")
     lower.add_argument("--report", metavar="OUT.json", help="write the lowering report as JSON")
     lower.add_argument("--passes", metavar="SPEC", help="comma-separated passes to run once, in this order "
                                                         "(default: every exact pass, repeated to a fixpoint)")
@@ -135,7 +136,7 @@ def _load(args: argparse.Namespace):
 
 def _run_check(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
-    vela = VelaRuns(vela_accelerator(args, target))
+    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else None))
     gm = _load(args)
     vela.add("teacher", gm, gm.meta["example_inputs"])
     report = replace(api.check(gm, target, name=args.model), vela=vela.numbers())
@@ -188,8 +189,8 @@ def _calib_input(calib: str | None) -> list[Path]:
 def _lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
-    if output.suffix not in (".pt2", ".onnx"):
-        raise UsageError(f"-o {output}: the lowered program is written as a .pt2 or an .onnx file")
+    if output.suffix not in (".pt2", ".onnx", ".pte"):
+        raise UsageError(f"-o {output}: the lowered program is written as a .pt2, an .onnx or (Ethos-U) a .pte file")
     check_positive("--tolerance", args.tolerance)  # before the work, which may be long
     checkpoint_dir = output.with_suffix(".ckpt")
     outputs = {"-o": output} | ({"--report": Path(args.report)} if args.report else {})
@@ -200,12 +201,14 @@ def _lower(args: argparse.Namespace) -> int:
                             *_calib_input(args.calib)], folders)
     if output.suffix == ".onnx":
         require_onnx()
-    vela = VelaRuns(vela_accelerator(args, target))
+    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if output.suffix == ".pte"
+                                      else None))
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
     gm = _load(args)
-    vela.add("teacher", gm, gm.meta["example_inputs"])  # before the lowering rewrites gm
+    if args.vela:
+        vela.add("teacher", gm, gm.meta["example_inputs"])  # before the lowering rewrites gm
     instruments = Instruments(
         dump_ir=Path(args.dump_ir) if args.dump_ir else None,
         verify_each=copy.deepcopy(gm) if args.verify_each else None,
@@ -222,8 +225,6 @@ def _lower(args: argparse.Namespace) -> int:
     if not is_main():
         return EXIT_OK if lowered.legal else EXIT_ILLEGAL
     report = lowered.report
-    vela.add("lowered", lowered.gm, lowered.example_inputs)
-    report.vela = vela.numbers()
     if not report.max_relative_error <= args.tolerance:  # NaN fails too
         print(report.to_text())
         print(f"fxrewrite: error: the lowered graph differs from the teacher by {report.max_relative_error:.3g}, "
@@ -235,8 +236,10 @@ def _lower(args: argparse.Namespace) -> int:
         # a graph with nodes left for distillation is written as it is, as its .pt2 would be
         shipped = write_onnx(lowered.gm, lowered.example_inputs, output, target if lowered.legal else None)
         report.onnx = shipped.to_dict()
-    else:
+    elif output.suffix == ".pt2":
         _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output, target.name)
+    vela.add("lowered", lowered.gm, lowered.example_inputs, program=output if output.suffix == ".pte" else None)
+    report.vela = vela.numbers()
     if args.report:
         atomic_write_text(args.report, report.to_json())
     if report.distillation is not None and checkpoint_dir.is_dir():

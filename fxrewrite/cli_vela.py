@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,15 +24,16 @@ def add_vela_argument(parser: argparse.ArgumentParser) -> None:
                              "CPU (needs the ethos-u extra)")
 
 
-def vela_accelerator(args: argparse.Namespace, target: Target) -> str | None:
-    """Before any work: the accelerator `--vela` compiles for, or None without `--vela`."""
-    if not args.vela:
+def vela_accelerator(target: Target, wanted_by: str | None) -> str | None:
+    """Before any work: the accelerator to compile for, or None where no option (`wanted_by`: --vela,
+    -o X.pte) asks for Vela."""
+    if wanted_by is None:
         return None
     if not target.vela_accelerator:
         ethos = [name for name in builtin_targets() if Target.load(name).vela_accelerator]
-        raise UsageError(f"--vela: target {target.name} names no Vela accelerator (target.vela_accelerator in its "
-                         f"file); the built-in Ethos-U targets are {', '.join(ethos)}")
-    require_ethos_u()
+        raise UsageError(f"{wanted_by}: target {target.name} names no Vela accelerator (target.vela_accelerator in "
+                         f"its file); the built-in Ethos-U targets are {', '.join(ethos)}")
+    require_ethos_u(wanted_by)
     return target.vela_accelerator
 
 
@@ -42,9 +44,10 @@ class VelaRuns:
     accelerator: str | None
     results: dict[str, VelaResult] = field(default_factory=dict)
 
-    def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], program: Path | None = None) -> None:
+        """Compile `module` (and write its .pte to `program`) where an accelerator was asked for."""
         if self.accelerator is not None:
-            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator)
+            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator, program=program)
 
     def numbers(self) -> dict[str, Any] | None:
         """For the JSON report: per graph, Vela's numbers."""

@@ -23,12 +23,16 @@ def test_without_the_extra_vela_is_one_line_saying_what_to_install(run_cli, monk
         assert code == 2 and stderr.strip() == (
             "fxrewrite: error: --vela compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
             "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)")
+    code, _, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", *SMALL, "-o", str(tmp_path / "m.pte"))
+    assert code == 2 and f"-o {tmp_path / 'm.pte'} compiles through ExecuTorch's Arm backend" in stderr
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
-def test_vela_on_a_target_without_an_accelerator_names_the_ethos_u_targets(run_cli):
+def test_vela_on_a_target_without_an_accelerator_names_the_ethos_u_targets(run_cli, tmp_path):
     code, _, stderr = run_cli("check", MODEL, "-t", "archnet", "--vela", *SMALL)
-    assert code == 2 and "target archnet names no Vela accelerator" in stderr and "are ethos-u55" in stderr
+    assert code == 2 and "--vela: target archnet names no Vela accelerator" in stderr and "are ethos-u55" in stderr
+    code, _, stderr = run_cli("lower", MODEL, "-t", "archnet", *SMALL, "-o", str(tmp_path / "m.pte"))
+    assert code == 2 and "m.pte: target archnet names no Vela accelerator" in stderr
 
 
 class TopK(zoo.TinyCNN):
@@ -55,13 +59,14 @@ def test_check_reports_vela_cycles_memory_and_the_ops_left_on_the_cpu_with_the_r
     assert {layer["operator"] for layer in teacher["layers"]} >= {"Conv2D"}
 
 
-def test_lower_reports_vela_for_teacher_and_lowered_graph(run_cli, tmp_path):
+def test_lower_writes_the_executorch_program_and_reports_vela_for_teacher_and_lowered_graph(run_cli, tmp_path):
     pytest.importorskip("executorch")
-    report = tmp_path / "r.json"
-    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(tmp_path / "m.pt2"),
+    report, program = tmp_path / "r.json", tmp_path / "m.pte"
+    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(program),
                                    "--report", str(report))
     assert code == 0, stderr
     vela = json.loads(report.read_text())["vela"]
     assert set(vela) == {"teacher", "lowered"}
-    assert all(v["cpu_ops"] == [] and v["cycles_total"] > 0 for v in vela.values())
+    assert all(v["cpu_ops"] == [] and v["cycles_total"] > 0 and v["delegates"] == 1 for v in vela.values())
     assert "lowered: " in stdout and "the teacher's cycles)" in stdout
+    assert program.read_bytes()[4:6] == b"ET"  # an ExecuTorch flatbuffer (file identifier ET12)

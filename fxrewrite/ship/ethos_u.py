@@ -25,17 +25,18 @@ import torch
 from torch import nn
 
 from fxrewrite.errors import FxrewriteError, UsageError, VelaError
+from fxrewrite.files import atomic_write_bytes
 
 EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
 BOUNDARY_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "getitem", "executorch_call_delegate"})
 
 
-def require_ethos_u() -> None:
+def require_ethos_u(wanted_by: str = "compiling for Ethos-U") -> None:
     """Refuse, before any work, when ExecuTorch's Arm backend or Vela is missing."""
     missing = [name for name in ("executorch", "ethosu") if importlib.util.find_spec(name) is None]
     if missing:
-        raise UsageError(f"--vela compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
+        raise UsageError(f"{wanted_by} compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
                          f"{EXTRA_ADVICE}")
 
 
@@ -145,12 +146,13 @@ def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Cou
 
 
 def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
-                        calibration: Sequence[tuple[torch.Tensor, ...]] = ()) -> VelaResult:
+                        calibration: Sequence[tuple[torch.Tensor, ...]] = (), program: Path | None = None) -> VelaResult:
     """`module` compiled for `accelerator` (Vela's name, e.g. ethos-u55-128) through ExecuTorch's Arm
-    flow, quantized on `calibration` (default: the example inputs), and what Vela reports."""
+    flow, quantized on `calibration` (default: the example inputs), and what Vela reports; with
+    `program`, the ExecuTorch program (.pte, the Ethos-U delegate inside) is written there."""
     require_ethos_u()
     try:
-        return _compile(module, example_inputs, accelerator, calibration)
+        return _compile(module, example_inputs, accelerator, calibration, program)
     except FxrewriteError:
         raise
     except Exception as exc:  # noqa: BLE001 - a third-party toolchain's failure, said in one line
@@ -160,7 +162,7 @@ def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, .
 
 
 def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
-             calibration: Sequence[tuple[torch.Tensor, ...]]) -> VelaResult:
+             calibration: Sequence[tuple[torch.Tensor, ...]], program: Path | None) -> VelaResult:
     from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
     from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
     from executorch.exir import to_edge_transform_and_lower
@@ -176,11 +178,13 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         with torch.no_grad():
             for inputs in calibration or [example_inputs]:
                 prepared(*inputs)
-        program = torch.export.export(convert_pt2e(prepared), example_inputs)
-        lowered = to_edge_transform_and_lower(program, partitioner=[EthosUPartitioner(spec)])
+        quantized = torch.export.export(convert_pt2e(prepared), example_inputs)
+        lowered = to_edge_transform_and_lower(quantized, partitioner=[EthosUPartitioner(spec)])
         nodes = [n for n in lowered.exported_program().graph.nodes if n.op == "call_function"]
         cpu = collections.Counter(_op_name(n) for n in nodes if _op_name(n) not in BOUNDARY_OPS)
         delegated = sum(1 for n in nodes if _op_name(n) == "executorch_call_delegate")
+        if program is not None:
+            atomic_write_bytes(program, lowered.to_executorch().buffer)
         return _result(Path(folder), accelerator, delegated, cpu, reasons)
 
 
