@@ -74,14 +74,16 @@ def test_bert_distils_onto_archnet_transformer_and_archnet_says_why_it_cannot():
 
 
 @pytest.mark.slow
-def test_swin_on_archnet_transformer_is_refused_with_the_region_and_its_reason():
+def test_swin_distils_on_archnet_transformer_and_reports_its_conv_student_illegal():
     """Swin's sizes go with the regions that read them (they were a region of ints, exit 3 before issue
-    23); its shifted-window mask, a batch-free map, is then a region output no student makes from
-    coarser tokens on archnet-transformer, and the refusal says so."""
+    23); its shifted-window mask, a batch-free map, is a region output computed beside the blocks
+    (it was refused until regions stopped starting a piece at a block's weights). The known gap of
+    MobileViT's test below remains: the patch embedding's student is a conv, which
+    archnet-transformer lacks, and the report says so (exit 1 from the CLI)."""
     model, x = _transformers_cases()["swin"]
-    with pytest.raises(DistillError, match=r"region_1: no student for inputs \[\(16, 256, 24\)\] -> output \(1, 4, 16, 16\)"):
-        lower(model.eval(), (x,), target="archnet-transformer", calib="synthetic", calib_size=32, batch_size=16,
-              epochs=1, finetune_epochs=1)
+    lowered = lower(model.eval(), (x,), target="archnet-transformer", calib="synthetic", calib_size=32, batch_size=16,
+                    epochs=1, finetune_epochs=1)
+    assert {n.kind for n in lowered.report.still_illegal} == {"conv2d"} and not lowered.legal
 
 
 @pytest.mark.slow
