@@ -1,0 +1,60 @@
+"""Ethos-U by its own compiler (issue 25): each torchvision model of the zoo at 1x3x96x96, random
+weights, as ExecuTorch's Arm backend and Vela compile the teacher, beside fxrewrite's exact
+lowering compiled the same way (`fxrewrite lower MODEL --target T --input-shape 1,3,96,96 --vela`).
+
+Run: .venv/bin/python -m pytest benchmarks/test_bench_ethos_u.py -q -s [-k mobilenet_v2]
+Needs the ethos-u extra (skipped without it). Each row (Vela cycles and milliseconds, flash and
+SRAM, ops on the CPU, fxrewrite's estimate, wall time) is printed and appended to
+benchmarks/ethos-u-results.jsonl with the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ZOO = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vit_b_16",
+       "swin_t", "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5", "googlenet",
+       "efficientnet_v2_s", "maxvit_t"]
+#: fxrewrite's targets that name a Vela accelerator
+TARGETS = ["ethos-u55"]
+RESULTS = Path(__file__).with_name("ethos-u-results.jsonl")
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def _side(vela: dict) -> dict:
+    return {"cycles": vela["cycles_total"], "ms": round(vela["inference_ms"], 3), "flash_kib": round(vela["flash_kib"]),
+            "sram_kib": round(vela["sram_kib"]), "delegates": vela["delegates"],
+            "cpu_ops": {op["op"]: op["count"] for op in vela["cpu_ops"]}}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("model", ZOO)
+def test_exact_lowering_against_the_teacher_by_vela(benchmark, tmp_path, model, target):
+    pytest.importorskip("executorch")
+    report_path = tmp_path / "report.json"
+    command = [sys.executable, "-m", "fxrewrite", "lower", f"torchvision.models:{model}", "--target", target,
+               "--input-shape", "1,3,96,96", "--vela", "-o", str(tmp_path / "lowered.pt2"), "--report",
+               str(report_path)]
+    benchmark.group = f"zoo at 96x96 by Vela, {target}"
+    start = time.perf_counter()
+    run = benchmark.pedantic(lambda: subprocess.run(command, capture_output=True, text=True), rounds=1, iterations=1)
+    row = {"model": model, "target": target, "exit": run.returncode, "seconds": round(time.perf_counter() - start, 1),
+           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True,
+                                    text=True).stdout.strip()}
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        row |= {"teacher": _side(report["vela"]["teacher"]), "lowered": _side(report["vela"]["lowered"]),
+                "estimate": [report["before"]["cycles"], report["after"]["cycles"]]}
+        row["vela_ratio"] = round(row["lowered"]["cycles"] / row["teacher"]["cycles"], 3)
+    else:
+        row["error"] = run.stderr.strip().splitlines()[-1:] or run.stdout[-300:]
+    print(json.dumps(row))
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    assert "vela_ratio" in row, row
