@@ -156,7 +156,7 @@ def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, .
     except FxrewriteError:
         raise
     except Exception as exc:  # noqa: BLE001 - a third-party toolchain's failure, said in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]  # ExecuTorch lists every pass run
         raise VelaError(f"ExecuTorch's Arm backend could not compile the graph for {accelerator}: "
                         f"{type(exc).__name__}: {first}") from exc
 
