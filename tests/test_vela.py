@@ -7,6 +7,8 @@ import importlib.util
 import json
 
 import pytest
+import torch
+from torch import nn
 
 import zoo
 
@@ -39,7 +41,6 @@ class TopK(zoo.TinyCNN):
     """TinyCNN's logits through topk, which the Ethos-U flow leaves on the CPU."""
 
     def forward(self, x):
-        import torch
         return torch.topk(super().forward(x), 2).values
 
 
@@ -70,3 +71,26 @@ def test_lower_writes_the_executorch_program_and_reports_vela_for_teacher_and_lo
     assert all(v["cpu_ops"] == [] and v["cycles_total"] > 0 and v["delegates"] == 1 for v in vela.values())
     assert "lowered: " in stdout and "the teacher's cycles)" in stdout
     assert program.read_bytes()[4:6] == b"ET"  # an ExecuTorch flatbuffer (file identifier ET12)
+
+
+class SplitByTheCpu(nn.Module):
+    """Two convs with relu6 between, which ExecuTorch 1.5.1 leaves on the CPU without a batch norm
+    (tests/test_ethos_u_ops.py), so the NPU gets two delegated subgraphs."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.second(nn.functional.relu6(self.first(x)))
+
+
+def test_a_graph_cut_in_several_delegates_counts_every_one():
+    """Vela writes each delegate's CSVs to one folder: the last overwrote the others."""
+    pytest.importorskip("executorch")
+    from fxrewrite.ship.ethos_u import compile_for_ethos_u
+
+    result = compile_for_ethos_u(SplitByTheCpu().eval(), (torch.randn(1, 3, 16, 16),), "ethos-u55-128")
+    assert result.delegates == 2 and [op.op for op in result.cpu_ops] == ["hardtanh"]
+    convs = [layer for layer in result.layers if layer.operator == "Conv2D"]
+    assert len(convs) == 2 and result.cycles_npu >= sum(layer.cycles for layer in convs) > 0

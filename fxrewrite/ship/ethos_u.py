@@ -14,6 +14,7 @@ import collections
 import contextlib
 import csv
 import importlib.util
+import itertools
 import logging
 import os
 import tempfile
@@ -93,10 +94,22 @@ def _op_name(node: torch.fx.Node) -> str:
 
 
 @contextlib.contextmanager
+def _swapped(module: object, name: str, replacement: object) -> Iterator[None]:
+    """`module.name` replaced for the duration of one compile: ExecuTorch keeps what fxrewrite reads
+    (the partitioner's reasons, each delegate's Vela files) inside calls it makes itself."""
+    original = getattr(module, name)
+    setattr(module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+@contextlib.contextmanager
 def _rejections() -> Iterator[dict[str, str]]:
     """Per op, the partitioner's reason for leaving it on the CPU. ExecuTorch builds its reporter
     inside `partition` and only logs it as a table, so the reporter class is swapped for one that
-    keeps what it is told, for the duration of one compile."""
+    keeps what it is told."""
     from executorch.backends.arm.tosa import partitioner
     from executorch.exir.backend.utils import WhyNoPartitionReporter
 
@@ -107,12 +120,26 @@ def _rejections() -> Iterator[dict[str, str]]:
             super().report_reject(node, reason)
             reasons.setdefault(_op_name(node), " ".join(reason.split()))
 
-    original = partitioner.WhyNoPartitionReporter
-    partitioner.WhyNoPartitionReporter = Recording
-    try:
+    with _swapped(partitioner, "WhyNoPartitionReporter", Recording):
         yield reasons
-    finally:
-        partitioner.WhyNoPartitionReporter = original
+
+
+@contextlib.contextmanager
+def _each_delegate_in_its_folder(folder: Path) -> Iterator[None]:
+    """Vela writes its CSVs to `<intermediate path>/output`, the same folder for every delegated
+    subgraph, so a graph cut in several kept only the last one's numbers; each call gets its own."""
+    from executorch.backends.arm.ethosu import backend
+
+    compile_one = backend.vela_compile
+    count = itertools.count()
+
+    def into_own_folder(*args: object, intermediate_path: str | None = None, **kwargs: object) -> object:
+        own = folder / f"delegate_{next(count)}"
+        own.mkdir()
+        return compile_one(*args, intermediate_path=str(own), **kwargs)
+
+    with _swapped(backend, "vela_compile", into_own_folder):
+        yield
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -168,7 +195,8 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
     from executorch.exir import to_edge_transform_and_lower
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    with tempfile.TemporaryDirectory(prefix="fxrewrite-vela-") as folder, _quiet(), _rejections() as reasons:
+    with (tempfile.TemporaryDirectory(prefix="fxrewrite-vela-") as folder, _quiet(), _rejections() as reasons,
+          _each_delegate_in_its_folder(Path(folder))):
         spec = EthosUCompileSpec(accelerator, extra_flags=["--verbose-performance"])
         spec.dump_intermediate_artifacts_to(folder)
         graph = torch.export.export(module, example_inputs).module(check_guards=False)
@@ -180,9 +208,9 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
                 prepared(*inputs)
         quantized = torch.export.export(convert_pt2e(prepared), example_inputs)
         lowered = to_edge_transform_and_lower(quantized, partitioner=[EthosUPartitioner(spec)])
-        nodes = [n for n in lowered.exported_program().graph.nodes if n.op == "call_function"]
-        cpu = collections.Counter(_op_name(n) for n in nodes if _op_name(n) not in BOUNDARY_OPS)
-        delegated = sum(1 for n in nodes if _op_name(n) == "executorch_call_delegate")
+        ops = collections.Counter(_op_name(n) for n in lowered.exported_program().graph.nodes if n.op == "call_function")
+        delegated = ops["executorch_call_delegate"]
+        cpu = collections.Counter({op: count for op, count in ops.items() if op not in BOUNDARY_OPS})
         if program is not None:
             atomic_write_bytes(program, lowered.to_executorch().buffer)
         return _result(Path(folder), accelerator, delegated, cpu, reasons)
