@@ -3,12 +3,14 @@ interrupt at any moment ends in one line and exit 130, and SIGTERM lets output w
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
+INTERRUPTED = "fxrewrite: interrupted\n"
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -16,12 +18,24 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(EXIT_TERMINATED)
 
 
+def _exit_while_importing(signum: int, frame: object) -> None:
+    # an exception raised inside a C extension's initialisation (numpy's, under torch) can surface as an
+    # unrelated RuntimeError; nothing is written yet, so exiting at once loses nothing
+    if signum == signal.SIGINT:
+        os.write(sys.stderr.fileno(), INTERRUPTED.encode())
+        os._exit(EXIT_INTERRUPTED)
+    os._exit(EXIT_TERMINATED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _exit_while_importing)
+    signal.signal(signal.SIGTERM, _exit_while_importing)
     try:
         from fxrewrite.cli import main as run  # imports torch: seconds
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminate)
         return run(argv)
     except KeyboardInterrupt:
-        print("fxrewrite: interrupted", file=sys.stderr)
+        print(INTERRUPTED, end="", file=sys.stderr)
         return EXIT_INTERRUPTED
