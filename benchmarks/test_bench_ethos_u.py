@@ -22,7 +22,7 @@ ZOO = ["resnet18", "resnet50", "convnext_tiny", "mobilenet_v2", "mobilenet_v3_sm
        "swin_t", "regnet_y_400mf", "densenet121", "shufflenet_v2_x1_0", "squeezenet1_1", "mnasnet0_5", "googlenet",
        "efficientnet_v2_s", "maxvit_t"]
 #: fxrewrite's targets that name a Vela accelerator
-TARGETS = ["ethos-u55"]
+TARGETS = ["ethos-u55-128", "ethos-u85-256"]
 RESULTS = Path(__file__).with_name("ethos-u-results.jsonl")
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from fxrewrite.export import save_pt2
 from fxrewrite.files import atomic_write_text, check_outputs
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
 from fxrewrite.passes import registered_passes
-from fxrewrite.quant import SOURCES_HELP
+from fxrewrite.quant import SOURCES_HELP, load_calibration
 from fxrewrite.rewrite import Instruments, canonical_order
 from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
@@ -207,6 +207,8 @@ def _lower(args: argparse.Namespace) -> int:
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
     gm = _load(args)
+    if args.calib is not None and vela.accelerator is not None:  # ExecuTorch's int8 quantizer calibrates on them
+        vela.calibrate_on(load_calibration(args.calib, gm.meta["example_inputs"][0], args.calib_size, 1, args.seed))
     if args.vela:
         vela.add("teacher", gm, gm.meta["example_inputs"])  # before the lowering rewrites gm
     instruments = Instruments(

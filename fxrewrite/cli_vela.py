@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fxrewrite.errors import UsageError
+from fxrewrite.quant import CalibrationData
 from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u, require_ethos_u
 from fxrewrite.target import Target, builtin_targets
 
@@ -43,11 +44,21 @@ class VelaRuns:
 
     accelerator: str | None
     results: dict[str, VelaResult] = field(default_factory=dict)
+    #: inputs ExecuTorch's quantizer calibrates on, and inputs held out to judge its int8 graph (--calib)
+    calibration: tuple[tuple[torch.Tensor, ...], ...] = ()
+    held_out: tuple[tuple[torch.Tensor, ...], ...] = ()
+
+    def calibrate_on(self, data: CalibrationData) -> None:
+        """Quantize on `data`'s training inputs, one at a time (the chip runs a batch of one), and judge
+        the int8 graph on its held-out fifth."""
+        self.calibration = tuple((one,) for batch in data.train for one in batch.split(1))
+        self.held_out = tuple((one,) for batch in data.held_out for one in batch.split(1))
 
     def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], program: Path | None = None) -> None:
         """Compile `module` (and write its .pte to `program`) where an accelerator was asked for."""
         if self.accelerator is not None:
-            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator, program=program)
+            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator, self.calibration, program,
+                                                     self.held_out)
 
     def numbers(self) -> dict[str, Any] | None:
         """For the JSON report: per graph, Vela's numbers."""

@@ -57,31 +57,56 @@ POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool1d", "a
                            "amax"})
 
 
-def _work_cycles(view: OpView, perf: Performance) -> float:
+def work_unit(view: OpView, lut_ops: frozenset[str]) -> tuple[str, float]:
+    """The unit that runs a node (the Performance field holding its throughput per cycle) and how much
+    work it gives that unit: MACs, window elements or output elements."""
     if view.kind in ("conv1d", "conv2d"):
-        rate = perf.dense_macs_per_cycle if view.attrs["groups"] == 1 else perf.depthwise_macs_per_cycle
-        return node_macs(view) / rate
+        return ("dense_macs_per_cycle" if view.attrs["groups"] == 1 else "depthwise_macs_per_cycle"), node_macs(view)
     if view.kind in ("linear", "matmul"):
-        return node_macs(view) / perf.dense_macs_per_cycle
+        return "dense_macs_per_cycle", node_macs(view)
     out = math.prod(view.output_shape) if view.output_shape is not None else 0
     if view.kind in POOLING_KINDS:
         window = math.prod(view.attrs.get("kernel", (1,)))
-        reads = out * window if "kernel" in view.attrs else sum(math.prod(s) for s in view.input_shapes[:1])
-        return reads / perf.pooling_per_cycle
-    if view.kind in perf.lut_ops:
-        return out / perf.lut_per_cycle
-    return out / perf.elementwise_per_cycle
+        return "pooling_per_cycle", out * window if "kernel" in view.attrs else sum(
+            math.prod(s) for s in view.input_shapes[:1])
+    return ("lut_per_cycle" if view.kind in lut_ops else "elementwise_per_cycle"), out
+
+
+def _work_cycles(view: OpView, perf: Performance) -> float:
+    unit, work = work_unit(view, perf.lut_ops)
+    return work / getattr(perf, unit)
 
 
 def op_cycles(perf: Performance, work_cycles: float, activation_elements: int, weight_elements: int) -> float:
     """max(compute, memory) + overhead for an op of this work and these tensor sizes."""
-    moved = perf.activation_bytes * activation_elements + perf.weight_bytes * weight_elements
-    return max(work_cycles, moved / perf.bytes_per_cycle) + perf.op_overhead_cycles
+    activations, weights = perf.activation_bytes * activation_elements, perf.weight_bytes * weight_elements
+    if perf.weight_bytes_per_cycle is None:
+        memory = (activations + weights) / perf.bytes_per_cycle
+    else:
+        memory = max(activations / perf.bytes_per_cycle, weights / perf.weight_bytes_per_cycle)
+    return max(work_cycles, memory) + perf.op_overhead_cycles
+
+
+#: kinds that write their output through the output stage an activation can be fused into
+FUSION_HOSTS = frozenset({"conv1d", "conv2d", "linear", "matmul", "add", "sub", "mul", "avg_pool2d", "max_pool2d",
+                          "adaptive_avg_pool2d", "mean"})
+
+
+def is_fused(view: OpView, perf: Performance) -> bool:
+    """Whether the compiler fuses this node into the op writing its input: a kind in `fused_ops` whose
+    producer is a fusion host (or a batch norm itself folded into one) read by nothing else."""
+    if view.kind not in perf.fused_ops or not view.inputs:
+        return False
+    producer = view.inputs[0]
+    if producer.op not in ("call_function", "call_module", "call_method") or len(producer.users) != 1:
+        return False
+    before = op_view(producer)
+    return before.kind in FUSION_HOSTS or (before.kind == "batch_norm" != view.kind and is_fused(before, perf))
 
 
 def node_cycles(view: OpView, perf: Performance) -> float:
     """Estimated cycles of one node on the target (see the module docstring)."""
-    if view.structural or view.kind in FREE_KINDS:
+    if view.structural or view.kind in FREE_KINDS or view.kind in perf.free_ops or is_fused(view, perf):
         return 0.0
     return op_cycles(perf, _work_cycles(view, perf), node_activation_elements(view), node_weight_elements(view))
 

@@ -23,10 +23,10 @@ def test_targets_are_found_from_an_installed_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
     probe = ("import fxrewrite, fxrewrite.target as t; "
-             "print(fxrewrite.__file__); print(t.builtin_targets()); print(t.Target.load('ethos-u55').name)")
+             "print(fxrewrite.__file__); print(t.builtin_targets()); print(t.Target.load('ethos-u55-128').name)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(site)}, check=True)
     location, listed, loaded = result.stdout.splitlines()
     assert location.startswith(str(site)), "the wheel's copy must be imported, not the source tree"
-    assert listed == "['archnet', 'archnet-transformer', 'cpu-reference', 'ethos-u55', 'npu-generic']"
-    assert loaded == "ethos-u55"
+    assert listed == "['archnet', 'archnet-transformer', 'cpu-reference', 'ethos-u55-128', 'ethos-u55-256', 'ethos-u85-256', 'npu-generic']"
+    assert loaded == "ethos-u55-128"

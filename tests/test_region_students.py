@@ -108,13 +108,13 @@ def test_a_merge_of_a_finer_map_and_a_coarser_one():
     assert last < 0.5 * first
 
 
-@pytest.mark.parametrize("target, form", [("npu-generic", "depthwise-phases"), ("ethos-u55", "nearest")])
+@pytest.mark.parametrize("target, form", [("npu-generic", "depthwise-phases"), ("ethos-u55-128", "nearest")])
 @pytest.mark.parametrize("mode, factor", [("nearest", 2), ("bilinear", 2), ("bilinear", 4)])
 def test_a_merge_enlarges_coarser_levels_with_the_targets_own_ops(target, form, mode, factor):
     """U-Net/FPN decoder: a coarse level upsampled (nearest or bilinear, x2 or x4) and merged with a
     skip level; the student enlarges the coarse one by the first form the target runs."""
     torch.manual_seed(factor)
-    batch = 1 if target == "ethos-u55" else 8  # Vela runs a batch of one
+    batch = 1 if target == "ethos-u55-128" else 8  # Vela runs a batch of one
     skip, coarse = torch.randn(batch, 4, 16, 16), torch.randn(batch, 6, 16 // factor, 16 // factor)
     up = F.interpolate(coarse, scale_factor=factor, mode=mode)
     output = torch.relu(skip[:, :3] + up[:, :3])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -10,11 +11,11 @@ from torch import nn
 
 from fxrewrite.cost import node_cycles
 from fxrewrite.errors import TargetError
-from fxrewrite.target import QuantFormat, Target, builtin_targets
+from fxrewrite.target import Performance, QuantFormat, Target, builtin_targets
 
-from conftest import compute_views, symbolic
+from conftest import CHIP_HEADER, compute_views, symbolic
 
-BUILTINS = ["archnet", "archnet-transformer", "cpu-reference", "ethos-u55", "npu-generic"]
+BUILTINS = ["archnet", "archnet-transformer", "cpu-reference", "ethos-u55-128", "ethos-u55-256", "ethos-u85-256", "npu-generic"]
 
 
 def only_view(module: nn.Module, *shape: int):
@@ -58,16 +59,20 @@ def test_npu_generic_pools_and_strides():
     assert not npu.verdict(only_view(nn.AvgPool2d(5), 1, 4, 9, 9).node).legal
 
 
-def test_ethos_u55_shape_limits_from_vela():
-    u55 = Target.load("ethos-u55")
-    assert u55.verdict(only_view(nn.Conv2d(4, 4, 3), 1, 4, 9, 9).node).legal
+def test_ethos_u_limits_from_executorchs_arm_backend():
+    u55 = Target.load("ethos-u55-128")
+    assert u55.verdict(only_view(nn.Conv2d(4, 4, 3, groups=2), 1, 4, 9, 9).node).legal, "the flow splits groups"
     batched = u55.verdict(only_view(nn.Conv2d(4, 4, 3), 2, 4, 9, 9).node)
     assert batched.reason == "conv2d batch size 2 exceeds the limit 1"
-    assert u55.verdict(only_view(nn.Linear(4, 4), 2, 4).node).legal, "FULLY_CONNECTED is exempt from the batch rule"
+    assert u55.verdict(only_view(nn.Linear(4, 4), 2, 4).node).legal, "a fully connected layer takes any batch"
     stride4 = u55.verdict(only_view(nn.Conv2d(4, 4, 4, stride=4), 1, 4, 8, 8).node)
     assert stride4.reason == "conv2d stride 4x4 outside [1, 3]"
     dilated = u55.verdict(only_view(nn.Conv2d(4, 4, 3, dilation=40), 1, 4, 90, 90).node)
     assert dilated.reason.startswith("conv2d dilated kernel 81x81 outside [1, 64]")
+    bilinear = only_view(nn.Upsample(scale_factor=3, mode="bilinear"), 1, 4, 5, 5).node
+    assert not u55.verdict(bilinear).legal and Target.load("ethos-u85-256").verdict(bilinear).legal
+    for transformer_op in (nn.GELU(), nn.LayerNorm(5), nn.Softmax(-1), nn.SiLU()):
+        assert u55.verdict(only_view(transformer_op, 1, 4, 5, 5).node).legal, transformer_op
 
 
 def test_cpu_reference_allows_everything_in_the_vocabulary():
@@ -150,9 +155,9 @@ def test_performance_model_comes_from_the_file_and_the_formats():
     npu = Target.load("npu-generic").performance
     assert (npu.dense_macs_per_cycle, npu.depthwise_macs_per_cycle, npu.op_overhead_cycles) == (512, 128, 100)
     assert (npu.activation_bytes, npu.weight_bytes, npu.growth_max, npu.lut_ops) == (1.0, 1.0, 1.5, {"sigmoid"})
-    u55 = Target.load("ethos-u55").performance
-    assert (u55.clock_mhz, u55.dense_macs_per_cycle, u55.depthwise_macs_per_cycle, u55.bytes_per_cycle) == (
-        500, 256, 32, 8)
+    u55, u85 = Target.load("ethos-u55-128").performance, Target.load("ethos-u85-256").performance
+    assert (u55.clock_mhz, u85.clock_mhz) == (500, 1000)  # Vela's system configs
+    assert u55.weight_bytes_per_cycle < u55.bytes_per_cycle and u85.weight_bytes_per_cycle is None  # flash, SRAM
     archnet = Target.load("archnet").performance
     assert archnet.weight_bytes == 1.0 and archnet.activation_bytes == 1.0  # int8 and uint8 are the widest
 
@@ -172,7 +177,7 @@ def test_node_cycles_are_the_slower_of_compute_and_memory_plus_overhead():
 
 
 def test_unknown_target_name_lists_the_builtins():
-    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, archnet-transformer, cpu-reference, ethos-u55, npu-generic"):
+    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, archnet-transformer, cpu-reference, ethos-u55-128, ethos-u55-256, ethos-u85-256, npu-generic"):
         Target.load("tpu")
 
 
@@ -181,10 +186,47 @@ def test_missing_target_file():
         Target.load("does/not/exist.toml")
 
 
-def test_ethos_u55_runs_vela_lookup_table_activations_and_the_decompositions_use_them():
-    u55 = Target.load("ethos-u55")
-    assert {"sigmoid", "tanh", "hardswish", "hardsigmoid", "exp", "rsqrt"} == u55.performance.lut_ops <= set(u55.ops)
-    sigmoid = only_view(nn.Sigmoid(), 1, 8, 4, 4)
-    relu = only_view(nn.ReLU(), 1, 8, 4, 4)
-    # a table lookup runs at one element per cycle, slower than the 1.33 of the elementwise unit
-    assert node_cycles(sigmoid, u55.performance) > node_cycles(relu, u55.performance)
+def test_weights_on_their_own_bus_cost_the_slower_of_the_two_buses():
+    """Ethos-U55 reads weights from flash at an eighth of the SRAM's bandwidth, in parallel with activations."""
+    shared = Performance(dense_macs_per_cycle=1e9, bytes_per_cycle=8, op_overhead_cycles=10)
+    split = dataclasses.replace(shared, weight_bytes_per_cycle=1)
+    fc = only_view(nn.Linear(512, 1000, bias=False), 1, 512)  # 512,000 weight bytes, 1,512 activation bytes
+    assert node_cycles(fc, shared) == (512_000 + 1_512) / 8 + 10
+    assert node_cycles(fc, split) == 512_000 / 1 + 10
+    relu = only_view(nn.ReLU(), 1, 64, 8, 8)  # no weights: the SRAM bus alone
+    assert node_cycles(relu, split) == node_cycles(relu, shared)
+    u55 = Target.load("ethos-u55-128")
+    assert u55.performance.lut_ops <= set(u55.ops)
+
+
+class ConvBlock(nn.Module):
+    """conv -> batch norm -> relu, a relu read from the input, and a concat of the two."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4).eval()
+
+    def forward(self, x):
+        return torch.cat([torch.relu(self.bn(self.conv(x))), torch.relu(x)], 1)
+
+
+def test_ops_fused_into_their_producer_or_built_in_place_cost_nothing():
+    """Vela folds a batch norm into the conv before it, runs the activation in that conv's output stage,
+    and has producers write into a concat's slices."""
+    perf = Performance(op_overhead_cycles=10, fused_ops=frozenset({"batch_norm", "relu"}), free_ops=frozenset({"cat"}))
+    views = {v.node.name: v for v in compute_views(symbolic(ConvBlock().eval(), torch.randn(1, 4, 6, 6)))}
+    costs = {name: node_cycles(view, perf) for name, view in views.items()}
+    assert costs["conv"] > 0 and costs["bn"] == 0 and costs["relu"] == 0  # relu after the folded bn
+    assert costs["relu_1"] > 0, "nothing runs before the input's relu"
+    assert costs["cat"] == 0
+    plain = Performance(op_overhead_cycles=10)
+    assert all(node_cycles(view, plain) > 0 for view in views.values())
+
+
+def test_fused_ops_need_vocabulary_kinds_and_free_ops_declared_ones(tmp_path):
+    for key, kinds, message in (("fused_ops", '["batchnorm"]', "batchnorm not in the vocabulary"),
+                                ("free_ops", '["cat"]', "cat not declared under \\[ops\\]")):
+        path = tmp_path / "chip.toml"
+        path.write_text(CHIP_HEADER + f"[ops.relu]\n[performance]\n{key} = {kinds}\n")
+        with pytest.raises(TargetError, match=message):
+            Target.load(str(path))

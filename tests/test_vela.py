@@ -19,20 +19,20 @@ SMALL = ("--input-shape", "1,3,16,16")
 def test_without_the_extra_vela_is_one_line_saying_what_to_install(run_cli, monkeypatch, tmp_path):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else find_spec(name, *a))
-    for command in (("check", MODEL, "-t", "ethos-u55", "--vela", *SMALL),
-                    ("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(tmp_path / "m.pt2"))):
+    for command in (("check", MODEL, "-t", "ethos-u55-128", "--vela", *SMALL),
+                    ("lower", MODEL, "-t", "ethos-u55-128", "--vela", *SMALL, "-o", str(tmp_path / "m.pt2"))):
         code, _, stderr = run_cli(*command)
         assert code == 2 and stderr.strip() == (
             "fxrewrite: error: --vela compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
             "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)")
-    code, _, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", *SMALL, "-o", str(tmp_path / "m.pte"))
+    code, _, stderr = run_cli("lower", MODEL, "-t", "ethos-u55-128", *SMALL, "-o", str(tmp_path / "m.pte"))
     assert code == 2 and f"-o {tmp_path / 'm.pte'} compiles through ExecuTorch's Arm backend" in stderr
     assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
 def test_vela_on_a_target_without_an_accelerator_names_the_ethos_u_targets(run_cli, tmp_path):
     code, _, stderr = run_cli("check", MODEL, "-t", "archnet", "--vela", *SMALL)
-    assert code == 2 and "--vela: target archnet names no Vela accelerator" in stderr and "are ethos-u55" in stderr
+    assert code == 2 and "--vela: target archnet names no Vela accelerator" in stderr and "are ethos-u55-128, ethos-u55-256, ethos-u85-256" in stderr
     code, _, stderr = run_cli("lower", MODEL, "-t", "archnet", *SMALL, "-o", str(tmp_path / "m.pte"))
     assert code == 2 and "m.pte: target archnet names no Vela accelerator" in stderr
 
@@ -50,7 +50,7 @@ def top_k():
 
 def test_check_reports_vela_cycles_memory_and_the_ops_left_on_the_cpu_with_the_reason(run_cli):
     pytest.importorskip("executorch")
-    code, stdout, stderr = run_cli("check", f"{__file__}:top_k", "-t", "ethos-u55", "--vela", "--json", *SMALL)
+    code, stdout, stderr = run_cli("check", f"{__file__}:top_k", "-t", "ethos-u55-128", "--vela", "--json", *SMALL)
     assert code == 1, stderr  # topk is no op of the target's
     teacher = json.loads(stdout)["vela"]["teacher"]
     assert teacher["accelerator"] == "ethos-u55-128" and teacher["memory_mode"] == "Shared_Sram"
@@ -63,7 +63,7 @@ def test_check_reports_vela_cycles_memory_and_the_ops_left_on_the_cpu_with_the_r
 def test_lower_writes_the_executorch_program_and_reports_vela_for_teacher_and_lowered_graph(run_cli, tmp_path):
     pytest.importorskip("executorch")
     report, program = tmp_path / "r.json", tmp_path / "m.pte"
-    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55", "--vela", *SMALL, "-o", str(program),
+    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55-128", "--vela", *SMALL, "-o", str(program),
                                    "--report", str(report))
     assert code == 0, stderr
     vela = json.loads(report.read_text())["vela"]
@@ -94,3 +94,28 @@ def test_a_graph_cut_in_several_delegates_counts_every_one():
     assert result.delegates == 2 and [op.op for op in result.cpu_ops] == ["hardtanh"]
     convs = [layer for layer in result.layers if layer.operator == "Conv2D"]
     assert len(convs) == 2 and result.cycles_npu >= sum(layer.cycles for layer in convs) > 0
+
+
+def test_the_quantization_check_compares_the_int8_graph_with_the_float_one_on_held_out_inputs():
+    from fxrewrite.ship.ethos_u import _quantization_check
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    held = [(torch.randn(1, 4),) for _ in range(50)]
+    same = _quantization_check(model, model, 200, held)
+    assert (same.calibration_inputs, same.held_out_inputs, same.top1_agreement, same.relative_error) == (200, 50, 1.0, 0.0)
+    flipped = _quantization_check(model, lambda x: -model(x), 200, held)
+    assert flipped.top1_agreement < 0.5 and flipped.relative_error == pytest.approx(2.0)
+    assert _quantization_check(model, model, 200, []) is None
+
+
+def test_a_pte_is_quantized_on_the_calibration_inputs_and_judged_on_their_held_out_fifth(run_cli, tmp_path):
+    pytest.importorskip("executorch")
+    report, program = tmp_path / "r.json", tmp_path / "m.pte"
+    code, stdout, stderr = run_cli("lower", MODEL, "-t", "ethos-u55-128", *SMALL, "--calib", "synthetic",
+                                   "--calib-size", "20", "-o", str(program), "--report", str(report))
+    assert code == 0, stderr
+    quantization = json.loads(report.read_text())["vela"]["lowered"]["quantization"]
+    assert (quantization["calibration_inputs"], quantization["held_out_inputs"]) == (16, 4)
+    assert 0 <= quantization["top1_agreement"] <= 1 and 0 <= quantization["relative_error"] < 0.5
+    assert "held-out inputs: top-1 agreement" in stdout and program.is_file()

@@ -3,7 +3,7 @@
 A merge region (an FPN or U-Net level) reads maps coarser than its output. The student enlarges each
 by its integer factor r in the first of these forms the target runs (checked by tracing a probe
 through the target's verdicts):
-1. nearest `upsample` by r, where the target resizes maps (ethos-u55);
+1. nearest `upsample` by r, where the target resizes maps (the Ethos-U targets);
 2. a 3x3 conv writing r^2 phases per channel, then `pixel_shuffle(r)` (depth to space), where the
    target runs that but no resize (npu-generic): depthwise with channel multiplier r^2 where the
    target runs depthwise convs, dense otherwise. It starts as nearest upsampling (centre tap 1) and,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import dataclasses
 import importlib.util
 import itertools
 import logging
@@ -62,6 +63,18 @@ class CpuOp:
 
 
 @dataclass(frozen=True)
+class QuantizationCheck:
+    """What int8 post-training quantization changed, on inputs the quantizer did not see."""
+
+    calibration_inputs: int
+    held_out_inputs: int
+    #: share of held-out inputs whose top-1 class the int8 graph keeps (None: the output is not class scores)
+    top1_agreement: float | None
+    #: ||int8 - float|| / ||float|| over the held-out outputs
+    relative_error: float
+
+
+@dataclass(frozen=True)
 class VelaResult:
     """Vela's verdict and numbers for one compiled graph."""
 
@@ -76,21 +89,30 @@ class VelaResult:
     delegates: int
     cpu_ops: tuple[CpuOp, ...] = ()
     layers: tuple[VelaLayer, ...] = field(default=(), repr=False)
+    quantization: QuantizationCheck | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
         on_cpu = ", ".join(f"{op.op} x{op.count} ({op.reason})" for op in self.cpu_ops) or "none"
-        return (f"{self.cycles_total:,} cycles ({self.cycles_npu:,} on the NPU's MACs), {self.inference_ms:.3f} ms, "
+        text = (f"{self.cycles_total:,} cycles ({self.cycles_npu:,} on the NPU's MACs), {self.inference_ms:.3f} ms, "
                 f"SRAM {self.sram_kib:,.1f} KiB, flash {self.flash_kib:,.1f} KiB; {self.delegates} "
                 f"delegated subgraphs; on the CPU: {on_cpu}")
+        q = self.quantization
+        if q is not None:
+            agreement = f"top-1 agreement {q.top1_agreement:.2%}, " if q.top1_agreement is not None else ""
+            text += (f"; int8 (calibrated on {q.calibration_inputs} inputs) against float on {q.held_out_inputs} "
+                     f"held-out inputs: {agreement}relative error {q.relative_error:.3g}")
+        return text
 
 
 def _op_name(node: torch.fx.Node) -> str:
-    target = getattr(node.target, "_op", node.target)  # an edge op wraps its ATen overload
-    name = getattr(target, "__name__", str(target))
-    return name.removesuffix(".default").split(".")[-1] if "." in name else name
+    # an overload's __name__ ends in its overload, e.g. ".vec"; its schema names the op
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None:
+        return schema.name.split("::")[-1]
+    return getattr(node.target, "__name__", str(node.target))
 
 
 @contextlib.contextmanager
@@ -147,6 +169,21 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _quantization_check(module: nn.Module, quantized: nn.Module, calibrated: int,
+                        held_out: Sequence[tuple[torch.Tensor, ...]]) -> QuantizationCheck | None:
+    if not held_out:
+        return None
+    with torch.no_grad():
+        pairs = [(module(*inputs), quantized(*inputs)) for inputs in held_out]
+    if not all(isinstance(f, torch.Tensor) and isinstance(q, torch.Tensor) for f, q in pairs):
+        return None
+    float_out, int8_out = torch.cat([f.flatten(1) for f, _ in pairs]), torch.cat([q.flatten(1) for _, q in pairs])
+    scores = all(f.dim() == 2 and f.shape[1] > 1 for f, _ in pairs)
+    agreement = (float_out.argmax(1) == int8_out.argmax(1)).float().mean().item() if scores else None
+    error = ((int8_out - float_out).norm() / float_out.norm().clamp_min(1e-12)).item()
+    return QuantizationCheck(calibrated, len(held_out), agreement, error)
+
+
 def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Counter,
             reasons: dict[str, str]) -> VelaResult:
     summaries = sorted(folder.rglob("*_summary_*.csv"))
@@ -173,13 +210,15 @@ def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Cou
 
 
 def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
-                        calibration: Sequence[tuple[torch.Tensor, ...]] = (), program: Path | None = None) -> VelaResult:
+                        calibration: Sequence[tuple[torch.Tensor, ...]] = (), program: Path | None = None,
+                        held_out: Sequence[tuple[torch.Tensor, ...]] = ()) -> VelaResult:
     """`module` compiled for `accelerator` (Vela's name, e.g. ethos-u55-128) through ExecuTorch's Arm
     flow, quantized on `calibration` (default: the example inputs), and what Vela reports; with
-    `program`, the ExecuTorch program (.pte, the Ethos-U delegate inside) is written there."""
+    `program`, the ExecuTorch program (.pte, the Ethos-U delegate inside) is written there; with
+    `held_out` inputs, the int8 graph is compared with `module` on them."""
     require_ethos_u()
     try:
-        return _compile(module, example_inputs, accelerator, calibration, program)
+        return _compile(module, example_inputs, accelerator, calibration, program, held_out)
     except FxrewriteError:
         raise
     except Exception as exc:  # noqa: BLE001 - a third-party toolchain's failure, said in one line
@@ -189,7 +228,8 @@ def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, .
 
 
 def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
-             calibration: Sequence[tuple[torch.Tensor, ...]], program: Path | None) -> VelaResult:
+             calibration: Sequence[tuple[torch.Tensor, ...]], program: Path | None,
+             held_out: Sequence[tuple[torch.Tensor, ...]]) -> VelaResult:
     from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
     from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
     from executorch.exir import to_edge_transform_and_lower
@@ -206,14 +246,16 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         with torch.no_grad():
             for inputs in calibration or [example_inputs]:
                 prepared(*inputs)
-        quantized = torch.export.export(convert_pt2e(prepared), example_inputs)
+        converted = convert_pt2e(prepared)
+        check = _quantization_check(module, converted, len(calibration) or 1, held_out)
+        quantized = torch.export.export(converted, example_inputs)
         lowered = to_edge_transform_and_lower(quantized, partitioner=[EthosUPartitioner(spec)])
         ops = collections.Counter(_op_name(n) for n in lowered.exported_program().graph.nodes if n.op == "call_function")
         delegated = ops["executorch_call_delegate"]
         cpu = collections.Counter({op: count for op, count in ops.items() if op not in BOUNDARY_OPS})
         if program is not None:
             atomic_write_bytes(program, lowered.to_executorch().buffer)
-        return _result(Path(folder), accelerator, delegated, cpu, reasons)
+        return dataclasses.replace(_result(Path(folder), accelerator, delegated, cpu, reasons), quantization=check)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,9 @@ compute is its work divided by the throughput of the unit that runs it (dense co
 depthwise or grouped conv MACs, pooling and reduction window elements, elementwise output
 elements, table-lookup outputs), memory is the bytes it reads and writes (activations at the
 target's widest activation format, weights at its widest weight format) divided by the bandwidth.
+An op the compiler fuses into its producer (`fused_ops`) or builds in place (`free_ops`) costs nothing (fxrewrite.cost.is_fused).
+Where weights come over their own bus (Ethos-U's weights stream from flash while activations stay
+in SRAM), `weight_bytes_per_cycle` is that bus's bandwidth and memory is the slower of the two.
 """
 
 from __future__ import annotations
@@ -23,9 +26,16 @@ class Performance:
     elementwise_per_cycle: float = 16.0
     lut_per_cycle: float = 4.0
     bytes_per_cycle: float = 16.0
+    #: bandwidth of the weights' own bus; None: weights share bytes_per_cycle with activations
+    weight_bytes_per_cycle: float | None = None
     op_overhead_cycles: float = 0.0
     #: ops the target runs as a lookup table (at lut_per_cycle rather than elementwise_per_cycle)
     lut_ops: frozenset[str] = frozenset()
+    #: ops the target's compiler fuses into the op writing their input (activations into a conv's
+    #: output stage, a batch norm into the conv's weights): free where that op has no other reader
+    fused_ops: frozenset[str] = frozenset()
+    #: ops the compiler builds without moving data (Vela writes a concat's inputs into its slices)
+    free_ops: frozenset[str] = frozenset()
     activation_bytes: float = 1.0
     weight_bytes: float = 1.0
     #: exact rewrites may make the model at most this many times the teacher's estimated cycles and

@@ -120,12 +120,26 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
 
 #: numeric keys of the [performance] table
 PERFORMANCE_NUMBERS = ("clock_mhz", "dense_macs_per_cycle", "depthwise_macs_per_cycle", "pooling_per_cycle",
-                       "elementwise_per_cycle", "lut_per_cycle", "bytes_per_cycle", "op_overhead_cycles",
-                       "growth_max")
+                       "elementwise_per_cycle", "lut_per_cycle", "bytes_per_cycle", "weight_bytes_per_cycle",
+                       "op_overhead_cycles", "growth_max")
 
 
 #: the range a performance number may take: rates, bandwidths, clocks and budgets of real chips lie far inside
 PERFORMANCE_RANGE = (1e-6, 1e12)
+
+
+def _op_kinds(table: dict, key: str, doc: dict, origin: str) -> frozenset[str]:
+    kinds = table.get(key, [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise TargetError(f"{origin}: performance.{key}: expected a list of op kinds, got {kinds!r}")
+    # a fused op costs nothing whether or not the chip runs it alone (Ethos-U folds a batch norm it
+    # runs slowly on its own into the conv before it), so fused_ops only needs vocabulary kinds
+    known = set(KINDS) if key == "fused_ops" else set(doc.get("ops", {}))  # free_ops: declared, as lut_ops
+    unknown = sorted(set(kinds) - known)
+    if unknown:
+        where = "in the vocabulary" if key == "fused_ops" else "declared under [ops]"
+        raise TargetError(f"{origin}: performance.{key}: {', '.join(unknown)} not {where}")
+    return frozenset(kinds)
 
 
 def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, origin: str) -> Performance:
@@ -133,7 +147,7 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
         raise TargetError(f"{origin}: the [cost] table was replaced by [performance] (throughputs per cycle, "
                           "bandwidth, clock, per-op overhead, growth_max); see the README's target file section")
     table = _expect_table(doc.get("performance", {}), "performance", origin)
-    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops"), "performance.", origin)
+    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops", "fused_ops", "free_ops"), "performance.", origin)
     numbers = {}
     for key in PERFORMANCE_NUMBERS:
         if key not in table:
@@ -144,12 +158,7 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
             raise TargetError(f"{origin}: performance.{key}: expected a {'' if low == 0 else 'positive '}number from {low:g} to "
                               f"{PERFORMANCE_RANGE[1]:g}, got {value!r}")
         numbers[key] = float(value)
-    lut_ops = table.get("lut_ops", [])
-    if not isinstance(lut_ops, list) or not all(isinstance(k, str) for k in lut_ops):
-        raise TargetError(f"{origin}: performance.lut_ops: expected a list of op kinds, got {lut_ops!r}")
-    undeclared = sorted(set(lut_ops) - set(doc.get("ops", {})))
-    if undeclared:
-        raise TargetError(f"{origin}: performance.lut_ops: {', '.join(undeclared)} not declared under [ops]")
-    return Performance(**numbers, lut_ops=frozenset(lut_ops),
+    kinds = {key: _op_kinds(table, key, doc, origin) for key in ("lut_ops", "fused_ops", "free_ops")}
+    return Performance(**numbers, **kinds,
                        activation_bytes=max(f.bits for f in activations.formats) / 8,
                        weight_bytes=max(f.bits for f in weights.formats) / 8)
