@@ -60,3 +60,16 @@ def test_memoized_lowering_stays_exact():
     x = torch.randn(1, 4, 11, 11)
     lowered = lower_exact(symbolic(TwinDepthwise(), x), without_growth_limit(Target.load("archnet")), (x,))
     assert lowered.verdicts.all_legal and lowered.verification.max_relative_error <= 1e-5
+
+
+def test_a_batch_norm_folded_into_its_conv_is_judged_with_the_conv():
+    """On Ethos-U a batch norm after a conv is free (fused), and the folded conv descends from the batch
+    norm: judged alone, the batch norm went from 0 cycles to the whole conv's (x inf) and mobilenet_v2's
+    blocks were distilled instead of folded."""
+    from fxrewrite.cost import Cost
+    from fxrewrite.lowering.budget import GrowthBudget
+
+    budget = GrowthBudget({"conv": Cost(100.0, 1000), "bn": Cost(0.0, 0), "other": Cost(900.0, 9000)}, 1.5, "chip")
+    lowered = {"bn": Cost(100.0, 1000), "other": Cost(900.0, 9000)}  # the folded conv is charged to the bn
+    assert "bn" in budget.dearer_than_students(lowered, {}, 1.0)  # the old judgement, without the merge
+    assert budget.dearer_than_students(lowered, {}, 1.0, {"bn": frozenset({"conv"})}) == {}

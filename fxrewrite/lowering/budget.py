@@ -76,6 +76,16 @@ def _candidates(before: Cost, after: Cost, student: Cost | None = None) -> str:
     return said + (f", a student of at most {cost(student)}" if student is not None else "")
 
 
+def _grouped(charged: Charges, merged: Mapping[str, frozenset[str]]) -> Charges:
+    """`charged` with each merged node's cost added to the node it was merged into."""
+    grouped = dict(charged)
+    for origin, others in merged.items():
+        for other in others - {origin}:
+            if other in grouped:
+                grouped[origin] = grouped.get(origin, Cost(0.0, 0)) + grouped.pop(other)
+    return grouped
+
+
 def _total(charged: Charges) -> Cost:
     return sum(charged.values(), Cost(0.0, 0))
 
@@ -104,12 +114,16 @@ class GrowthBudget:
         cycles, macs = total.ratios(teacher)
         return cycles, macs if teacher.macs else 1.0
 
-    def _added(self, charged: Charges, kept: Mapping[str, str]) -> dict[str, tuple[Cost, Cost, tuple[float, float]]]:
+    def _added(self, charged: Charges, kept: Mapping[str, str], merged: Mapping[str, frozenset[str]],
+               ) -> dict[str, tuple[Cost, Cost, tuple[float, float]]]:
         """Per teacher node not in `kept` and lowered: its cost before, after, and what it adds as
-        shares of the teacher's cycles and MACs."""
+        shares of the teacher's cycles and MACs. Nodes a rewrite merged are judged together, under the
+        node the result descends from: a batch norm folded into its conv (free on a chip that fuses
+        it) is charged the folded conv, which its conv no longer costs."""
         total = _total(self.teacher)
+        teacher, charged = _grouped(self.teacher, merged), _grouped(charged, merged)
         added = {}
-        for origin, before in self.teacher.items():
+        for origin, before in teacher.items():
             if origin in kept or origin not in charged:
                 continue
             after = charged[origin]
@@ -117,7 +131,8 @@ class GrowthBudget:
             added[origin] = (before, after, increase.ratios(total))
         return added
 
-    def over(self, charged: Charges, kept: Mapping[str, str], all_exact: tuple[float, float]) -> dict[str, str]:
+    def over(self, charged: Charges, kept: Mapping[str, str], all_exact: tuple[float, float],
+             merged: Mapping[str, frozenset[str]] = {}) -> dict[str, str]:
         """Teacher nodes (not in `kept` yet) to keep so the lowering (`charged`) fits the limit, each
         with its reason (`all_exact`: the cycles and MACs growth with every exact rewrite); empty when
         it fits."""
@@ -128,7 +143,7 @@ class GrowthBudget:
         macs_excess = lowered_total.macs - self.limit * teacher_total.macs if teacher_total.macs else -1.0
         cycles_growth, macs_growth = all_exact
         suggestion = math.ceil(max(all_exact) * 10) / 10
-        growing = {o: item for o, item in self._added(charged, kept).items() if max(item[2]) > 0}
+        growing = {o: item for o, item in self._added(charged, kept, merged).items() if max(item[2]) > 0}
         keep: dict[str, str] = {}
         for origin, (before, after, shares) in sorted(growing.items(), key=lambda item: -max(item[1][2])):
             if cycles_excess <= 0 and macs_excess <= 0:
@@ -142,12 +157,13 @@ class GrowthBudget:
                             f"{suggestion:g}; {_candidates(before, after)}")
         return keep
 
-    def dearer_than_students(self, charged: Charges, kept: Mapping[str, str], student_budget: float) -> dict[str, str]:
+    def dearer_than_students(self, charged: Charges, kept: Mapping[str, str], student_budget: float,
+                             merged: Mapping[str, frozenset[str]] = {}) -> dict[str, str]:
         """Teacher nodes (not in `kept`) whose exact rewrites cost more than `student_budget` times the
         node and add at least MATERIAL_SHARE of the teacher's cycles or MACs, each with its reason;
         never a node reading integers (an embedding's one-hot form is the only legal way to read ids)."""
         keep: dict[str, str] = {}
-        for origin, (before, after, shares) in self._added(charged, kept).items():
+        for origin, (before, after, shares) in self._added(charged, kept, merged).items():
             if origin in self.integer_readers:
                 continue
             growth = max(after.cycles / max(before.cycles, 1e-12),

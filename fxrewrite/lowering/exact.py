@@ -98,12 +98,12 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         judge = TrialJudge(target, legalize, debug=debug, memo=memo, kept=kept)
         results = run_rounds(PassManager(pipeline, instruments), gm, PassContext(example_inputs, target, debug, judge),
                              rounds)
-        charged = charges(gm, target)
+        charged, merged = charges(gm, target), merged_origins(gm)
         all_exact_growth = all_exact_growth or budget.growth(charged)
-        more = budget.over(charged, kept, all_exact_growth)
+        more = budget.over(charged, kept, all_exact_growth, merged)
         if student_budget is not None:
-            more |= budget.dearer_than_students(charged, kept | more, student_budget)
-        more = {o: r for o, r in with_merged(more, merged_origins(gm)).items() if o not in kept}
+            more |= budget.dearer_than_students(charged, kept | more, student_budget, merged)
+        more = {o: r for o, r in with_merged(more, merged).items() if o not in kept}
         if not more:
             break
         kept |= more
