@@ -49,9 +49,9 @@ def node_activation_elements(view: OpView) -> int:
     return sum(math.prod(s) for s in shapes)
 
 
-#: kinds that cost nothing on the chip: shape relabels move no data, and fake quantization stands
-#: for the rounding an integer op does as it writes its output
-FREE_KINDS = frozenset({"reshape", "flatten", "getitem", "fake_quant"})
+#: kinds that cost nothing on the chip: shape relabels move no data, fake quantization stands for the
+#: rounding an integer op does as it writes its output, and dropout and identity do nothing at inference
+FREE_KINDS = frozenset({"reshape", "flatten", "getitem", "fake_quant", "dropout", "identity"})
 #: kinds that reduce windows or axes on the pooling unit
 POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "mean", "sum",
                            "amax"})
