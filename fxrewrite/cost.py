@@ -104,9 +104,14 @@ def is_fused(view: OpView, perf: Performance) -> bool:
     return before.kind in FUSION_HOSTS or (before.kind == "batch_norm" != view.kind and is_fused(before, perf))
 
 
+def costs_nothing(view: OpView, perf: Performance) -> bool:
+    """A node the target runs without work of its own: structural, free, built in place or fused."""
+    return view.structural or view.kind in FREE_KINDS or view.kind in perf.free_ops or is_fused(view, perf)
+
+
 def node_cycles(view: OpView, perf: Performance) -> float:
     """Estimated cycles of one node on the target (see the module docstring)."""
-    if view.structural or view.kind in FREE_KINDS or view.kind in perf.free_ops or is_fused(view, perf):
+    if costs_nothing(view, perf):
         return 0.0
     return op_cycles(perf, _work_cycles(view, perf), node_activation_elements(view), node_weight_elements(view))
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fxrewrite.cost import FREE_KINDS, is_fused, node_activation_elements, node_weight_elements, op_cycles, work_unit
+from fxrewrite.cost import costs_nothing, node_activation_elements, node_weight_elements, op_cycles, work_unit
 from fxrewrite.frontend import capture
 from fxrewrite.ir import op_view
 from fxrewrite.target import Performance, Target
@@ -100,8 +100,7 @@ def _nodes(module: nn.Module, inputs: tuple[torch.Tensor, ...], perf: Performanc
     rows = []
     for node in gm.graph.nodes:
         view = op_view(node)
-        if node.op in ("placeholder", "output", "get_attr") or view.structural or view.kind in FREE_KINDS or \
-                view.kind in perf.free_ops or is_fused(view, perf):
+        if node.op in ("placeholder", "output", "get_attr") or costs_nothing(view, perf):
             continue
         unit, work = work_unit(view, perf.lut_ops)
         rows.append((unit, float(work), node_activation_elements(view), node_weight_elements(view)))
