@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import csv
 import dataclasses
 import importlib.util
@@ -28,6 +29,7 @@ from torch import nn
 
 from fxrewrite.errors import FxrewriteError, UsageError, VelaError
 from fxrewrite.files import atomic_write_bytes
+from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
 
 EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
@@ -90,6 +92,10 @@ class VelaResult:
     cpu_ops: tuple[CpuOp, ...] = ()
     layers: tuple[VelaLayer, ...] = field(default=(), repr=False)
     quantization: QuantizationCheck | None = None
+    #: layers whose input and weight scales a quantized student learned and the program kept
+    learned_scale_layers: int = 0
+    #: the same check with every scale estimated by ExecuTorch's quantizer (a quantized student only)
+    quantization_estimated: QuantizationCheck | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,10 +107,17 @@ class VelaResult:
                 f"delegated subgraphs; on the CPU: {on_cpu}")
         q = self.quantization
         if q is not None:
-            agreement = f"top-1 agreement {q.top1_agreement:.2%}, " if q.top1_agreement is not None else ""
-            text += (f"; int8 (calibrated on {q.calibration_inputs} inputs) against float on {q.held_out_inputs} "
-                     f"held-out inputs: {agreement}relative error {q.relative_error:.3g}")
+            scales = (f"with the scales the student learned on {self.learned_scale_layers} layers"
+                      if self.learned_scale_layers else f"calibrated on {q.calibration_inputs} inputs")
+            text += f"; int8 ({scales}) against the float graph on {q.held_out_inputs} held-out inputs: {_judged(q)}"
+        if self.quantization_estimated is not None:
+            text += f" (every scale estimated by ExecuTorch instead: {_judged(self.quantization_estimated)})"
         return text
+
+
+def _judged(check: QuantizationCheck) -> str:
+    agreement = f"top-1 agreement {check.top1_agreement:.2%}, " if check.top1_agreement is not None else ""
+    return f"{agreement}relative error {check.relative_error:.3g}"
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -215,7 +228,8 @@ def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, .
     """`module` compiled for `accelerator` (Vela's name, e.g. ethos-u55-128) through ExecuTorch's Arm
     flow, quantized on `calibration` (default: the example inputs), and what Vela reports; with
     `program`, the ExecuTorch program (.pte, the Ethos-U delegate inside) is written there; with
-    `held_out` inputs, the int8 graph is compared with `module` on them."""
+    `held_out` inputs, the int8 graph is compared with `module` on them. A quantized student's
+    learned scales are kept (fxrewrite.ship.learned_scales) and compared with ExecuTorch's estimates."""
     require_ethos_u()
     try:
         return _compile(module, example_inputs, accelerator, calibration, program, held_out)
@@ -239,13 +253,19 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
           _each_delegate_in_its_folder(Path(folder))):
         spec = EthosUCompileSpec(accelerator, extra_flags=["--verbose-performance"])
         spec.dump_intermediate_artifacts_to(folder)
-        graph = torch.export.export(module, example_inputs).module(check_guards=False)
+        float_module, learned = without_fake_quantizers(module)
+        graph = torch.export.export(float_module, example_inputs).module(check_guards=False)
         quantizer = EthosUQuantizer(spec)
         quantizer.set_global(get_symmetric_quantization_config())
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
             for inputs in calibration or [example_inputs]:
                 prepared(*inputs)
+        estimated = None
+        if learned:
+            estimated = _quantization_check(module, convert_pt2e(copy.deepcopy(prepared)), len(calibration) or 1,
+                                            held_out)
+        carried = carry_learned_scales(prepared, learned)
         converted = convert_pt2e(prepared)
         check = _quantization_check(module, converted, len(calibration) or 1, held_out)
         quantized = torch.export.export(converted, example_inputs)
@@ -255,7 +275,8 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         cpu = collections.Counter({op: count for op, count in ops.items() if op not in BOUNDARY_OPS})
         if program is not None:
             atomic_write_bytes(program, lowered.to_executorch().buffer)
-        return dataclasses.replace(_result(Path(folder), accelerator, delegated, cpu, reasons), quantization=check)
+        return dataclasses.replace(_result(Path(folder), accelerator, delegated, cpu, reasons), quantization=check,
+                                   learned_scale_layers=carried, quantization_estimated=estimated)
 
 
 @contextlib.contextmanager
