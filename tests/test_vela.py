@@ -11,6 +11,9 @@ import torch
 from torch import nn
 
 import zoo
+from fxrewrite.ir import annotate_shapes
+from fxrewrite.ship.ethos_u import VelaLayer
+from fxrewrite.ship.vela_layers import named_after_nodes
 
 MODEL = f"{zoo.__file__}:tiny_cnn"
 SMALL = ("--input-shape", "1,3,16,16")
@@ -90,10 +93,37 @@ def test_a_graph_cut_in_several_delegates_counts_every_one():
     pytest.importorskip("executorch")
     from fxrewrite.ship.ethos_u import compile_for_ethos_u
 
-    result = compile_for_ethos_u(SplitByTheCpu().eval(), (torch.randn(1, 3, 16, 16),), "ethos-u55-128")
+    x = torch.randn(1, 3, 16, 16)
+    result = compile_for_ethos_u(annotate_shapes(torch.fx.symbolic_trace(SplitByTheCpu().eval()), (x,)), (x,),
+                                 "ethos-u55-128")
     assert result.delegates == 2 and [op.op for op in result.cpu_ops] == ["hardtanh"]
     convs = [layer for layer in result.layers if layer.operator == "Conv2D"]
     assert len(convs) == 2 and result.cycles_npu >= sum(layer.cycles for layer in convs) > 0
+    assert [layer.node for layer in convs] == ["first", "second"]  # Vela's rows traced back to the graph
+    assert "; most cycles: first (Conv2D) " in result.describe()
+
+
+def _layer(operator: str, macs: int) -> VelaLayer:
+    return VelaLayer(f"tosa_{operator.lower()}", operator, cycles=100, macs=macs, utilisation=1.0)
+
+
+def test_vela_layers_are_named_after_the_node_with_their_mac_count_in_execution_order():
+    class TwoEqualConvsAndALinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.fc(self.b(torch.relu(self.a(x))).flatten(1))
+
+    gm = annotate_shapes(torch.fx.symbolic_trace(TwoEqualConvsAndALinear()), (torch.randn(1, 4, 8, 8),))
+    conv_macs, fc_macs = 8 * 8 * 4 * 4 * 9, 4 * 8 * 8 * 10
+    rows = [_layer("Transpose", 0), _layer("Conv2D", conv_macs), _layer("MaxPool", conv_macs),
+            _layer("Conv2D", conv_macs), _layer("Conv2D", 77), _layer("FullyConnected", fc_macs)]
+    named = named_after_nodes(rows, gm)
+    # equal counts go in order; a pooling row never takes a conv's name; no node has 77 MACs
+    assert [layer.node for layer in named] == [None, "a", None, "b", None, "fc"]
 
 
 def test_the_quantization_check_compares_the_int8_graph_with_the_float_one_on_held_out_inputs():

@@ -30,6 +30,7 @@ from torch import nn
 from fxrewrite.errors import FxrewriteError, UsageError, VelaError
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
+from fxrewrite.ship.vela_layers import named_after_nodes
 
 EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
@@ -54,6 +55,8 @@ class VelaLayer:
     macs: int
     #: percent of the MAC array's peak this layer reaches
     utilisation: float
+    #: the graph node this layer computes, where its MAC count places it (fxrewrite.ship.vela_layers)
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class VelaResult:
         text = (f"{self.cycles_total:,} cycles ({self.cycles_npu:,} on the NPU's MACs), {self.inference_ms:.3f} ms, "
                 f"SRAM {self.sram_kib:,.1f} KiB, flash {self.flash_kib:,.1f} KiB; {self.delegates} "
                 f"delegated subgraphs; on the CPU: {on_cpu}")
+        busiest = sorted(self.layers, key=lambda layer: -layer.cycles)[:3]
+        if busiest:
+            text += "; most cycles: " + ", ".join(f"{layer.node or layer.name} ({layer.operator}) {layer.cycles:,}"
+                                                  for layer in busiest)
         q = self.quantization
         if q is not None:
             scales = (f"with the scales the student learned on {self.learned_scale_layers} layers"
@@ -275,8 +282,10 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         cpu = collections.Counter({op: count for op, count in ops.items() if op not in BOUNDARY_OPS})
         if program is not None:
             atomic_write_bytes(program, lowered.to_executorch().buffer)
-        return dataclasses.replace(_result(Path(folder), accelerator, delegated, cpu, reasons), quantization=check,
-                                   learned_scale_layers=carried, quantization_estimated=estimated)
+        result = _result(Path(folder), accelerator, delegated, cpu, reasons)
+        layers = named_after_nodes(result.layers, module) if isinstance(module, torch.fx.GraphModule) else result.layers
+        return dataclasses.replace(result, layers=layers, quantization=check, learned_scale_layers=carried,
+                                   quantization_estimated=estimated)
 
 
 @contextlib.contextmanager
