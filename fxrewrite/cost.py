@@ -15,6 +15,7 @@ from typing import Any
 from torch import fx
 
 from fxrewrite.ir import OpView, op_view, tensor_shape
+from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.target import Performance
 
 
@@ -202,13 +203,16 @@ class Size:
     params: int
     nodes: int | None = None
     estimate: Estimate | None = None
+    #: fxrewrite.nn_mass: the skip links' width x the channel-mixing layers they bypass
+    nn_mass: float | None = None
 
     @classmethod
     def of(cls, gm: fx.GraphModule, count_nodes: bool = True, performance: Performance | None = None) -> Size:
         return cls(graph_macs(gm), parameter_count(gm), len(gm.graph.nodes) if count_nodes else None,
-                   Estimate.of(gm, performance) if performance is not None else None)
+                   Estimate.of(gm, performance) if performance is not None else None, graph_nn_mass(gm))
 
     def as_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {k: v for k, v in (("macs", self.macs), ("params", self.params),
-                                                      ("nodes", self.nodes)) if v is not None}
+                                                      ("nodes", self.nodes), ("nn_mass", self.nn_mass))
+                                    if v is not None}
         return document | (self.estimate.as_dict() if self.estimate is not None else {})

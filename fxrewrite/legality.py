@@ -11,6 +11,7 @@ from torch import fx
 
 from fxrewrite.cost import Estimate
 from fxrewrite.ir import format_value, op_view
+from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.target import Target
 
 JSON_VERSION = 3  # 2: regions left the check report (the lowering computes them); 3: `estimate` added
@@ -36,6 +37,8 @@ class CheckReport:
     estimate: Estimate | None = None
     #: per graph compiled (`--vela`), Vela's numbers (fxrewrite.ship.ethos_u.VelaResult.to_dict)
     vela: dict[str, Any] | None = None
+    #: fxrewrite.nn_mass of the whole graph
+    nn_mass: float = 0.0
 
     @property
     def illegal(self) -> tuple[NodeVerdict, ...]:
@@ -61,6 +64,7 @@ class CheckReport:
                         "illegal": len(self.illegal)},
             "nodes": [asdict(r) for r in self.rows],
             "counts": self.counts(),
+            "nn_mass": self.nn_mass,
         }
         if self.estimate is not None:
             document["estimate"] = self.estimate.as_dict()
@@ -86,6 +90,7 @@ class CheckReport:
         if self.estimate is not None:
             lines.append(f"estimated: {self.estimate.to_text()}")
             lines.append(f"dearest nodes: {self.estimate.dearest_text()}")
+        lines.append(f"NN-Mass: {self.nn_mass:,.0f} (skip links' width x the channel-mixing layers they bypass)")
         return "\n".join(lines)
 
 
@@ -105,4 +110,5 @@ def check(gm: fx.GraphModule, target: Target, model: str = "") -> CheckReport:
             reason=verdict.reason,
             source=view.source,
         ))
-    return CheckReport(target.name, model or type(gm).__name__, tuple(rows), Estimate.of(gm, target.performance))
+    return CheckReport(target.name, model or type(gm).__name__, tuple(rows), Estimate.of(gm, target.performance),
+                       nn_mass=graph_nn_mass(gm))

@@ -3,9 +3,9 @@
 JSON schema (version 1): `version`, `model`, `target`; `passes` (one row per pass run: name,
 rewrites, seconds) and `rewrites` (totals per pass); `declined` (per pass, the reasons candidates
 were declined) and `notes`; `still_illegal` (name, kind, reason) and `needs_distillation`;
-`regions` (what distillation replaces: region, nodes, kinds, inputs, outputs, teacher_macs);
+`regions` (what distillation replaces: region, nodes, kinds, inputs, outputs, teacher_macs, nn_mass);
 `max_relative_error` of the exact phase against the teacher and `verified_on`, what it compared;
-`before` and `after` (macs, params, nodes; the target's latency estimate: cycles, ms, cycles by op
+`before` and `after` (macs, params, nodes, nn_mass; the target's latency estimate: cycles, ms, cycles by op
 kind, the ten dearest nodes), and `exact_after` when training changed the graph;
 `seconds` per phase; `distillation`
 (schedule, quantization, calibration, samples, per-region students, held-out agreement, before,
@@ -70,18 +70,21 @@ class RegionReport:
     #: the teacher blocks it spans, and why several where it does (fxrewrite.distill.regions)
     blocks: tuple[str, ...] = ()
     joined_by: str = ""
+    #: NN-Mass of the skip joins inside the region (fxrewrite.nn_mass)
+    nn_mass: float = 0.0
 
     @classmethod
     def of(cls, region: Region) -> RegionReport:
         ends = lambda nodes: tuple(TensorEnd(n.name, tuple(tensor_shape(n) or ())) for n in nodes)  # noqa: E731
         return cls(region.index, tuple(n.name for n in region.nodes), dict(region.kinds), ends(region.inputs),
-                   ends(region.outputs), region.macs, region.blocks, region.joined_by)
+                   ends(region.outputs), region.macs, region.blocks, region.joined_by, region.nn_mass)
 
     def to_dict(self) -> dict[str, Any]:
         return {"region": self.region, "nodes": list(self.nodes), "kinds": self.kinds,
                 "inputs": [{"name": e.name, "shape": list(e.shape)} for e in self.inputs],
                 "outputs": [{"name": e.name, "shape": list(e.shape)} for e in self.outputs],
-                "teacher_macs": self.teacher_macs, "blocks": list(self.blocks), "joined_by": self.joined_by}
+                "teacher_macs": self.teacher_macs, "blocks": list(self.blocks), "joined_by": self.joined_by,
+                "nn_mass": self.nn_mass}
 
     def spans(self) -> str:
         """The teacher blocks in words, with the reason where there are several."""
@@ -93,7 +96,8 @@ class RegionReport:
         shapes = lambda ends: ", ".join("x".join(map(str, e.shape)) or "?" for e in ends)  # noqa: E731
         kinds = ", ".join(f"{k} {n}" for k, n in self.kinds.items())
         return (f"region {self.region}: {len(self.nodes)} nodes ({kinds}); {shapes(self.inputs)} -> "
-                f"{shapes(self.outputs)}; teacher MACs {self.teacher_macs:,}; {self.spans()}")
+                f"{shapes(self.outputs)}; teacher MACs {self.teacher_macs:,}, NN-Mass {self.nn_mass:,.0f}; "
+                f"{self.spans()}")
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,9 @@ class LoweringReport:
         if self.distillation is not None:
             lines.append(self.distillation.to_text())
         lines.append(f"MACs {self.before.macs:,} -> {self.after.macs:,}; "
-                     f"params {self.before.params:,} -> {self.after.params:,}")
+                     f"params {self.before.params:,} -> {self.after.params:,}"
+                     + (f"; NN-Mass {self.before.nn_mass:,.0f} -> {self.after.nn_mass:,.0f}"
+                        if self.before.nn_mass is not None and self.after.nn_mass is not None else ""))
         if self.before.estimate is not None and self.after.estimate is not None:
             lines.append(f"estimated on {self.target}: {self.before.estimate.to_text()}\n"
                          f"                    -> {self.after.estimate.to_text()}")

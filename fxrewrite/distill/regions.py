@@ -27,6 +27,7 @@ from fxrewrite.distill.partition import components, crossings, levels
 from fxrewrite.distill.reach import Reach, is_token_node, readable, wider_than_convs_read
 from fxrewrite.distill.sharing import data_free, private_sizes
 from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.nn_mass import nn_mass
 from fxrewrite.rewrite.pattern import reads_an_input
 from fxrewrite.target import Target
 
@@ -143,6 +144,10 @@ class Region:
     def macs(self) -> int:
         return nodes_macs(list(self.nodes))
 
+    @property
+    def nn_mass(self) -> float:
+        return nn_mass(self.nodes, self.nodes[0].graph) if self.nodes else 0.0
+
     def describe(self) -> dict:
         return {
             "region": self.index,
@@ -151,6 +156,7 @@ class Region:
             "inputs": [{"name": n.name, "shape": list(tensor_shape(n) or ())} for n in self.inputs],
             "outputs": [{"name": n.name, "shape": list(tensor_shape(n) or ())} for n in self.outputs],
             "teacher_macs": self.macs,
+            "nn_mass": self.nn_mass,
             "blocks": list(self.blocks),
             "joined_by": self.joined_by,
         }
