@@ -8,11 +8,13 @@ from typing import Any
 
 from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, SCHEDULES
 from fxrewrite.lowering import TrainingOptions
+from fxrewrite.lowering.restructure import DEFAULT_BUDGET
 from fxrewrite.quant import METHODS, SOURCES_HELP
 
 #: the options of the group, by their names on the parsed arguments and as fields of TrainingOptions
 FIELDS = ("calib", "calib_size", "batch_size", "wbits", "abits", "quant", "schedule", "epochs", "finetune_epochs",
-          "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "device", "resume")
+          "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "accuracy_budget", "device",
+          "resume")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +52,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
                            "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
                            f"instead (default {DEFAULT_STUDENT_BUDGET:g})")
+    data.add_argument("--accuracy-budget", type=float, default=DEFAULT_BUDGET, metavar="POINTS",
+                      help="on a legal graph, collapse blocks into cheaper ones (RAN-e's collapsed block) where the "
+                           "target's cost says they are faster, while held-out top-1 agreement with the teacher "
+                           f"stays within POINTS of 100%% (default {DEFAULT_BUDGET:g}; 0: no restructuring)")
     data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     data.add_argument("--resume", action="store_true",
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fxrewrite.cost import Size
+from fxrewrite.lowering.restructure import Restructured
 from fxrewrite.distill import Distilled, Point, Region, StudentResult
 from fxrewrite.distill.regions import MANY_BLOCKS
 from fxrewrite.ir import tensor_shape
@@ -174,6 +175,8 @@ class LoweringReport:
     onnx: dict[str, Any] | None = None
     #: per graph compiled (`--vela`: teacher, lowered), Vela's numbers (fxrewrite.ship.ethos_u.VelaResult)
     vela: dict[str, Any] | None = None
+    #: the restructuring planner's blocks and choices (fxrewrite.lowering.restructure), with --calib
+    restructuring: Restructured | None = None
     version: int = field(default=VERSION)
 
     @property
@@ -206,6 +209,9 @@ class LoweringReport:
             seconds={k: round(v, 4) for k, v in exact.seconds.items()},
         )
         trained, data = outcome.trained, outcome.calibration
+        if outcome.restructured is not None:
+            report.restructuring = outcome.restructured
+            report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         if trained is None or data is None:
             return report
         students = tuple(trained.regions) if isinstance(trained, Distilled) else ()
@@ -230,6 +236,8 @@ class LoweringReport:
         }
         if self.exact_after is not None:
             document["exact_after"] = self.exact_after.as_dict()
+        if self.restructuring is not None:
+            document["restructuring"] = self.restructuring.to_dict()
         if self.distillation is not None:
             document["distillation"] = self.distillation.to_dict()
         if self.onnx is not None:
@@ -250,6 +258,8 @@ class LoweringReport:
         lines = [f"rewrites: {', '.join(f'{k} {v}' for k, v in self.rewrites.items() if v) or 'none'}",
                  f"max relative error vs teacher: {self.max_relative_error:.3g} on its {self.verified_on}"
                  + (" (exact rewrites)" if self.distillation else "")]
+        if self.restructuring is not None:
+            lines.append(self.restructuring.to_text())
         if self.distillation is not None:
             lines.append(self.distillation.to_text())
         lines.append(f"MACs {self.before.macs:,} -> {self.after.macs:,}; "

@@ -21,6 +21,7 @@ from fxrewrite.frontend.inputs import check_seed
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, legal_lowering, lower_exact
 from fxrewrite.lowering.heap import older_objects_frozen
+from fxrewrite.lowering.restructure import DEFAULT_BUDGET, Restructured, restructure
 from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
                              post_training_quantize, scheme_for)
 from fxrewrite.quant.post_training import Calibrated
@@ -54,6 +55,8 @@ class TrainingOptions:
     #: quantize the students already in the blockwise phase (with wbits/abits)
     blockwise_quant: bool = False
     student_budget: float = DEFAULT_STUDENT_BUDGET
+    #: points of held-out top-1 agreement the restructuring planner may spend (0: no restructuring)
+    accuracy_budget: float = DEFAULT_BUDGET
     device: str = "cpu"
     seed: int = 0
     checkpoint_dir: Path | None = None
@@ -78,6 +81,8 @@ class LoweringOutcome:
     verdicts: CheckReport
     trained: Distilled | Calibrated | None = None
     calibration: CalibrationData | None = None
+    #: the restructuring planner's choices (fxrewrite.lowering.restructure), with calibration data
+    restructured: Restructured | None = None
     notes: list[str] = field(default_factory=list)
     #: where training ran: the device and the number of processes (torchrun) that shared it
     device: str = "cpu"
@@ -117,6 +122,10 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
     for flag in ("lr", "time_budget", "student_budget"):
         if getattr(options, flag) is not None:
             check_positive(f"--{flag.replace('_', '-')}", getattr(options, flag))
+    budget = options.accuracy_budget
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100:
+        raise UsageError(f"--accuracy-budget {budget}: give points of top-1 agreement from 0 (no restructuring) "
+                         "to 100")
     if not options.wants_quantization:
         return None
     return scheme_for(target, options.wbits, options.abits, options.quant)
@@ -155,8 +164,12 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts,
                               notes=[exact.budget_note] if exact.budget_note else [])
-    needs_training = bool(exact.verdicts.illegal) or scheme is not None
     broken = exact.verification.max_relative_error > tolerance and reference is None
+    if data is not None and not exact.verdicts.illegal and not broken and training.accuracy_budget > 0:
+        restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed)
+        outcome = replace(outcome, gm=restructured.gm, verdicts=check(restructured.gm, target, model),
+                          restructured=restructured, calibration=data)
+    needs_training = bool(exact.verdicts.illegal) or scheme is not None
     if data is None or not needs_training or broken:
         return outcome
     if exact.verdicts.illegal:
@@ -172,7 +185,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm
     else:
-        trained = post_training_quantize(exact.gm, scheme, data.train, data.held_out)
+        trained = post_training_quantize(outcome.gm, scheme, data.train, data.held_out)
         final = trained.gm
     return replace(outcome, gm=final, verdicts=check(final, target, model), trained=trained, calibration=data,
                    device=training.device, processes=world_size())

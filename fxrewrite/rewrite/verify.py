@@ -42,7 +42,7 @@ def fresh_inputs(like: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor,
                  if t.dtype != torch.bool else t for t in like)
 
 
-class _Recorder(fx.Interpreter):
+class NodeRecorder(fx.Interpreter):
     """Runs a graph and keeps copies of the floating-point tensors of the named nodes as they were
     computed (a later in-place op, as nn.SiLU(inplace=True) applies to its input, would change them)."""
 
@@ -82,7 +82,7 @@ def verify_on(gm: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor],
         if not isinstance(gm, fx.GraphModule) or not isinstance(teacher, fx.GraphModule):
             return Verification(relative_error(gm(*inputs), teacher(*inputs)), 0, on)
         frontier = _frontier(gm, teacher)
-        got, want = _Recorder(gm, frontier), _Recorder(teacher, frontier)
+        got, want = NodeRecorder(gm, frontier), NodeRecorder(teacher, frontier)
         error = relative_error(got.run(*inputs), want.run(*inputs))
         compared = [n for n in got.values if n in want.values and got.values[n].shape == want.values[n].shape]
         error = max([error, *(relative_error(got.values[n], want.values[n]) for n in compared)])

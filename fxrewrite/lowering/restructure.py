@@ -1,0 +1,200 @@
+"""The restructuring planner: fewer non-linearities where the chip's cost says it pays, as
+Restructurable Activation Networks do, distilled label-free and kept only within an accuracy budget.
+
+For a legal lowered graph and calibration data, every inverted residual is considered for RAN-e's
+collapse (passes/approx_inverted_residual_as_collapsed_block.py):
+1. cost: the block's estimated cycles on the target against the collapsed block's (the estimate
+   fitted to Vela on the Ethos-U targets); a block whose collapse is not cheaper, or not legal, stays;
+2. distil: from the teacher block's composed linear map, the collapsed conv is fitted by least
+   squares to the teacher block's own input and output on calibration inputs (label-free), and
+   judged on held-out inputs against that initialisation;
+3. accept: in order of cycles saved, each collapse is kept while the network's held-out top-1
+   agreement with the teacher stays within `budget` points of 100% (the teacher agrees with itself);
+   for outputs that are not class scores, while the held-out cosine stays within budget / 100 of 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from fxrewrite.cost import nodes_cycles
+from fxrewrite.distill.sizing import module_cost
+from fxrewrite.ir import annotate_shapes, tensor_shape
+from fxrewrite.legality import check
+from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
+    NAME,
+    CollapsedBlock,
+    InvertedResidual,
+    find_inverted_residuals,
+    fit_least_squares,
+)
+from fxrewrite.quant import CalibrationData
+from fxrewrite.rewrite.verify import NodeRecorder
+from fxrewrite.target import Target
+
+#: the default accuracy budget: points of held-out top-1 agreement with the teacher a restructuring may cost
+DEFAULT_BUDGET = 0.5
+#: calibration inputs the fits and the blockwise training read at most (each block's tensors are kept)
+FIT_SAMPLES = 512
+#: held-out inputs the acceptance reads at most
+JUDGE_SAMPLES = 1000
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class Considered:
+    """One block the planner looked at, and what it chose."""
+
+    block: str
+    rewrite: str
+    cycles_before: float
+    cycles_after: float
+    #: held-out relative error of the collapsed block against the teacher block, initialised and distilled
+    error_initial: float | None = None
+    error_distilled: float | None = None
+    chosen: bool = False
+    why: str = ""
+
+
+@dataclass
+class Restructured:
+    gm: fx.GraphModule
+    considered: list[Considered]
+    budget: float
+    #: held-out agreement (top-1, or cosine for other outputs) of the result with the teacher
+    agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"budget_points": self.budget, "agreement": self.agreement,
+                "blocks": [asdict(c) for c in self.considered]}
+
+    def to_text(self) -> str:
+        chosen = [c for c in self.considered if c.chosen]
+        lines = [f"restructuring ({NAME}, accuracy budget {self.budget:g} points): {len(chosen)} of "
+                 f"{len(self.considered)} blocks collapsed" + (f", held-out agreement {self.agreement:.2%}"
+                                                              if self.agreement is not None else "")]
+        for c in self.considered:
+            errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
+                      if c.error_distilled is not None else "")
+            lines.append(f"  {c.block}: {c.cycles_before:,.0f} -> {c.cycles_after:,.0f} cycles{errors}; "
+                         f"{'chosen' if c.chosen else 'kept: ' + c.why}")
+        return "\n".join(lines)
+
+
+def _samples(batches: tuple[torch.Tensor, ...], limit: int) -> torch.Tensor:
+    return torch.cat(batches)[:limit]
+
+
+def _record(gm: fx.GraphModule, names: set[str], inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    values: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    with torch.no_grad():
+        for batch in inputs.split(BATCH):
+            recorder = NodeRecorder(gm, names)
+            recorder.run(batch)
+            for name in names:
+                values[name].append(recorder.values[name])
+    return {name: torch.cat(parts) for name, parts in values.items()}
+
+
+def _relative_error(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> float:
+    with torch.no_grad():
+        got = torch.cat([module(batch) for batch in inputs.split(BATCH)])
+    return ((got - outputs).norm() / outputs.norm().clamp_min(1e-12)).item()
+
+
+def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[InvertedResidual, CollapsedBlock]]) -> fx.GraphModule:
+    """A copy of `gm` with each block (by output name) replaced by its collapsed block, written as
+    the vocabulary's ops (activation, conv, add) so that the target judges each."""
+    result = copy.deepcopy(gm)
+    graph = result.graph
+    by_name = {node.name: node for node in graph.nodes}
+    for output_name, (block, module) in blocks.items():
+        output = by_name[output_name]
+        prefix = f"collapsed_{output_name}"
+        result.add_submodule(f"{prefix}_act", copy.deepcopy(module.act))
+        result.add_submodule(f"{prefix}_conv", copy.deepcopy(module.conv))
+        with graph.inserting_before(output):
+            # the block's input may be an earlier block's output, replaced already
+            x = by_name[block.input.name]
+            replacement = graph.call_module(f"{prefix}_conv", (graph.call_module(f"{prefix}_act", (x,)),))
+            if module.residual:
+                replacement = graph.call_function(operator.add, (replacement, x))
+        output.replace_all_uses_with(replacement)
+        by_name[output_name] = replacement
+        for node in reversed([by_name[n.name] for n in block.nodes]):
+            if not node.users:
+                graph.erase_node(node)
+    graph.eliminate_dead_code()
+    result.delete_all_unused_submodules()
+    result.recompile()
+    return result
+
+
+def _agreement(gm: fx.GraphModule, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
+    with torch.no_grad():
+        got = torch.cat([gm(batch) for batch in inputs.split(BATCH)])
+    if got.dim() == 2 and got.shape[1] > 1:
+        return (got.argmax(1) == teacher.argmax(1)).float().mean().item()
+    return F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
+
+
+def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
+    graph = annotate_shapes(fx.symbolic_trace(module), (sample,))
+    return "; ".join(f"{row.kind}: {row.reason}" for row in check(graph, target).illegal)
+
+
+def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
+                seed: int = 0) -> Restructured:
+    """`gm` (legal on `target`, shapes recorded at batch 1) with the collapses that pay (module docstring)."""
+    blocks = find_inverted_residuals(gm)
+    considered: dict[str, Considered] = {}
+    candidates: dict[str, tuple[InvertedResidual, CollapsedBlock]] = {}
+    for block in blocks:
+        torch.manual_seed(seed)
+        collapsed = CollapsedBlock(block)
+        sample = torch.zeros(tensor_shape(block.input))
+        before = nodes_cycles(block.nodes, target.performance)
+        after = module_cost(collapsed, (sample,), target).cycles
+        row = Considered(block.output.name, NAME, before, after)
+        illegal = _legal(collapsed, sample, target)
+        if illegal:
+            considered[row.block] = Considered(**(asdict(row) | {"why": f"not legal on {target.name}: {illegal}"}))
+        elif after >= before:
+            considered[row.block] = Considered(**(asdict(row) | {"why": "not cheaper on the target"}))
+        else:
+            considered[row.block], candidates[row.block] = row, (block, collapsed)
+    result = Restructured(gm, list(considered.values()), budget)
+    if not candidates:
+        return result
+    train = _samples(data.train, FIT_SAMPLES)
+    held = _samples(data.held_out, JUDGE_SAMPLES)
+    names = {n for block, _ in candidates.values() for n in (block.input.name, block.output.name)}
+    seen, judged = _record(gm, names, train), _record(gm, names, held)
+    for name, (block, collapsed) in candidates.items():
+        initial = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
+        fit_least_squares(collapsed, seen[block.input.name], seen[block.output.name])
+        distilled = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
+        considered[name] = Considered(**(asdict(considered[name]) | {"error_initial": initial,
+                                                                     "error_distilled": distilled}))
+    with torch.no_grad():
+        teacher = torch.cat([gm(batch) for batch in held.split(BATCH)])
+    floor = 1.0 - budget / 100
+    accepted: dict[str, tuple[InvertedResidual, nn.Module]] = {}
+    agreement = None
+    for name in sorted(candidates, key=lambda n: considered[n].cycles_after - considered[n].cycles_before):
+        trial = swapped(gm, accepted | {name: candidates[name]})
+        score = _agreement(trial, held, teacher)
+        if score >= floor:
+            accepted[name], agreement = candidates[name], score
+            considered[name] = Considered(**(asdict(considered[name]) | {"chosen": True}))
+        else:
+            considered[name] = Considered(**(asdict(considered[name]) | {
+                "why": f"held-out agreement would fall to {score:.2%}, below the budget's {floor:.2%}"}))
+    final = annotate_shapes(swapped(gm, accepted), (held[:1],)) if accepted else gm
+    return Restructured(final, list(considered.values()), budget, agreement)

@@ -1,0 +1,143 @@
+"""The restructuring planner and RAN-e's collapse (passes/approx_inverted_residual_as_collapsed_block.py,
+fxrewrite/lowering/restructure.py): blocks found in module and ATen captures, the composed linear
+map, a distilled block better than its initialisation, choices within the cost and the budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
+
+from fxrewrite import api
+from fxrewrite.frontend.capture import capture
+from fxrewrite.legality import check
+from fxrewrite.lowering.restructure import restructure, swapped
+from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
+    CollapsedBlock,
+    composed_linear_map,
+    find_inverted_residuals,
+    fit_least_squares,
+)
+from fxrewrite.quant import CalibrationData
+from fxrewrite.target import Target
+
+ETHOS = Target.load("ethos-u55-128")
+
+
+class TinyMobileNet(nn.Module):
+    """A stem, three inverted residuals (one strided, one with a residual, one without expansion), a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6())
+        self.blocks = nn.Sequential(TorchvisionInvertedResidual(16, 16, 1, 1), TorchvisionInvertedResidual(16, 24, 2, 4),
+                                    TorchvisionInvertedResidual(24, 24, 1, 4))
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def _data(samples: int = 96, size: int = 13) -> CalibrationData:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(samples, 3, size, size, generator=generator)
+    return CalibrationData(tuple(images[:64].split(32)), tuple(images[64:].split(32)), "random")
+
+
+@pytest.mark.parametrize("frontend", ["symbolic", "export"])
+def test_every_inverted_residual_is_found_with_its_shape(frontend):
+    gm = capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), frontend)
+    found = [(b.kernel, b.stride, b.in_ch, b.out_ch, b.residual, len(b.convs)) for b in find_inverted_residuals(gm)]
+    assert found == [(3, 1, 16, 16, True, 2), (3, 2, 16, 24, False, 3), (3, 1, 24, 24, True, 3)]
+
+
+def test_without_activations_the_block_is_its_composed_conv_away_from_the_border():
+    torch.manual_seed(0)
+    expand, depthwise, project = nn.Conv2d(8, 32, 1), nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.Conv2d(32, 12, 1)
+
+    class Linear(nn.Module):  # relus in the graph for the matcher, fed values they pass unchanged
+        def __init__(self):
+            super().__init__()
+            self.expand, self.depthwise, self.project = expand, depthwise, project
+
+        def forward(self, x):
+            return self.project(F.relu(self.depthwise(F.relu(self.expand(x)))))
+
+    x = torch.randn(2, 8, 11, 9)
+    gm = capture(Linear().eval(), (x,), "symbolic")
+    [block] = find_inverted_residuals(gm)
+    weight, bias = composed_linear_map(block)
+    linear = project(depthwise(expand(x)))
+    assert torch.allclose(F.conv2d(x, weight, bias, padding=1)[..., 1:-1, 1:-1], linear[..., 1:-1, 1:-1], atol=1e-5)
+
+
+def test_the_distilled_block_beats_its_initialisation_on_held_out_inputs():
+    torch.manual_seed(0)
+    teacher = TorchvisionInvertedResidual(16, 16, 1, 6).eval()
+    x = torch.randn(160, 16, 9, 9)
+    with torch.no_grad():
+        y = teacher(x)
+    [block] = find_inverted_residuals(capture(teacher, (x[:1],), "export"))
+    collapsed = CollapsedBlock(block)
+
+    def error() -> float:
+        with torch.no_grad():
+            return ((collapsed(x[128:]) - y[128:]).norm() / y[128:].norm()).item()
+
+    initial = error()
+    fit_least_squares(collapsed, x[:128], y[:128])
+    # one activation instead of two cannot be exact: the error stays, but falls well below the start
+    assert 0 < error() < 0.5 * initial
+
+
+def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
+    torch.manual_seed(0)
+    model = TinyMobileNet().eval()
+    lowered = api.lower(model, (torch.randn(1, 3, 13, 13),), target=ETHOS)
+    data = _data()
+    result = restructure(lowered.gm, ETHOS, data, budget=100.0)  # any agreement will do
+    rows = {c.block: c for c in result.considered}
+    assert len(rows) == 3
+    for row in rows.values():
+        if row.chosen:
+            assert row.cycles_after < row.cycles_before and row.error_distilled < row.error_initial
+        else:
+            assert row.why
+    assert any(row.chosen for row in rows.values())
+    assert check(result.gm, ETHOS).all_legal  # the collapsed blocks are written as the target's ops
+    nothing = restructure(lowered.gm, ETHOS, data, budget=1e-9)  # no drop allowed: only what keeps every answer
+    assert all(c.why.startswith("held-out agreement would fall") or c.chosen or "not" in c.why
+               for c in nothing.considered)
+    held = torch.cat(data.held_out)
+    with torch.no_grad():
+        teacher, kept = lowered.gm(held).argmax(1), nothing.gm(held).argmax(1)
+    assert (teacher == kept).all()
+
+
+def test_swapping_a_chain_of_blocks_rewires_each_to_the_one_before():
+    gm = capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic")
+    blocks = find_inverted_residuals(gm)
+    result = swapped(gm, {b.output.name: (b, CollapsedBlock(b)) for b in blocks})
+    assert result(torch.randn(2, 3, 13, 13)).shape == (2, 10)
+    assert not find_inverted_residuals(result)
+
+
+def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_cli, tmp_path):
+    report = tmp_path / "r.json"
+    spec = f"{__file__}:TinyMobileNet"
+    code, out, err = run_cli("lower", spec, "-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib",
+                             "synthetic", "--calib-size", "60", "-o", str(tmp_path / "m.pt2"), "--report", str(report))
+    assert code == 0, err
+    document = json.loads(report.read_text())["restructuring"]
+    assert document["budget_points"] == 0.5 and len(document["blocks"]) == 3
+    assert "restructuring (approx-inverted-residual-as-collapsed-block, accuracy budget 0.5 points)" in out
+    code, out, err = run_cli("lower", spec, "-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib",
+                             "synthetic", "--accuracy-budget", "-1", "-o", str(tmp_path / "n.pt2"))
+    assert code == 2 and "--accuracy-budget -1.0: give points of top-1 agreement from 0" in err
+    code, out, err = run_cli("lower", spec, "-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib",
+                             "synthetic", "--calib-size", "60", "--accuracy-budget", "0", "-o", str(tmp_path / "o.pt2"))
+    assert code == 0 and "restructuring" not in out
