@@ -21,7 +21,7 @@ LAYERS = (
     ("fxrewrite.ir",),
     ("fxrewrite.frontend",),
     ("fxrewrite.target",),
-    ("fxrewrite.cost",),
+    ("fxrewrite.nn_mass", "fxrewrite.cost"),
     ("fxrewrite.legality",),
     ("fxrewrite.rewrite",),
     ("fxrewrite.passes",),

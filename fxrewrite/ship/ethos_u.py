@@ -30,7 +30,7 @@ from torch import nn
 from fxrewrite.errors import FxrewriteError, UsageError, VelaError
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
-from fxrewrite.ship.vela_layers import named_after_nodes
+from fxrewrite.ship.vela_layers import VelaLayer, named_after_nodes
 
 EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
@@ -43,20 +43,6 @@ def require_ethos_u(wanted_by: str = "compiling for Ethos-U") -> None:
     if missing:
         raise UsageError(f"{wanted_by} compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
                          f"{EXTRA_ADVICE}")
-
-
-@dataclass(frozen=True)
-class VelaLayer:
-    """One row of Vela's per-layer CSV."""
-
-    name: str
-    operator: str
-    cycles: int
-    macs: int
-    #: percent of the MAC array's peak this layer reaches
-    utilisation: float
-    #: the graph node this layer computes, where its MAC count places it (fxrewrite.ship.vela_layers)
-    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from torch import fx
 
 from fxrewrite.cost import node_macs
 from fxrewrite.ir import op_view
 
-if TYPE_CHECKING:
-    from fxrewrite.ship.ethos_u import VelaLayer
+@dataclass(frozen=True)
+class VelaLayer:
+    """One row of Vela's per-layer CSV."""
+
+    name: str
+    operator: str
+    cycles: int
+    macs: int
+    #: percent of the MAC array's peak this layer reaches
+    utilisation: float
+    #: the graph node this layer computes, where its MAC count places it (fxrewrite.ship.vela_layers)
+    node: str | None = None
+
 
 #: Vela's operators that run on the MAC array (TOSA's names, as its per-layer CSV writes them)
 MAC_OPERATORS = ("Conv", "FullyConnected", "MatMul")

@@ -1,0 +1,82 @@
+"""RANs' headline with fxrewrite (issue 26): torchvision's MobileNetV2 trained on MNIST (the first
+8,000 test digits at 3x32x32; the families benchmark's cached teacher), restructured and distilled
+by `fxrewrite lower TEACHER.pt2 --target T --calib <the 8,000 images, no labels>` with default flags,
+judged on the last 2,000 digits fxrewrite never sees: top-1 of teacher and result, their agreement,
+and on the Ethos-U targets Vela's frames per second for both as ExecuTorch compiles them (`--vela`)
+at 32x32 and, the network being resolution-free, at 224x224. Elsewhere the target's estimate.
+
+Run: .venv/bin/python -m pytest benchmarks/test_bench_ran_mnist.py -q -s (needs ../shared/data/mnist;
+the Vela rows need the ethos-u extra). Rows go to benchmarks/ran-results.jsonl with the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_bench_distill_mnist import TEST, TRAIN, mnist  # noqa: F401
+from test_bench_families_mnist import CACHE, _commit, _images, _teacher
+
+RESULTS = Path(__file__).with_name("ran-results.jsonl")
+TARGETS = ["ethos-u55-128", "ethos-u85-256", "npu-generic", "archnet"]
+
+
+def _fps_at(module: torch.nn.Module, size: int, accelerator: str) -> float:
+    from fxrewrite.ship.ethos_u import compile_for_ethos_u
+
+    return 1e3 / compile_for_ethos_u(module, (torch.randn(1, 3, size, size),), accelerator).inference_ms
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_restructured_mobilenet_v2_against_its_teacher(benchmark, mnist, tmp_path, target):
+    ethos = target.startswith("ethos")
+    if ethos:
+        pytest.importorskip("executorch")
+    raw, labels = mnist
+    images = _images(raw)
+    program, teacher, teacher_top1 = _teacher("mobilenet_v2", images, labels)
+    calib = CACHE / "train-images.npy"
+    if not calib.is_file():
+        np.save(calib, images[TRAIN].numpy())
+    out, report_path = tmp_path / "result.pt2", tmp_path / "report.json"
+    command = [sys.executable, "-m", "fxrewrite", "lower", str(program), "--target", target, "--calib", str(calib),
+               "-o", str(out), "--report", str(report_path)] + (["--vela"] if ethos else [])
+    benchmark.group = "RAN-e's collapse on MobileNetV2 (MNIST), default flags"
+    start = time.perf_counter()
+    run = benchmark.pedantic(lambda: subprocess.run(command, capture_output=True, text=True), rounds=1, iterations=1)
+    row = {"target": target, "commit": _commit(), "exit": run.returncode, "seconds": round(time.perf_counter() - start),
+           "teacher_top1": round(teacher_top1, 4)}
+    print(run.stdout[-4000:], run.stderr[-2000:])
+    if report_path.is_file() and out.is_file():
+        report = json.loads(report_path.read_text())
+        result = torch.export.load(out).module(check_guards=False)  # convs and means: any resolution
+        with torch.no_grad():
+            got = torch.cat([result(batch) for batch in images[TEST].split(1)])
+            want = teacher(images[TEST])
+        blocks = report.get("restructuring", {}).get("blocks", [])
+        row |= {"top1": round((got.argmax(1) == labels[TEST]).float().mean().item(), 4),
+                "agreement": round((got.argmax(1) == want.argmax(1)).float().mean().item(), 4),
+                "collapsed": sum(b["chosen"] for b in blocks), "considered": len(blocks),
+                "estimate": [report["before"]["cycles"], report["after"]["cycles"]],
+                "nn_mass": [report["before"]["nn_mass"], report["after"]["nn_mass"]],
+                "still_illegal": len(report["still_illegal"])}
+        if ethos:
+            vela = report["vela"]
+            row["fps_32"] = [round(1e3 / vela["teacher"]["inference_ms"], 1),
+                             round(1e3 / vela["lowered"]["inference_ms"], 1)]
+            accelerator = vela["teacher"]["accelerator"]
+            try:
+                row["fps_224"] = [round(_fps_at(teacher, 224, accelerator), 2), round(_fps_at(result, 224, accelerator), 2)]
+            except Exception as exc:  # noqa: BLE001 - recorded in the row, whatever it is
+                row["fps_224"] = f"not measured: {type(exc).__name__}: {str(exc)[:200]}"
+    with RESULTS.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+    assert run.returncode == 0, run.stderr[-2000:]
