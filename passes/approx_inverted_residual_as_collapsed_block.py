@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.rewrite import Decline
-from fxrewrite.rewrite.building import conv_weights
+from fxrewrite.rewrite.building import batch_norm_affine, conv_weights
 
 NAME = "approx-inverted-residual-as-collapsed-block"
 #: activations a block may use, as modules the collapsed block can hold
@@ -40,13 +40,15 @@ FIT_ROWS = 50_000
 
 
 @dataclass(frozen=True)
-class InvertedResidual:
-    """One inverted residual found in a graph: its input, its output, the nodes between."""
+class Collapsible:
+    """A block a restructuring can collapse into act -> k x k conv (-> + x): its input, its output,
+    the nodes between, its convs in order, and the rewrite that found it."""
 
+    rewrite: str
     input: fx.Node
     output: fx.Node
     nodes: tuple[fx.Node, ...]
-    convs: tuple[fx.Node, ...]  # (expand,) depthwise, project
+    convs: tuple[fx.Node, ...]
     activation: nn.Module
     kernel: int
     stride: int
@@ -54,8 +56,12 @@ class InvertedResidual:
     out_ch: int
     residual: bool
 
+    def composed(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The dense conv the block's convs compute without their activations (its initialisation)."""
+        return COMPOSERS[self.rewrite](self)
 
-def _activation(node: fx.Node) -> nn.Module | None:
+
+def activation_module(node: fx.Node) -> nn.Module | None:
     view = op_view(node)
     if view.kind in ACTIVATIONS:
         return ACTIVATIONS[view.kind]()
@@ -64,7 +70,7 @@ def _activation(node: fx.Node) -> nn.Module | None:
     return None
 
 
-def _conv(node: fx.Node, grouping: str, kernel: tuple[int, int] | None = None) -> bool:
+def is_conv(node: fx.Node, grouping: str, kernel: tuple[int, int] | None = None) -> bool:
     view = op_view(node)
     return (view.kind == "conv2d" and view.attrs.get("grouping") == grouping and view.attrs["dilation"] == (1, 1)
             and (kernel is None or view.attrs["kernel"] == kernel))
@@ -81,7 +87,7 @@ def _main_input(node: fx.Node) -> fx.Node:
     return node
 
 
-def _between(start: fx.Node, end: fx.Node) -> tuple[fx.Node, ...] | None:
+def nodes_between(start: fx.Node, end: fx.Node) -> tuple[fx.Node, ...] | None:
     """The nodes between `start` and `end` (end included), provided all of them are computed from
     `start` or are constants and none but `end` is read from outside; None otherwise."""
     order = {node: index for index, node in enumerate(end.graph.nodes)}
@@ -100,63 +106,84 @@ def _between(start: fx.Node, end: fx.Node) -> tuple[fx.Node, ...] | None:
     return tuple(sorted(inside, key=order.__getitem__))
 
 
-def _before_norm(node: fx.Node) -> fx.Node:
+def before_norm(node: fx.Node) -> fx.Node:
     """Back through a batch norm (unfolded, as captured) to the conv it normalises."""
     return op_view(node).inputs[0] if op_view(node).kind == "batch_norm" else node
 
 
-def _after_norm(node: fx.Node) -> fx.Node:
+def after_norm(node: fx.Node) -> fx.Node:
     users = list(node.users)
     return users[0] if len(users) == 1 and op_view(users[0]).kind == "batch_norm" else node
 
 
-def find_inverted_residuals(gm: fx.GraphModule) -> list[InvertedResidual]:
+def collapsible(rewrite: str, x: fx.Node, convs: tuple[fx.Node, ...], activation: nn.Module, kernel: int,
+                stride: int) -> Collapsible | None:
+    """The block from `x` through `convs` (the last a 1x1 projection, its batch norm and the residual
+    add where there are), or None where something outside reads inside it."""
+    projected = after_norm(convs[-1])
+    users = list(projected.users)
+    add = users[0] if len(users) == 1 and op_view(users[0]).kind == "add" else None
+    residual = add is not None and set(op_view(add).inputs) == {projected, x}
+    output = add if residual else projected
+    nodes = nodes_between(x, output)
+    in_shape, out_shape = tensor_shape(x), tensor_shape(output)
+    if nodes is None or in_shape is None or out_shape is None or len(in_shape) != 4:
+        return None
+    return Collapsible(rewrite, x, output, nodes, convs, activation, kernel, stride, in_shape[1], out_shape[1],
+                       residual)
+
+
+def find_inverted_residuals(gm: fx.GraphModule) -> list[Collapsible]:
     """Every inverted residual of `gm` (see the module docstring), in graph order."""
     found = []
     for project in gm.graph.nodes:
-        if not _conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
+        if not is_conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
             continue
         second = _main_input(op_view(project).inputs[0])
-        depthwise = _before_norm(op_view(second).inputs[0]) if _activation(second) is not None else None
-        if depthwise is None or not _conv(depthwise, "depthwise"):
+        depthwise = before_norm(op_view(second).inputs[0]) if activation_module(second) is not None else None
+        if depthwise is None or not is_conv(depthwise, "depthwise"):
             continue
         dw = op_view(depthwise).attrs
-        if dw["kernel"][0] != dw["kernel"][1] or dw["kernel"][0] % 2 == 0 or dw["stride"][0] != dw["stride"][1]:
+        k = dw["kernel"][0]
+        if dw["kernel"] != (k, k) or k % 2 == 0 or dw["stride"][0] != dw["stride"][1] or dw["padding"] != (k // 2,) * 2:
             continue
         first = op_view(depthwise).inputs[0]
-        expand = _before_norm(op_view(first).inputs[0]) if _activation(first) is not None else first
-        if _conv(expand, "dense", (1, 1)) and op_view(expand).attrs["stride"] == (1, 1):
-            x, activation = op_view(expand).inputs[0], _activation(first)
+        expand = before_norm(op_view(first).inputs[0]) if activation_module(first) is not None else first
+        if is_conv(expand, "dense", (1, 1)) and op_view(expand).attrs["stride"] == (1, 1):
+            x, activation = op_view(expand).inputs[0], activation_module(first)
         else:  # no expansion (MobileNetV2's first block): the depthwise conv reads the block's input
-            x, activation, expand = first, _activation(second), first
-        projected = _after_norm(project)
-        users = list(projected.users)
-        add = users[0] if len(users) == 1 and op_view(users[0]).kind == "add" else None
-        residual = add is not None and set(op_view(add).inputs) == {projected, x}
-        output = add if residual else projected
-        nodes = _between(x, output)
-        in_shape, out_shape = tensor_shape(x), tensor_shape(output)
-        if nodes is None or in_shape is None or out_shape is None or len(in_shape) != 4:
-            continue
+            x, activation, expand = first, activation_module(second), first
         convs = ((expand,) if expand is not x else ()) + (depthwise, project)
-        found.append(InvertedResidual(x, output, nodes, convs, activation, dw["kernel"][0], dw["stride"][0],
-                                      in_shape[1], out_shape[1], residual))
+        block = collapsible(NAME, x, convs, activation, dw["kernel"][0], dw["stride"][0])
+        if block is not None:
+            found.append(block)
     return found
 
 
-def composed_linear_map(block: InvertedResidual) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The dense conv E, D and P compute without their activations and gate (module docstring), or
-    None where a batch norm between them is not folded yet."""
-    if any(op_view(node).kind == "batch_norm" for node in block.nodes):
-        return None
+def weights_of(block: Collapsible) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Each conv's weight and bias (float64, zeros for none) with the batch norm after it folded in,
+    or None where a weight is computed at run time."""
     weights = []
     for conv in block.convs:
         found = conv_weights(op_view(conv))
-        if isinstance(found, Decline):
+        norm = after_norm(conv)
+        affine = batch_norm_affine(op_view(norm)) if norm is not conv else None
+        if isinstance(found, Decline) or isinstance(affine, Decline):
             return None
-        weight, bias = found
-        weights.append((weight.double(), bias.double() if bias is not None else torch.zeros(weight.shape[0],
-                                                                                            dtype=torch.float64)))
+        weight, bias = found[0].double(), (found[1].double() if found[1] is not None else
+                                           torch.zeros(found[0].shape[0], dtype=torch.float64))
+        if affine is not None:
+            scale, shift = affine
+            weight, bias = weight * scale.reshape(-1, 1, 1, 1), bias * scale + shift
+        weights.append((weight, bias))
+    return weights
+
+
+def composed_linear_map(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The dense conv E, D and P compute without their activations and gate (module docstring)."""
+    weights = weights_of(block)
+    if weights is None:
+        return None
     (depthwise, d), (project, p) = weights[-2:]
     taps, projected = depthwise[:, 0], project[:, :, 0, 0]  # (C_e, k, k), (C_out, C_e)
     if len(weights) == 3:
@@ -171,12 +198,12 @@ def composed_linear_map(block: InvertedResidual) -> tuple[torch.Tensor, torch.Te
 class CollapsedBlock(nn.Module):
     """y = conv(act(x)) [+ x]: one activation, one dense k x k conv."""
 
-    def __init__(self, block: InvertedResidual):
+    def __init__(self, block: Collapsible):
         super().__init__()
         self.act = block.activation
         self.conv = nn.Conv2d(block.in_ch, block.out_ch, block.kernel, block.stride, block.kernel // 2)
         self.residual = block.residual
-        composed = composed_linear_map(block)
+        composed = block.composed()
         if composed is not None:
             with torch.no_grad():
                 self.conv.weight.copy_(composed[0])
@@ -204,3 +231,7 @@ def fit_least_squares(collapsed: CollapsedBlock, inputs: torch.Tensor, outputs: 
     solution = torch.linalg.solve(normal, features.T @ wanted)  # (C_in k k + 1, C_out)
     conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).float())
     conv.bias.copy_(solution[-1].float())
+
+
+#: per rewrite, how its block's convs compose (passes that find other blocks add theirs)
+COMPOSERS = {NAME: composed_linear_map}

@@ -16,6 +16,7 @@ from fxrewrite import api
 from fxrewrite.frontend.capture import capture
 from fxrewrite.legality import check
 from fxrewrite.lowering.restructure import restructure, swapped
+from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
     CollapsedBlock,
     composed_linear_map,
@@ -94,6 +95,43 @@ def test_the_distilled_block_beats_its_initialisation_on_held_out_inputs():
     assert 0 < error() < 0.5 * initial
 
 
+class FusedBlock(nn.Module):
+    """EfficientNetV2's fused MBConv: 3x3 expand, SiLU, 1x1 project, + x."""
+
+    def __init__(self, width: int = 8, expanded: int = 32):
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(width, expanded, 3, padding=1), nn.BatchNorm2d(expanded), nn.SiLU())
+        self.project = nn.Sequential(nn.Conv2d(expanded, width, 1), nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        return x + self.project(self.expand(x))
+
+
+@pytest.mark.parametrize("frontend", ["symbolic", "export"])
+def test_a_conv_act_pointwise_chain_is_found_and_its_linear_part_composes(frontend):
+    torch.manual_seed(0)
+    model = FusedBlock().eval()
+    for norm in (model.expand[1], model.project[1]):  # statistics that are not the identity
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 8, 9, 11)
+    lowered = api.lower(model, (x,), target=ETHOS, frontend=frontend)  # batch norms folded
+    [block] = find_conv_act_pointwise(lowered.gm)
+    assert (block.kernel, block.stride, block.in_ch, block.out_ch, block.residual) == (3, 1, 8, 8, True)
+    weight, bias = block.composed()
+    linear = FusedBlock().eval()
+    linear.load_state_dict(model.state_dict())
+    linear.expand[2] = nn.Identity()
+    with torch.no_grad():  # without the SiLU the block is the composed conv, at every pixel (1x1 reads no padding)
+        assert torch.allclose(F.conv2d(x, weight, bias, padding=1) + x, linear(x), atol=1e-5)
+    collapsed = CollapsedBlock(block)
+    with torch.no_grad():
+        y = lowered.gm(x)
+        initial = (collapsed(x) - y).norm()
+    fit_least_squares(collapsed, x, y)
+    with torch.no_grad():
+        assert (collapsed(x) - y).norm() < initial
+
+
 def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
     torch.manual_seed(0)
     model = TinyMobileNet().eval()
@@ -134,7 +172,7 @@ def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_c
     assert code == 0, err
     document = json.loads(report.read_text())["restructuring"]
     assert document["budget_points"] == 0.5 and len(document["blocks"]) == 3
-    assert "restructuring (approx-inverted-residual-as-collapsed-block, accuracy budget 0.5 points)" in out
+    assert "restructuring (accuracy budget 0.5 points)" in out and "(approx-inverted-residual-as-collapsed-block)" in out
     code, out, err = run_cli("lower", spec, "-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib",
                              "synthetic", "--accuracy-budget", "-1", "-o", str(tmp_path / "n.pt2"))
     assert code == 2 and "--accuracy-budget -1.0: give points of top-1 agreement from 0" in err

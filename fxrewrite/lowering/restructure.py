@@ -27,10 +27,10 @@ from fxrewrite.cost import nodes_cycles
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
+from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
-    NAME,
     CollapsedBlock,
-    InvertedResidual,
+    Collapsible,
     find_inverted_residuals,
     fit_least_squares,
 )
@@ -76,13 +76,13 @@ class Restructured:
 
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
-        lines = [f"restructuring ({NAME}, accuracy budget {self.budget:g} points): {len(chosen)} of "
+        lines = [f"restructuring (accuracy budget {self.budget:g} points): {len(chosen)} of "
                  f"{len(self.considered)} blocks collapsed" + (f", held-out agreement {self.agreement:.2%}"
                                                               if self.agreement is not None else "")]
         for c in self.considered:
             errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
                       if c.error_distilled is not None else "")
-            lines.append(f"  {c.block}: {c.cycles_before:,.0f} -> {c.cycles_after:,.0f} cycles{errors}; "
+            lines.append(f"  {c.block} ({c.rewrite}): {c.cycles_before:,.0f} -> {c.cycles_after:,.0f} cycles{errors}; "
                          f"{'chosen' if c.chosen else 'kept: ' + c.why}")
         return "\n".join(lines)
 
@@ -108,7 +108,7 @@ def _relative_error(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tens
     return ((got - outputs).norm() / outputs.norm().clamp_min(1e-12)).item()
 
 
-def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[InvertedResidual, CollapsedBlock]]) -> fx.GraphModule:
+def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, CollapsedBlock]]) -> fx.GraphModule:
     """A copy of `gm` with each block (by output name) replaced by its collapsed block, written as
     the vocabulary's ops (activation, conv, add) so that the target judges each."""
     result = copy.deepcopy(gm)
@@ -152,16 +152,19 @@ def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
 def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
                 seed: int = 0) -> Restructured:
     """`gm` (legal on `target`, shapes recorded at batch 1) with the collapses that pay (module docstring)."""
-    blocks = find_inverted_residuals(gm)
     considered: dict[str, Considered] = {}
-    candidates: dict[str, tuple[InvertedResidual, CollapsedBlock]] = {}
-    for block in blocks:
+    candidates: dict[str, tuple[Collapsible, CollapsedBlock]] = {}
+    claimed: set[fx.Node] = set()
+    for block in find_inverted_residuals(gm) + find_conv_act_pointwise(gm):
+        if claimed & set(block.nodes):
+            continue  # inside a block considered already
+        claimed |= set(block.nodes)
         torch.manual_seed(seed)
         collapsed = CollapsedBlock(block)
         sample = torch.zeros(tensor_shape(block.input))
         before = nodes_cycles(block.nodes, target.performance)
         after = module_cost(collapsed, (sample,), target).cycles
-        row = Considered(block.output.name, NAME, before, after)
+        row = Considered(block.output.name, block.rewrite, before, after)
         illegal = _legal(collapsed, sample, target)
         if illegal:
             considered[row.block] = Considered(**(asdict(row) | {"why": f"not legal on {target.name}: {illegal}"}))
@@ -185,7 +188,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
     with torch.no_grad():
         teacher = torch.cat([gm(batch) for batch in held.split(BATCH)])
     floor = 1.0 - budget / 100
-    accepted: dict[str, tuple[InvertedResidual, nn.Module]] = {}
+    accepted: dict[str, tuple[Collapsible, CollapsedBlock]] = {}
     agreement = None
     for name in sorted(candidates, key=lambda n: considered[n].cycles_after - considered[n].cycles_before):
         trial = swapped(gm, accepted | {name: candidates[name]})
