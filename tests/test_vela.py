@@ -149,3 +149,15 @@ def test_a_pte_is_quantized_on_the_calibration_inputs_and_judged_on_their_held_o
     assert (quantization["calibration_inputs"], quantization["held_out_inputs"]) == (16, 4)
     assert 0 <= quantization["top1_agreement"] <= 1 and 0 <= quantization["relative_error"] < 0.5
     assert "held-out inputs: top-1 agreement" in stdout and program.is_file()
+
+
+def test_the_int8_quantizer_calibrates_on_at_most_256_inputs_and_is_judged_on_at_most_500():
+    """Its observers take each input alone: all of 6,400 calibration images held one compile for hours."""
+    from fxrewrite.cli_vela import VelaRuns
+    from fxrewrite.quant import CalibrationData
+
+    runs = VelaRuns(None)
+    runs.calibrate_on(CalibrationData(tuple(torch.randn(700, 3, 4, 4).split(64)), tuple(torch.randn(600, 3, 4, 4).split(64)),
+                                      "random"))
+    assert (len(runs.calibration), len(runs.held_out)) == (256, 500)
+    assert all(inputs[0].shape == (1, 3, 4, 4) for inputs in runs.calibration + runs.held_out)
