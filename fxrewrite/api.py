@@ -19,6 +19,8 @@ from fxrewrite.frontend.load import check_inputs
 from fxrewrite.legality import CheckReport
 from fxrewrite.lowering import TrainingOptions, lower_graph
 from fxrewrite.report import LoweringReport
+from fxrewrite.ship.ethos_u import ethos_u_installed
+from fxrewrite.ship.vela_cost import VelaBlockCycles
 from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.target import Target
 
@@ -160,6 +162,8 @@ def lower(
     if unknown:
         raise UsageError(f"lower() got unknown keywords {', '.join(unknown)}; the training keywords are the fields of "
                          "fxrewrite.lowering.TrainingOptions")
+    if calib is not None and chip.vela_accelerator and "block_cycles" not in training and ethos_u_installed():
+        training["block_cycles"] = VelaBlockCycles(chip.vela_accelerator)  # the compiler's cycles, not the estimate
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
     label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,

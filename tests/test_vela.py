@@ -161,3 +161,14 @@ def test_the_int8_quantizer_calibrates_on_at_most_256_inputs_and_is_judged_on_at
                                       "random"))
     assert (len(runs.calibration), len(runs.held_out)) == (256, 500)
     assert all(inputs[0].shape == (1, 3, 4, 4) for inputs in runs.calibration + runs.held_out)
+
+
+def test_vela_block_cycles_compile_each_signature_once():
+    pytest.importorskip("executorch")
+    from fxrewrite.ship.vela_cost import VelaBlockCycles
+
+    measure = VelaBlockCycles("ethos-u55-128")
+    conv, sample = nn.Conv2d(8, 8, 3, padding=1), torch.randn(1, 8, 8, 8)
+    first = measure(conv, sample, ("conv", 8))
+    assert first > 0 and measure(nn.Conv2d(8, 8, 3, padding=1), sample, ("conv", 8)) == first
+    assert len(measure.cache) == 1 and measure.describe() == "Vela on ethos-u55-128 (1 blocks compiled)"

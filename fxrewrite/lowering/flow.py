@@ -21,7 +21,7 @@ from fxrewrite.frontend.inputs import check_seed
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, legal_lowering, lower_exact
 from fxrewrite.lowering.heap import older_objects_frozen
-from fxrewrite.lowering.restructure import DEFAULT_BUDGET, Restructured, restructure
+from fxrewrite.lowering.restructure import DEFAULT_BUDGET, BlockCycles, Restructured, restructure
 from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
                              post_training_quantize, scheme_for)
 from fxrewrite.quant.post_training import Calibrated
@@ -57,6 +57,9 @@ class TrainingOptions:
     student_budget: float = DEFAULT_STUDENT_BUDGET
     #: points of held-out top-1 agreement the restructuring planner may spend (0: no restructuring)
     accuracy_budget: float = DEFAULT_BUDGET
+    #: the restructuring planner's cycles per block (None: the target's estimate; `fxrewrite.lower`
+    #: gives Vela's on an Ethos-U target where the ethos-u extra is installed)
+    block_cycles: BlockCycles | None = None
     device: str = "cpu"
     seed: int = 0
     checkpoint_dir: Path | None = None
@@ -166,7 +169,8 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                               notes=[exact.budget_note] if exact.budget_note else [])
     broken = exact.verification.max_relative_error > tolerance and reference is None
     if data is not None and not exact.verdicts.illegal and not broken and training.accuracy_budget > 0:
-        restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed)
+        restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed,
+                                   training.block_cycles)
         outcome = replace(outcome, gm=restructured.gm, verdicts=check(restructured.gm, target, model),
                           restructured=restructured, calibration=data)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None

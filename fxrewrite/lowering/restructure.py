@@ -3,8 +3,9 @@ Restructurable Activation Networks do, distilled label-free and kept only within
 
 For a legal lowered graph and calibration data, every inverted residual is considered for RAN-e's
 collapse (passes/approx_inverted_residual_as_collapsed_block.py):
-1. cost: the block's estimated cycles on the target against the collapsed block's (the estimate
-   fitted to Vela on the Ethos-U targets); a block whose collapse is not cheaper, or not legal, stays;
+1. cost: the block's cycles on the target against the collapsed block's, each compiled alone by
+   Vela where the caller gives a `BlockCycles` (fxrewrite.ship.vela_cost on the Ethos-U targets),
+   else the target's estimate; a block whose collapse is not cheaper, or not legal, stays;
 2. distil: from the teacher block's composed linear map, the collapsed conv is fitted by least
    squares to the teacher block's own input and output on calibration inputs (label-free), and
    judged on held-out inputs against that initialisation;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +29,7 @@ from fxrewrite.cost import nodes_cycles
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
+from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
     CollapsedBlock,
@@ -62,6 +65,10 @@ class Considered:
     why: str = ""
 
 
+#: a block's cycles: (module, an input of its shape, a signature that names its structure) -> cycles
+BlockCycles = Callable[[nn.Module, torch.Tensor, Hashable], float]
+
+
 @dataclass
 class Restructured:
     gm: fx.GraphModule
@@ -69,16 +76,18 @@ class Restructured:
     budget: float
     #: held-out agreement (top-1, or cosine for other outputs) of the result with the teacher
     agreement: float | None = None
+    #: where the cycles came from
+    costed_by: str = "the target's estimate"
 
     def to_dict(self) -> dict:
-        return {"budget_points": self.budget, "agreement": self.agreement,
+        return {"budget_points": self.budget, "agreement": self.agreement, "costed_by": self.costed_by,
                 "blocks": [asdict(c) for c in self.considered]}
 
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
-        lines = [f"restructuring (accuracy budget {self.budget:g} points): {len(chosen)} of "
-                 f"{len(self.considered)} blocks collapsed" + (f", held-out agreement {self.agreement:.2%}"
-                                                              if self.agreement is not None else "")]
+        lines = [f"restructuring (accuracy budget {self.budget:g} points, cycles by {self.costed_by}): "
+                 f"{len(chosen)} of {len(self.considered)} blocks collapsed"
+                 + (f", held-out agreement {self.agreement:.2%}" if self.agreement is not None else "")]
         for c in self.considered:
             errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
                       if c.error_distilled is not None else "")
@@ -149,9 +158,22 @@ def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
     return "; ".join(f"{row.kind}: {row.reason}" for row in check(graph, target).illegal)
 
 
+def _cycles(block: Collapsible, collapsed: CollapsedBlock, sample: torch.Tensor, gm: fx.GraphModule,
+            target: Target, measure: BlockCycles | None) -> tuple[float, float]:
+    """The block's cycles and its collapse's, measured where `measure` is given, else estimated."""
+    if measure is None:
+        return nodes_cycles(block.nodes, target.performance), module_cost(collapsed, (sample,), target).cycles
+    teacher, _ = extract_subgraph(gm, [n for n in block.nodes if n.op != "get_attr"])
+    shapes = (tuple(sample.shape), tuple(tensor_shape(block.output)))
+    return (measure(teacher, sample, ("teacher", products_signature(list(block.nodes)))),
+            measure(collapsed, sample, ("collapsed", block.rewrite, type(collapsed.act).__name__, block.kernel,
+                                        block.stride, block.residual, *shapes)))
+
+
 def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
-                seed: int = 0) -> Restructured:
-    """`gm` (legal on `target`, shapes recorded at batch 1) with the collapses that pay (module docstring)."""
+                seed: int = 0, measure: BlockCycles | None = None) -> Restructured:
+    """`gm` (legal on `target`, shapes recorded at batch 1) with the collapses that pay (module
+    docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
     considered: dict[str, Considered] = {}
     candidates: dict[str, tuple[Collapsible, CollapsedBlock]] = {}
     claimed: set[fx.Node] = set()
@@ -162,17 +184,17 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         torch.manual_seed(seed)
         collapsed = CollapsedBlock(block)
         sample = torch.zeros(tensor_shape(block.input))
-        before = nodes_cycles(block.nodes, target.performance)
-        after = module_cost(collapsed, (sample,), target).cycles
-        row = Considered(block.output.name, block.rewrite, before, after)
         illegal = _legal(collapsed, sample, target)
+        before, after = _cycles(block, collapsed, sample, gm, target, None if illegal else measure)
+        row = Considered(block.output.name, block.rewrite, before, after)
         if illegal:
             considered[row.block] = Considered(**(asdict(row) | {"why": f"not legal on {target.name}: {illegal}"}))
         elif after >= before:
             considered[row.block] = Considered(**(asdict(row) | {"why": "not cheaper on the target"}))
         else:
             considered[row.block], candidates[row.block] = row, (block, collapsed)
-    result = Restructured(gm, list(considered.values()), budget)
+    costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
+    result = Restructured(gm, list(considered.values()), budget, costed_by=costed_by)
     if not candidates:
         return result
     train = _samples(data.train, FIT_SAMPLES)
@@ -200,4 +222,4 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
             considered[name] = Considered(**(asdict(considered[name]) | {
                 "why": f"held-out agreement would fall to {score:.2%}, below the budget's {floor:.2%}"}))
     final = annotate_shapes(swapped(gm, accepted), (held[:1],)) if accepted else gm
-    return Restructured(final, list(considered.values()), budget, agreement)
+    return Restructured(final, list(considered.values()), budget, agreement, costed_by)

@@ -37,10 +37,14 @@ EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, wh
 BOUNDARY_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "getitem", "executorch_call_delegate"})
 
 
+def ethos_u_installed() -> bool:
+    """Whether ExecuTorch's Arm backend and Vela (the ethos-u extra) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("executorch", "ethosu"))
+
+
 def require_ethos_u(wanted_by: str = "compiling for Ethos-U") -> None:
     """Refuse, before any work, when ExecuTorch's Arm backend or Vela is missing."""
-    missing = [name for name in ("executorch", "ethosu") if importlib.util.find_spec(name) is None]
-    if missing:
+    if not ethos_u_installed():
         raise UsageError(f"{wanted_by} compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
                          f"{EXTRA_ADVICE}")
 
