@@ -19,9 +19,9 @@ from fxrewrite.frontend.load import check_inputs
 from fxrewrite.legality import CheckReport
 from fxrewrite.lowering import TrainingOptions, lower_graph
 from fxrewrite.report import LoweringReport
+from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.ship.ethos_u import ethos_u_installed
 from fxrewrite.ship.vela_cost import VelaBlockCycles
-from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.target import Target
 
 

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fxrewrite.cost import Size
-from fxrewrite.lowering.restructure import Restructured
 from fxrewrite.distill import Distilled, Point, Region, StudentResult
 from fxrewrite.distill.regions import MANY_BLOCKS
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
+from fxrewrite.lowering.restructure import Restructured
 from fxrewrite.rewrite.compare import Agreement
 
 VERSION = 1

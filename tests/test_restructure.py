@@ -149,8 +149,7 @@ def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
     assert any(row.chosen for row in rows.values())
     assert check(result.gm, ETHOS).all_legal  # the collapsed blocks are written as the target's ops
     nothing = restructure(lowered.gm, ETHOS, data, budget=1e-9)  # no drop allowed: only what keeps every answer
-    assert all(c.why.startswith("held-out agreement would fall") or c.chosen or "not" in c.why
-               for c in nothing.considered)
+    assert all(c.chosen != bool(c.why) for c in nothing.considered)  # each row chosen, or kept with its reason
     held = torch.cat(data.held_out)
     with torch.no_grad():
         teacher, kept = lowered.gm(held).argmax(1), nothing.gm(held).argmax(1)

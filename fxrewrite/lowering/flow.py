@@ -171,8 +171,8 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     if data is not None and not exact.verdicts.illegal and not broken and training.accuracy_budget > 0:
         restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed,
                                    training.block_cycles)
-        outcome = replace(outcome, gm=restructured.gm, verdicts=check(restructured.gm, target, model),
-                          restructured=restructured, calibration=data)
+        verdicts = exact.verdicts if restructured.gm is exact.gm else check(restructured.gm, target, model)
+        outcome = replace(outcome, gm=restructured.gm, verdicts=verdicts, restructured=restructured, calibration=data)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None
     if data is None or not needs_training or broken:
         return outcome

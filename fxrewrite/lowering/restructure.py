@@ -2,7 +2,8 @@
 Restructurable Activation Networks do, distilled label-free and kept only within an accuracy budget.
 
 For a legal lowered graph and calibration data, every inverted residual is considered for RAN-e's
-collapse (passes/approx_inverted_residual_as_collapsed_block.py):
+collapse (passes/approx_inverted_residual_as_collapsed_block.py) and every k x k conv -> activation
+-> 1x1 conv for SESR's (passes/approx_conv_act_pointwise_as_conv.py):
 1. cost: the block's cycles on the target against the collapsed block's, each compiled alone by
    Vela where the caller gives a `BlockCycles` (fxrewrite.ship.vela_cost on the Ethos-U targets),
    else the target's estimate; a block whose collapse is not cheaper, or not legal, stays;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable, Hashable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +39,13 @@ from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
     fit_least_squares,
 )
 from fxrewrite.quant import CalibrationData
+from fxrewrite.rewrite.compare import top1_agreement
 from fxrewrite.rewrite.verify import NodeRecorder
 from fxrewrite.target import Target
 
 #: the default accuracy budget: points of held-out top-1 agreement with the teacher a restructuring may cost
 DEFAULT_BUDGET = 0.5
-#: calibration inputs the fits and the blockwise training read at most (each block's tensors are kept)
+#: calibration inputs the least-squares fits read at most (each block's tensors are kept)
 FIT_SAMPLES = 512
 #: held-out inputs the acceptance reads at most
 JUDGE_SAMPLES = 1000
@@ -149,7 +151,7 @@ def _agreement(gm: fx.GraphModule, inputs: torch.Tensor, teacher: torch.Tensor) 
     with torch.no_grad():
         got = torch.cat([gm(batch) for batch in inputs.split(BATCH)])
     if got.dim() == 2 and got.shape[1] > 1:
-        return (got.argmax(1) == teacher.argmax(1)).float().mean().item()
+        return top1_agreement(got, teacher)
     return F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
 
 
@@ -188,9 +190,9 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         before, after = _cycles(block, collapsed, sample, gm, target, None if illegal else measure)
         row = Considered(block.output.name, block.rewrite, before, after)
         if illegal:
-            considered[row.block] = Considered(**(asdict(row) | {"why": f"not legal on {target.name}: {illegal}"}))
+            considered[row.block] = replace(row, why=f"not legal on {target.name}: {illegal}")
         elif after >= before:
-            considered[row.block] = Considered(**(asdict(row) | {"why": "not cheaper on the target"}))
+            considered[row.block] = replace(row, why="not cheaper on the target")
         else:
             considered[row.block], candidates[row.block] = row, (block, collapsed)
     costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
@@ -205,8 +207,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         initial = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
         fit_least_squares(collapsed, seen[block.input.name], seen[block.output.name])
         distilled = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
-        considered[name] = Considered(**(asdict(considered[name]) | {"error_initial": initial,
-                                                                     "error_distilled": distilled}))
+        considered[name] = replace(considered[name], error_initial=initial, error_distilled=distilled)
     with torch.no_grad():
         teacher = torch.cat([gm(batch) for batch in held.split(BATCH)])
     floor = 1.0 - budget / 100
@@ -217,9 +218,9 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         score = _agreement(trial, held, teacher)
         if score >= floor:
             accepted[name], agreement = candidates[name], score
-            considered[name] = Considered(**(asdict(considered[name]) | {"chosen": True}))
+            considered[name] = replace(considered[name], chosen=True)
         else:
-            considered[name] = Considered(**(asdict(considered[name]) | {
-                "why": f"held-out agreement would fall to {score:.2%}, below the budget's {floor:.2%}"}))
+            considered[name] = replace(considered[name], why=f"held-out agreement would fall to {score:.2%}, "
+                                                             f"below the budget's {floor:.2%}")
     final = annotate_shapes(swapped(gm, accepted), (held[:1],)) if accepted else gm
     return Restructured(final, list(considered.values()), budget, agreement, costed_by)

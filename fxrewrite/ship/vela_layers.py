@@ -19,6 +19,7 @@ from torch import fx
 from fxrewrite.cost import node_macs
 from fxrewrite.ir import op_view
 
+
 @dataclass(frozen=True)
 class VelaLayer:
     """One row of Vela's per-layer CSV."""
