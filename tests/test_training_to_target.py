@@ -57,6 +57,14 @@ def test_a_phase_stops_on_a_plateau_and_ends_in_its_best_epoch():
     assert mark == 2.0  # the second epoch scored best; the fifth was the last run
 
 
+def test_a_phase_whose_loss_still_falls_is_no_plateau():
+    falling = [4.0, 3.0, 2.0, 1.5, 1.2, 1.15, 1.14, 1.13, 1.12, 1.11]  # added to a loss of 0.5 per epoch
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.58, 0.57, 0.56, 0.55, 0.54, 0.53, 0.52], patience=3,
+                         added_loss=falling)
+    # epochs 3-5 gained nothing held out, but the loss fell 2.5 -> 1.7; by epoch 8 it fell under 5% in 3 epochs
+    assert monitor.stopped == "no held-out gain in 6 epochs" and len(monitor.history) == 9 and mark == 2.0
+
+
 def test_without_patience_every_epoch_runs_and_the_best_is_still_kept():
     mark, monitor = _run([0.4, 0.5, 0.9, 0.6, 0.7], patience=None, epochs=4)
     assert len(monitor.history) == 5 and not monitor.stopped and mark == 2.0
