@@ -213,6 +213,15 @@ class CollapsedBlock(nn.Module):
         y = self.conv(self.act(x))
         return y + x if self.residual else y
 
+    def signature(self) -> tuple:
+        return (type(self.act).__name__,)
+
+    def initialise(self, inputs: torch.Tensor) -> None:
+        """Initialised from the composed linear map already, at construction."""
+
+    def distil(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+        fit_least_squares(self, inputs, outputs)
+
 
 @torch.no_grad()
 def fit_least_squares(collapsed: CollapsedBlock, inputs: torch.Tensor, outputs: torch.Tensor) -> None:

@@ -1,6 +1,8 @@
-"""The restructuring planner and RAN-e's collapse (passes/approx_inverted_residual_as_collapsed_block.py,
-fxrewrite/lowering/restructure.py): blocks found in module and ATen captures, the composed linear
-map, a distilled block better than its initialisation, choices within the cost and the budget."""
+"""The restructuring planner, RAN-e's collapse (passes/approx_inverted_residual_as_collapsed_block.py) and
+RAN-i's narrow pair (passes/approx_inverted_residual_as_narrow_pair.py), fxrewrite/lowering/restructure.py:
+blocks found in module and ATen captures, the composed linear map, the pair's initialisation from the
+teacher's channels and its NN-Mass, distilled blocks better than their initialisation, choices within
+the cost and the budget."""
 
 from __future__ import annotations
 
@@ -9,20 +11,24 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvertedResidual
 
 from fxrewrite import api
 from fxrewrite.frontend.capture import capture
+from fxrewrite.ir import annotate_shapes
 from fxrewrite.legality import check
 from fxrewrite.lowering.restructure import restructure, swapped
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
+from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
     CollapsedBlock,
     composed_linear_map,
     find_inverted_residuals,
     fit_least_squares,
 )
+from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, narrowable
 from fxrewrite.quant import CalibrationData
 from fxrewrite.ship.ethos_u import ethos_u_installed
 from fxrewrite.target import Target
@@ -77,23 +83,62 @@ def test_without_activations_the_block_is_its_composed_conv_away_from_the_border
     assert torch.allclose(F.conv2d(x, weight, bias, padding=1)[..., 1:-1, 1:-1], linear[..., 1:-1, 1:-1], atol=1e-5)
 
 
-def test_the_distilled_block_beats_its_initialisation_on_held_out_inputs():
+def _pair_of(teacher: nn.Module, x: torch.Tensor) -> tuple[NarrowPair, torch.fx.GraphModule]:
+    gm = api.lower(teacher, (x[:1],), target=ETHOS).gm  # batch norms folded, as the planner sees the block
+    [block] = find_inverted_residuals(gm)
+    assert not narrowable(block)
+    return NarrowPair(block), gm
+
+
+@pytest.mark.parametrize("stride, c_out", [(1, 16), (2, 24)])
+def test_the_narrow_pair_starts_as_the_teacher_where_the_dropped_channels_contribute_nothing(stride, c_out):
+    torch.manual_seed(0)
+    teacher = TorchvisionInvertedResidual(16, c_out, stride, 6).eval()  # expansion 96, the pair's 32
+    for norm in teacher.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2)
+    project = teacher.conv[2]
+    with torch.no_grad():  # 64 of the 96 expanded channels read by nothing
+        project.weight[:, torch.randperm(96)[:64]] = 0
+    x = torch.randn(64, 16, 11, 9)
+    pair, gm = _pair_of(teacher, x)
+    assert (pair.first.expand.out_channels, pair.second.expand.out_channels) == (32, 32) == (narrow_width(96),) * 2
+    pair.initialise(x)
+    with torch.no_grad():
+        assert torch.allclose(pair(x), teacher(x), atol=1e-5)
+    # NN-Mass: the teacher block's 2 x 16 where it has its residual (else 0), the pair's never less
+    pair_mass = graph_nn_mass(capture(pair, (x[:1],), "symbolic"))
+    assert graph_nn_mass(gm) == (32 if stride == 1 else 0) and pair_mass == 2 * c_out + graph_nn_mass(gm)
+    assert check(capture(pair, (x[:1],), "symbolic"), ETHOS).all_legal
+
+
+@pytest.mark.parametrize("replacement, bound", [(CollapsedBlock, 0.5), (NarrowPair, 0.7)])
+def test_a_distilled_replacement_beats_its_initialisation_on_held_out_inputs(replacement, bound):
     torch.manual_seed(0)
     teacher = TorchvisionInvertedResidual(16, 16, 1, 6).eval()
-    x = torch.randn(160, 16, 9, 9)
+    x = torch.randn(192, 16, 9, 9)
     with torch.no_grad():
         y = teacher(x)
-    [block] = find_inverted_residuals(capture(teacher, (x[:1],), "export"))
-    collapsed = CollapsedBlock(block)
+    [block] = find_inverted_residuals(api.lower(teacher, (x[:1],), target=ETHOS).gm)
+    module = replacement(block)
+    module.initialise(x[:160])
 
     def error() -> float:
         with torch.no_grad():
-            return ((collapsed(x[128:]) - y[128:]).norm() / y[128:].norm()).item()
+            return ((module(x[160:]) - y[160:]).norm() / y[160:].norm()).item()
 
     initial = error()
-    fit_least_squares(collapsed, x[:128], y[:128])
-    # one activation instead of two cannot be exact: the error stays, but falls well below the start
-    assert 0 < error() < 0.5 * initial
+    module.distil(x[:160], y[:160])
+    # one activation instead of two, or a third of the channels, cannot be exact: the error stays, but falls
+    assert 0 < error() < bound * initial
+
+
+def test_a_block_without_an_expansion_or_with_a_gate_is_not_narrowed():
+    blocks = find_inverted_residuals(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"))
+    assert [narrowable(b) for b in blocks] == ["no expansion to narrow", "", ""]
+    gated = torchvision.models.mobilenet_v3_small().features[4].eval()  # 24 -> 96 expansion, SE gate
+    [block] = find_inverted_residuals(capture(gated, (torch.randn(1, 24, 9, 9),), "symbolic"))
+    assert narrowable(block) == "a squeeze-and-excitation gate (the pair has none)"
 
 
 class FusedBlock(nn.Module):
@@ -139,8 +184,11 @@ def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
     lowered = api.lower(model, (torch.randn(1, 3, 13, 13),), target=ETHOS)
     data = _data()
     result = restructure(lowered.gm, ETHOS, data, budget=100.0)  # any agreement will do
-    rows = {c.block: c for c in result.considered}
-    assert len(rows) == 3
+    rows = {(c.block, c.rewrite): c for c in result.considered}
+    # each block collapsed, the two with an expansion also as narrow pairs
+    assert len(rows) == 5 and len({block for block, _ in rows}) == 3
+    assert sum(rewrite == "approx-inverted-residual-as-narrow-pair" for _, rewrite in rows) == 2
+    assert sum(row.chosen for row in rows.values()) <= 3  # at most one replacement per block
     for row in rows.values():
         if row.chosen:
             assert row.cycles_after < row.cycles_before and row.error_distilled < row.error_initial
@@ -163,13 +211,13 @@ def test_the_planner_compares_measured_cycles_where_it_is_given_a_measure():
     class Measure:
         def __call__(self, module, sample, signature):
             calls.append(signature[0])
-            return 1.0 if signature[0] == "teacher" else 2.0  # every collapse dearer than its block
+            return 1.0 if signature[0] == "teacher" else 2.0  # every replacement dearer than its block
 
         def describe(self):
             return "a stub"
 
     result = restructure(lowered.gm, ETHOS, _data(), budget=100.0, measure=Measure())
-    assert calls.count("teacher") == calls.count("collapsed") == 3 and result.costed_by == "a stub"
+    assert calls.count("teacher") == 3 and calls.count("replacement") == 5 and result.costed_by == "a stub"
     assert all(not c.chosen and c.why == "not cheaper on the target" for c in result.considered)
 
 
@@ -179,6 +227,12 @@ def test_swapping_a_chain_of_blocks_rewires_each_to_the_one_before():
     result = swapped(gm, {b.output.name: (b, CollapsedBlock(b)) for b in blocks})
     assert result(torch.randn(2, 3, 13, 13)).shape == (2, 10)
     assert not find_inverted_residuals(result)
+    first, *narrowed = blocks
+    paired = swapped(gm, {first.output.name: (first, CollapsedBlock(first))}
+                     | {b.output.name: (b, NarrowPair(b)) for b in narrowed})
+    assert paired(torch.randn(2, 3, 13, 13)).shape == (2, 10)
+    paired = annotate_shapes(paired, (torch.randn(1, 3, 13, 13),))
+    assert len(find_inverted_residuals(paired)) == 4  # two pairs of inverted residuals
 
 
 def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_cli, tmp_path):
@@ -188,7 +242,7 @@ def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_c
                              "synthetic", "--calib-size", "60", "-o", str(tmp_path / "m.pt2"), "--report", str(report))
     assert code == 0, err
     document = json.loads(report.read_text())["restructuring"]
-    assert document["budget_points"] == 0.5 and len(document["blocks"]) == 3
+    assert document["budget_points"] == 0.5 and len(document["blocks"]) == 5
     # on an Ethos-U target the cycles are Vela's where the extra is installed (make test installs it)
     costed_by = ("Vela on ethos-u55-128 (" if ethos_u_installed() else "the target's estimate")
     assert document["costed_by"].startswith(costed_by)

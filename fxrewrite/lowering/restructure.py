@@ -2,23 +2,24 @@
 Restructurable Activation Networks do, distilled label-free and kept only within an accuracy budget.
 
 For a legal lowered graph and calibration data, every inverted residual is considered for RAN-e's
-collapse (passes/approx_inverted_residual_as_collapsed_block.py) and every k x k conv -> activation
--> 1x1 conv for SESR's (passes/approx_conv_act_pointwise_as_conv.py):
-1. cost: the block's cycles on the target against the collapsed block's, each compiled alone by
+collapse (passes/approx_inverted_residual_as_collapsed_block.py) and for RAN-i's narrow pair
+(passes/approx_inverted_residual_as_narrow_pair.py), every k x k conv -> activation -> 1x1 conv for
+SESR's collapse (passes/approx_conv_act_pointwise_as_conv.py):
+1. cost: the block's cycles on the target against each replacement's, each compiled alone by
    Vela where the caller gives a `BlockCycles` (fxrewrite.ship.vela_cost on the Ethos-U targets),
-   else the target's estimate; a block whose collapse is not cheaper, or not legal, stays;
-2. distil: from the teacher block's composed linear map, the collapsed conv is fitted by least
-   squares to the teacher block's own input and output on calibration inputs (label-free), and
-   judged on held-out inputs against that initialisation;
-3. accept: in order of cycles saved, each collapse is kept while the network's held-out top-1
-   agreement with the teacher stays within `budget` points of 100% (the teacher agrees with itself);
-   for outputs that are not class scores, while the held-out cosine stays within budget / 100 of 1.
+   else the target's estimate; a replacement that is not cheaper, or not legal, is dropped;
+2. distil: each replacement starts from the teacher block's weights (`initialise`) and is fitted
+   to the teacher block's own input and output on calibration inputs, label-free (`distil`: least
+   squares for a collapse, Adam for the pair), and judged on held-out inputs against its start;
+3. accept: in order of cycles saved, each replacement of a block not replaced yet is kept while the
+   network's held-out top-1 agreement with the teacher stays within `budget` points of 100% (the
+   teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
+   stays within budget / 100 of 1.
 """
 
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, replace
 
@@ -32,12 +33,10 @@ from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
-    CollapsedBlock,
-    Collapsible,
-    find_inverted_residuals,
-    fit_least_squares,
-)
+from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import NAME as INVERTED_RESIDUAL
+from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import CollapsedBlock, Collapsible, find_inverted_residuals
+from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NAME as NARROW_PAIR
+from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrowable
 from fxrewrite.quant import CalibrationData
 from fxrewrite.rewrite.compare import top1_agreement
 from fxrewrite.rewrite.verify import NodeRecorder
@@ -87,8 +86,9 @@ class Restructured:
 
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
+        blocks = len({c.block for c in self.considered})
         lines = [f"restructuring (accuracy budget {self.budget:g} points, cycles by {self.costed_by}): "
-                 f"{len(chosen)} of {len(self.considered)} blocks collapsed"
+                 f"{len(chosen)} of {blocks} blocks replaced"
                  + (f", held-out agreement {self.agreement:.2%}" if self.agreement is not None else "")]
         for c in self.considered:
             errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
@@ -119,23 +119,24 @@ def _relative_error(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tens
     return ((got - outputs).norm() / outputs.norm().clamp_min(1e-12)).item()
 
 
-def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, CollapsedBlock]]) -> fx.GraphModule:
-    """A copy of `gm` with each block (by output name) replaced by its collapsed block, written as
-    the vocabulary's ops (activation, conv, add) so that the target judges each."""
+def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, nn.Module]]) -> fx.GraphModule:
+    """A copy of `gm` with each block (by output name) replaced by its replacement's graph inlined,
+    written as the vocabulary's ops (activations, convs, adds) so that the target judges each."""
     result = copy.deepcopy(gm)
     graph = result.graph
     by_name = {node.name: node for node in graph.nodes}
     for output_name, (block, module) in blocks.items():
         output = by_name[output_name]
-        prefix = f"collapsed_{output_name}"
-        result.add_submodule(f"{prefix}_act", copy.deepcopy(module.act))
-        result.add_submodule(f"{prefix}_conv", copy.deepcopy(module.conv))
+        prefix = f"restructured_{output_name}"
+        result.add_submodule(prefix, copy.deepcopy(module))
+        inlined = fx.symbolic_trace(module).graph
+        for node in inlined.nodes:
+            if node.op in ("call_module", "get_attr"):
+                node.target = f"{prefix}.{node.target}"
+        [placeholder] = [node for node in inlined.nodes if node.op == "placeholder"]
         with graph.inserting_before(output):
             # the block's input may be an earlier block's output, replaced already
-            x = by_name[block.input.name]
-            replacement = graph.call_module(f"{prefix}_conv", (graph.call_module(f"{prefix}_act", (x,)),))
-            if module.residual:
-                replacement = graph.call_function(operator.add, (replacement, x))
+            replacement = graph.graph_copy(inlined, {placeholder: by_name[block.input.name]})
         output.replace_all_uses_with(replacement)
         by_name[output_name] = replacement
         for node in reversed([by_name[n.name] for n in block.nodes]):
@@ -160,41 +161,60 @@ def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
     return "; ".join(f"{row.kind}: {row.reason}" for row in check(graph, target).illegal)
 
 
-def _cycles(block: Collapsible, collapsed: CollapsedBlock, sample: torch.Tensor, gm: fx.GraphModule,
-            target: Target, measure: BlockCycles | None) -> tuple[float, float]:
-    """The block's cycles and its collapse's, measured where `measure` is given, else estimated."""
+def _block_cycles(block: Collapsible, sample: torch.Tensor, gm: fx.GraphModule, target: Target,
+                  measure: BlockCycles | None) -> float:
+    """The teacher block's cycles, measured where `measure` is given, else estimated."""
     if measure is None:
-        return nodes_cycles(block.nodes, target.performance), module_cost(collapsed, (sample,), target).cycles
+        return nodes_cycles(block.nodes, target.performance)
     teacher, _ = extract_subgraph(gm, [n for n in block.nodes if n.op != "get_attr"])
+    return measure(teacher, sample, ("teacher", products_signature(list(block.nodes))))
+
+
+def _replacement_cycles(block: Collapsible, rewrite: str, module: nn.Module, sample: torch.Tensor, target: Target,
+                        measure: BlockCycles | None) -> float:
+    if measure is None:
+        return module_cost(module, (sample,), target).cycles
     shapes = (tuple(sample.shape), tuple(tensor_shape(block.output)))
-    return (measure(teacher, sample, ("teacher", products_signature(list(block.nodes)))),
-            measure(collapsed, sample, ("collapsed", block.rewrite, type(collapsed.act).__name__, block.kernel,
-                                        block.stride, block.residual, *shapes)))
+    return measure(module, sample, ("replacement", rewrite, *module.signature(), block.kernel, block.stride,
+                                    block.residual, *shapes))
+
+
+def _replacements(block: Collapsible) -> list[tuple[str, Callable[[], nn.Module]]]:
+    """The replacements a block may take, by rewrite: RAN-e's or SESR's collapse, and RAN-i's pair
+    where the block's expansion can be narrowed."""
+    found: list[tuple[str, Callable[[], nn.Module]]] = [(block.rewrite, lambda: CollapsedBlock(block))]
+    if block.rewrite == INVERTED_RESIDUAL and not narrowable(block):
+        found.append((NARROW_PAIR, lambda: NarrowPair(block)))
+    return found
 
 
 def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
                 seed: int = 0, measure: BlockCycles | None = None) -> Restructured:
-    """`gm` (legal on `target`, shapes recorded at batch 1) with the collapses that pay (module
+    """`gm` (legal on `target`, shapes recorded at batch 1) with the replacements that pay (module
     docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
-    considered: dict[str, Considered] = {}
-    candidates: dict[str, tuple[Collapsible, CollapsedBlock]] = {}
+    considered: dict[tuple[str, str], Considered] = {}
+    candidates: dict[tuple[str, str], tuple[Collapsible, nn.Module]] = {}
     claimed: set[fx.Node] = set()
     for block in find_inverted_residuals(gm) + find_conv_act_pointwise(gm):
         if claimed & set(block.nodes):
             continue  # inside a block considered already
         claimed |= set(block.nodes)
-        torch.manual_seed(seed)
-        collapsed = CollapsedBlock(block)
         sample = torch.zeros(tensor_shape(block.input))
-        illegal = _legal(collapsed, sample, target)
-        before, after = _cycles(block, collapsed, sample, gm, target, None if illegal else measure)
-        row = Considered(block.output.name, block.rewrite, before, after)
-        if illegal:
-            considered[row.block] = replace(row, why=f"not legal on {target.name}: {illegal}")
-        elif after >= before:
-            considered[row.block] = replace(row, why="not cheaper on the target")
-        else:
-            considered[row.block], candidates[row.block] = row, (block, collapsed)
+        before = None
+        for rewrite, build in _replacements(block):
+            torch.manual_seed(seed)
+            module = build()
+            illegal = _legal(module, sample, target)
+            if before is None:
+                before = _block_cycles(block, sample, gm, target, None if illegal else measure)
+            after = _replacement_cycles(block, rewrite, module, sample, target, None if illegal else measure)
+            key, row = (block.output.name, rewrite), Considered(block.output.name, rewrite, before, after)
+            if illegal:
+                considered[key] = replace(row, why=f"not legal on {target.name}: {illegal}")
+            elif after >= before:
+                considered[key] = replace(row, why="not cheaper on the target")
+            else:
+                considered[key], candidates[key] = row, (block, module)
     costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
     result = Restructured(gm, list(considered.values()), budget, costed_by=costed_by)
     if not candidates:
@@ -203,24 +223,31 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
     held = _samples(data.held_out, JUDGE_SAMPLES)
     names = {n for block, _ in candidates.values() for n in (block.input.name, block.output.name)}
     seen, judged = _record(gm, names, train), _record(gm, names, held)
-    for name, (block, collapsed) in candidates.items():
-        initial = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
-        fit_least_squares(collapsed, seen[block.input.name], seen[block.output.name])
-        distilled = _relative_error(collapsed, judged[block.input.name], judged[block.output.name])
-        considered[name] = replace(considered[name], error_initial=initial, error_distilled=distilled)
+    for key, (block, module) in candidates.items():
+        torch.manual_seed(seed)
+        module.initialise(seen[block.input.name])
+        initial = _relative_error(module, judged[block.input.name], judged[block.output.name])
+        module.distil(seen[block.input.name], seen[block.output.name])
+        distilled = _relative_error(module, judged[block.input.name], judged[block.output.name])
+        considered[key] = replace(considered[key], error_initial=initial, error_distilled=distilled)
     with torch.no_grad():
         teacher = torch.cat([gm(batch) for batch in held.split(BATCH)])
     floor = 1.0 - budget / 100
-    accepted: dict[str, tuple[Collapsible, CollapsedBlock]] = {}
+    accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
+    accepted_by: dict[str, str] = {}
     agreement = None
-    for name in sorted(candidates, key=lambda n: considered[n].cycles_after - considered[n].cycles_before):
-        trial = swapped(gm, accepted | {name: candidates[name]})
+    for key in sorted(candidates, key=lambda k: considered[k].cycles_after - considered[k].cycles_before):
+        name = key[0]
+        if name in accepted:
+            considered[key] = replace(considered[key], why=f"the block is replaced already ({accepted_by[name]})")
+            continue
+        trial = swapped(gm, accepted | {name: candidates[key]})
         score = _agreement(trial, held, teacher)
         if score >= floor:
-            accepted[name], agreement = candidates[name], score
-            considered[name] = replace(considered[name], chosen=True)
+            accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
+            considered[key] = replace(considered[key], chosen=True)
         else:
-            considered[name] = replace(considered[name], why=f"held-out agreement would fall to {score:.2%}, "
-                                                             f"below the budget's {floor:.2%}")
+            considered[key] = replace(considered[key], why=f"held-out agreement would fall to {score:.2%}, "
+                                                            f"below the budget's {floor:.2%}")
     final = annotate_shapes(swapped(gm, accepted), (held[:1],)) if accepted else gm
     return Restructured(final, list(considered.values()), budget, agreement, costed_by)
