@@ -58,7 +58,7 @@ def test_restructured_mobilenet_v2_against_its_teacher(benchmark, mnist, tmp_pat
     out, report_path = tmp_path / "result.pt2", tmp_path / "report.json"
     command = [sys.executable, "-m", "fxrewrite", "lower", str(program), "--target", target, "--calib", str(calib),
                "-o", str(out), "--report", str(report_path)] + (["--vela"] if ethos else [])
-    benchmark.group = "RAN-e's collapse on MobileNetV2 (MNIST), default flags"
+    benchmark.group = "RAN-e's and RAN-i's restructurings of MobileNetV2 (MNIST), default flags"
     start = time.perf_counter()
     run = benchmark.pedantic(lambda: subprocess.run(command, capture_output=True, text=True), rounds=1, iterations=1)
     row = {"target": target, "commit": _commit(), "exit": run.returncode, "seconds": round(time.perf_counter() - start),
@@ -73,7 +73,9 @@ def test_restructured_mobilenet_v2_against_its_teacher(benchmark, mnist, tmp_pat
         blocks = report.get("restructuring", {}).get("blocks", [])
         row |= {"top1": round((got.argmax(1) == labels[TEST]).float().mean().item(), 4),
                 "agreement": round((got.argmax(1) == want.argmax(1)).float().mean().item(), 4),
-                "collapsed": sum(b["chosen"] for b in blocks), "considered": len(blocks),
+                "replaced": {rewrite: sum(b["chosen"] and b["rewrite"] == rewrite for b in blocks)
+                             for rewrite in sorted({b["rewrite"] for b in blocks})},
+                "blocks": len({b["block"] for b in blocks}),
                 "estimate": [report["before"]["cycles"], report["after"]["cycles"]],
                 "nn_mass": [report["before"]["nn_mass"], report["after"]["nn_mass"]],
                 "still_illegal": len(report["still_illegal"])}
