@@ -19,7 +19,7 @@ from fxrewrite import api
 from fxrewrite.frontend.capture import capture
 from fxrewrite.ir import annotate_shapes
 from fxrewrite.legality import check
-from fxrewrite.lowering.restructure import restructure, swapped
+from fxrewrite.lowering.restructure import Considered, acceptance_order, restructure, swapped
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
@@ -202,6 +202,14 @@ def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
     with torch.no_grad():
         teacher, kept = lowered.gm(held).argmax(1), nothing.gm(held).argmax(1)
     assert (teacher == kept).all()
+
+
+def test_replacements_are_tried_by_cycles_saved_per_point_of_agreement_they_cost():
+    rows = {("a", "r"): Considered("a", "r", 200, 100), ("b", "r"): Considered("b", "r", 100, 70),
+            ("c", "r"): Considered("c", "r", 100, 40)}
+    alone = {("a", "r"): 0.98, ("b", "r"): 1.0, ("c", "r"): 0.999}
+    # a saves most but costs 2 points: 100 / 0.02; b costs nothing (one sample in 1,000): 30 / 0.001; c 60 / 0.001
+    assert acceptance_order(rows, alone, 1000) == [("c", "r"), ("b", "r"), ("a", "r")]
 
 
 def test_the_planner_compares_measured_cycles_where_it_is_given_a_measure():

@@ -11,7 +11,9 @@ SESR's collapse (passes/approx_conv_act_pointwise_as_conv.py):
 2. distil: each replacement starts from the teacher block's weights (`initialise`) and is fitted
    to the teacher block's own input and output on calibration inputs, label-free (`distil`: least
    squares for a collapse, Adam for the pair), and judged on held-out inputs against its start;
-3. accept: in order of cycles saved, each replacement of a block not replaced yet is kept while the
+3. accept: in order of cycles saved per point of agreement lost (each replacement alone in the
+   network; a knapsack's greedy order, so a large saving that costs much agreement does not spend
+   the budget of many cheap ones), each replacement of a block not replaced yet is kept while the
    network's held-out top-1 agreement with the teacher stays within `budget` points of 100% (the
    teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
    stays within budget / 100 of 1.
@@ -66,6 +68,8 @@ class Considered:
     why: str = ""
 
 
+#: a replacement considered: (the block's output node, the rewrite)
+Key = tuple[str, str]
 #: a block's cycles: (module, an input of its shape, a signature that names its structure) -> cycles
 BlockCycles = Callable[[nn.Module, torch.Tensor, Hashable], float]
 
@@ -188,12 +192,21 @@ def _replacements(block: Collapsible) -> list[tuple[str, Callable[[], nn.Module]
     return found
 
 
+def acceptance_order(rows: dict[Key, Considered], alone: dict[Key, float], samples: int) -> list[Key]:
+    """The rows by cycles saved per point of agreement each loses alone (`alone`: its agreement; a
+    loss below one sample in `samples` counts as one sample), most first."""
+    def saved_per_point(key: Key) -> float:
+        return (rows[key].cycles_before - rows[key].cycles_after) / max(1.0 - alone[key], 1.0 / samples)
+
+    return sorted(rows, key=saved_per_point, reverse=True)
+
+
 def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
                 seed: int = 0, measure: BlockCycles | None = None) -> Restructured:
     """`gm` (legal on `target`, shapes recorded at batch 1) with the replacements that pay (module
     docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
-    considered: dict[tuple[str, str], Considered] = {}
-    candidates: dict[tuple[str, str], tuple[Collapsible, nn.Module]] = {}
+    considered: dict[Key, Considered] = {}
+    candidates: dict[Key, tuple[Collapsible, nn.Module]] = {}
     claimed: set[fx.Node] = set()
     for block in find_inverted_residuals(gm) + find_conv_act_pointwise(gm):
         if claimed & set(block.nodes):
@@ -236,7 +249,8 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
     agreement = None
-    for key in sorted(candidates, key=lambda k: considered[k].cycles_after - considered[k].cycles_before):
+    alone = {key: _agreement(swapped(gm, {key[0]: candidates[key]}), held, teacher) for key in candidates}
+    for key in acceptance_order({key: considered[key] for key in candidates}, alone, len(held)):
         name = key[0]
         if name in accepted:
             considered[key] = replace(considered[key], why=f"the block is replaced already ({accepted_by[name]})")
