@@ -36,8 +36,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--finetune-epochs", type=int, default=20, metavar="N",
                       help="at most N end-to-end fine-tuning epochs (default 20)")
     data.add_argument("--patience", type=int, default=3, metavar="N",
-                      help="stop a phase after N epochs without a gain in held-out agreement or cosine, its training "
-                           "loss falling by under 5%% over them (default 3)")
+                      help="stop a phase after N epochs without a gain in held-out agreement or cosine (fine-tuning: its "
+                           "training loss also falling by under 5%% over them; default 3)")
     data.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
                       help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default 600)")
     data.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")

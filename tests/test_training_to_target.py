@@ -34,7 +34,7 @@ class Marked(nn.Module):
 
 
 def _run(scores: list[float | Score], patience: int | None, deadline: float | None = None, epochs: int = 10,
-         added_loss: list[float] | None = None, batches: int = 1, progress=None):
+         added_loss: list[float] | None = None, batches: int = 1, progress=None, ask_loss: bool = False):
     """train_phase over a model whose step sets its mark to the epoch number, scored from `scores` (the
     first is the state before training), its loss raised by `added_loss[epoch]`."""
     model = Marked()
@@ -45,7 +45,7 @@ def _run(scores: list[float | Score], patience: int | None, deadline: float | No
         # one SGD step of rate 1 lands on epoch + 1
         return (model.mark - (epoch + 1)) ** 2 / 2 + (added_loss[epoch] if added_loss else 0.0)
 
-    monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline)
+    monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline, ask_loss)
     train_phase("phase", epochs, model, optimizer, [None] * batches, loss, Checkpoints(None, "", False), progress,
                 monitor)
     return model.mark.item(), monitor
@@ -59,10 +59,13 @@ def test_a_phase_stops_on_a_plateau_and_ends_in_its_best_epoch():
 
 def test_a_phase_whose_loss_still_falls_is_no_plateau():
     falling = [4.0, 3.0, 2.0, 1.5, 1.2, 1.15, 1.14, 1.13, 1.12, 1.11]  # added to a loss of 0.5 per epoch
-    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.58, 0.57, 0.56, 0.55, 0.54, 0.53, 0.52], patience=3,
-                         added_loss=falling)
+    scores = [0.4, 0.5, 0.6, 0.55, 0.58, 0.57, 0.56, 0.55, 0.54, 0.53, 0.52]
+    mark, monitor = _run(scores, patience=3, added_loss=falling, ask_loss=True)
     # epochs 3-5 gained nothing held out, but the loss fell 2.5 -> 1.7; by epoch 8 it fell under 5% in 3 epochs
     assert monitor.stopped == "no held-out gain in 6 epochs" and len(monitor.history) == 9 and mark == 2.0
+    # a monitor not told to ask the loss (the blockwise phase's) stops on the held-out plateau alone
+    _, blockwise = _run(scores, patience=3, added_loss=falling)
+    assert blockwise.stopped == "no held-out gain in 3 epochs" and len(blockwise.history) == 6
 
 
 def test_without_patience_every_epoch_runs_and_the_best_is_still_kept():

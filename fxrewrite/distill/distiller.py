@@ -212,7 +212,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
 
     start = time.perf_counter()
     stitched = _stitch(teacher, order, students, cache, config.quant, device)
-    tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0))
+    tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0),
+                     ask_loss=True)
     relabel = Relabel(teacher, order, reference) if config.augment else None
     finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
              config.cosine_lr, config.temperature, relabel, config.seed)

@@ -3,9 +3,10 @@
 Before a phase's first epoch and after every epoch the stitched network (the teacher with the
 students in place) is scored on the held-out split: top-1 agreement with the teacher where the
 output is class scores, then the cosine of the outputs. The best state so far, the starting one
-included, is kept; a phase stops when the score has not improved for `patience` epochs while its
-training loss no longer falls either (a loss still falling by LEARNING over those epochs is a phase
-still learning, whose held-out score is noisy at a high learning rate), when its deadline passes, when its agreement falls to chance from above it, or when its training loss grows
+included, is kept; a phase stops when the score has not improved for `patience` epochs (in a phase
+scored on its own objective, fine-tuning, only once its training loss no longer falls either: a
+loss still falling by LEARNING over those epochs is a phase still learning, whose held-out score is
+noisy at a high learning rate), when its deadline passes, when its agreement falls to chance from above it, or when its training loss grows
 epoch after epoch, and it ends with its best state, not its last: no phase ends worse than it began.
 After a phase's first batches its speed is known, and a deadline too near for a plateau is said at
 once (`speed`).
@@ -40,8 +41,9 @@ CHANCE_FACTOR = 1.5
 GROWING_EPOCHS = 2
 GROWTH = 0.02
 #: a training loss that fell by more than this share over the last `patience` epochs is still learning:
-#: no plateau yet (measured on the families benchmark: MobileNetV3's fine-tuning stopped at epoch 5 of 20,
-#: its loss still falling 20% over the stale epochs)
+#: no plateau yet, where the monitor is told to ask (measured on the families benchmark: MobileNetV3's
+#: fine-tuning stopped at epoch 5 of 20, its loss still falling 20%; asked in the blockwise phase too, whose
+#: loss falls long after its swapped score stops helping, it took MobileNetV2's fine-tuning time)
 LEARNING = 0.05
 
 
@@ -111,9 +113,11 @@ class Monitor:
     Its state travels in the checkpoint's `extra`, so a resumed phase keeps its best and its count."""
 
     def __init__(self, score: Callable[[], Score], started: float, history: list[Point],
-                 patience: int | None = None, deadline: float | None = None):
+                 patience: int | None = None, deadline: float | None = None, ask_loss: bool = False):
         self.score, self.started, self.history = score, started, history
         self.patience, self.deadline = patience, deadline
+        #: whether a plateau also needs the training loss to have stopped falling (LEARNING)
+        self.ask_loss = ask_loss
         self.best: Score | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -183,7 +187,9 @@ class Monitor:
         return bool(self.stopped)
 
     def _learning(self) -> bool:
-        """Whether the training loss fell by more than LEARNING over the last `patience` epochs."""
+        """Whether the monitor asks the loss and it fell by more than LEARNING over the last `patience` epochs."""
+        if not self.ask_loss:
+            return False
         window = self.losses[-(self.patience or 0) - 1:]
         return len(window) > (self.patience or 0) and window[-1] < window[0] * (1 - LEARNING)
 
