@@ -19,7 +19,8 @@ from fxrewrite import api
 from fxrewrite.frontend.capture import capture
 from fxrewrite.ir import annotate_shapes
 from fxrewrite.legality import check
-from fxrewrite.lowering.restructure import Considered, acceptance_order, restructure, swapped
+from fxrewrite.lowering.joint_tuning import outputs_of, tune_jointly
+from fxrewrite.lowering.restructure import Considered, acceptance_order, replacement_name, restructure, swapped
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
@@ -241,6 +242,25 @@ def test_swapping_a_chain_of_blocks_rewires_each_to_the_one_before():
     assert paired(torch.randn(2, 3, 13, 13)).shape == (2, 10)
     paired = annotate_shapes(paired, (torch.randn(1, 3, 13, 13),))
     assert len(find_inverted_residuals(paired)) == 4  # two pairs of inverted residuals
+
+
+def test_joint_tuning_moves_only_the_replacements_and_never_lowers_held_out_agreement():
+    torch.manual_seed(0)
+    model = TinyMobileNet()
+    features = nn.Sequential(model.stem, model.blocks).eval()  # maps: agreement is the cosine, not a constant top-1
+    teacher = api.lower(features, (torch.randn(1, 3, 13, 13),), target=ETHOS).gm
+    blocks = find_inverted_residuals(teacher)
+    network = swapped(teacher, {b.output.name: (b, CollapsedBlock(b)) for b in blocks})  # composed maps, not fitted
+    images = torch.randn(256, 3, 13, 13)
+    wanted = outputs_of(teacher, images)
+    frozen = {k: v.clone() for k, v in network.state_dict().items() if not k.startswith("restructured_")}
+    train_error = lambda: F.mse_loss(outputs_of(network, images[:192]), wanted[:192]).item()  # noqa: E731
+    start = train_error()
+    replacements = [network.get_submodule(replacement_name(b.output.name)) for b in blocks]
+    before, after = tune_jointly(network, replacements, images[:192], wanted[:192], images[192:], wanted[192:])
+    assert after > before and train_error() < start
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in frozen.items())  # the teacher's layers stay
+    assert all(p.requires_grad for p in network.parameters())
 
 
 def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_cli, tmp_path):

@@ -16,7 +16,9 @@ SESR's collapse (passes/approx_conv_act_pointwise_as_conv.py):
    the budget of many cheap ones), each replacement of a block not replaced yet is kept while the
    network's held-out top-1 agreement with the teacher stays within `budget` points of 100% (the
    teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
-   stays within budget / 100 of 1.
+   stays within budget / 100 of 1;
+4. tune: the replacements taken are trained together in the network on the teacher's outputs
+   (fxrewrite/lowering/joint_tuning.py), keeping the held-out agreement's best state.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.cost import nodes_cycles
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
+from fxrewrite.lowering.joint_tuning import agreement_with, outputs_of, tune_jointly
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import NAME as INVERTED_RESIDUAL
@@ -40,7 +42,6 @@ from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import Collaps
 from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NAME as NARROW_PAIR
 from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrowable
 from fxrewrite.quant import CalibrationData
-from fxrewrite.rewrite.compare import top1_agreement
 from fxrewrite.rewrite.verify import NodeRecorder
 from fxrewrite.target import Target
 
@@ -83,9 +84,12 @@ class Restructured:
     agreement: float | None = None
     #: where the cycles came from
     costed_by: str = "the target's estimate"
+    #: held-out agreement with each replacement fitted alone, before they were tuned together
+    agreement_separately: float | None = None
 
     def to_dict(self) -> dict:
-        return {"budget_points": self.budget, "agreement": self.agreement, "costed_by": self.costed_by,
+        return {"budget_points": self.budget, "agreement": self.agreement,
+                "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
                 "blocks": [asdict(c) for c in self.considered]}
 
     def to_text(self) -> str:
@@ -93,7 +97,9 @@ class Restructured:
         blocks = len({c.block for c in self.considered})
         lines = [f"restructuring (accuracy budget {self.budget:g} points, cycles by {self.costed_by}): "
                  f"{len(chosen)} of {blocks} blocks replaced"
-                 + (f", held-out agreement {self.agreement:.2%}" if self.agreement is not None else "")]
+                 + (f", held-out agreement {self.agreement:.2%}" if self.agreement is not None else "")
+                 + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
+                    if self.agreement_separately is not None else "")]
         for c in self.considered:
             errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
                       if c.error_distilled is not None else "")
@@ -123,6 +129,11 @@ def _relative_error(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tens
     return ((got - outputs).norm() / outputs.norm().clamp_min(1e-12)).item()
 
 
+def replacement_name(output_name: str) -> str:
+    """The submodule that holds the replacement of the block ending at `output_name`."""
+    return f"restructured_{output_name}"
+
+
 def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, nn.Module]]) -> fx.GraphModule:
     """A copy of `gm` with each block (by output name) replaced by its replacement's graph inlined,
     written as the vocabulary's ops (activations, convs, adds) so that the target judges each."""
@@ -131,7 +142,7 @@ def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, nn.Module]]
     by_name = {node.name: node for node in graph.nodes}
     for output_name, (block, module) in blocks.items():
         output = by_name[output_name]
-        prefix = f"restructured_{output_name}"
+        prefix = replacement_name(output_name)
         result.add_submodule(prefix, copy.deepcopy(module))
         inlined = fx.symbolic_trace(module).graph
         for node in inlined.nodes:
@@ -150,14 +161,6 @@ def swapped(gm: fx.GraphModule, blocks: dict[str, tuple[Collapsible, nn.Module]]
     result.delete_all_unused_submodules()
     result.recompile()
     return result
-
-
-def _agreement(gm: fx.GraphModule, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
-    with torch.no_grad():
-        got = torch.cat([gm(batch) for batch in inputs.split(BATCH)])
-    if got.dim() == 2 and got.shape[1] > 1:
-        return top1_agreement(got, teacher)
-    return F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
 
 
 def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
@@ -243,25 +246,30 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         module.distil(seen[block.input.name], seen[block.output.name])
         distilled = _relative_error(module, judged[block.input.name], judged[block.output.name])
         considered[key] = replace(considered[key], error_initial=initial, error_distilled=distilled)
-    with torch.no_grad():
-        teacher = torch.cat([gm(batch) for batch in held.split(BATCH)])
+    teacher = outputs_of(gm, held)
     floor = 1.0 - budget / 100
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
     agreement = None
-    alone = {key: _agreement(swapped(gm, {key[0]: candidates[key]}), held, teacher) for key in candidates}
+    alone = {key: agreement_with(swapped(gm, {key[0]: candidates[key]}), held, teacher) for key in candidates}
     for key in acceptance_order({key: considered[key] for key in candidates}, alone, len(held)):
         name = key[0]
         if name in accepted:
             considered[key] = replace(considered[key], why=f"the block is replaced already ({accepted_by[name]})")
             continue
         trial = swapped(gm, accepted | {name: candidates[key]})
-        score = _agreement(trial, held, teacher)
+        score = agreement_with(trial, held, teacher)
         if score >= floor:
             accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
             considered[key] = replace(considered[key], chosen=True)
         else:
             considered[key] = replace(considered[key], why=f"held-out agreement would fall to {score:.2%}, "
                                                             f"below the budget's {floor:.2%}")
-    final = annotate_shapes(swapped(gm, accepted), (held[:1],)) if accepted else gm
-    return Restructured(final, list(considered.values()), budget, agreement, costed_by)
+    if not accepted:
+        return Restructured(gm, list(considered.values()), budget, agreement, costed_by)
+    final = swapped(gm, accepted)
+    train_all = torch.cat(data.train)
+    separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
+                                         outputs_of(gm, train_all), held, teacher, seed)
+    return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), budget, agreement, costed_by,
+                        separately)
