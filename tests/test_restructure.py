@@ -263,6 +263,20 @@ def test_joint_tuning_moves_only_the_replacements_and_never_lowers_held_out_agre
     assert all(p.requires_grad for p in network.parameters())
 
 
+def test_joint_tuning_breaks_a_tie_in_agreement_by_the_outputs_cosine():
+    torch.manual_seed(0)
+    teacher = api.lower(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), target=ETHOS).gm
+    blocks = find_inverted_residuals(teacher)
+    network = swapped(teacher, {b.output.name: (b, CollapsedBlock(b)) for b in blocks})
+    images = torch.randn(256, 3, 13, 13)
+    wanted = outputs_of(teacher, images)
+    start = {k: v.clone() for k, v in network.state_dict().items()}
+    before, after = tune_jointly(network, [network.get_submodule(replacement_name(b.output.name)) for b in blocks],
+                                 images[:192], wanted[:192], images[192:], wanted[192:])
+    assert before == after == 1.0  # random weights: every input gets the same class
+    assert any(not torch.equal(network.state_dict()[k], v) for k, v in start.items())  # a closer state was kept
+
+
 def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_cli, tmp_path):
     report = tmp_path / "r.json"
     spec = f"{__file__}:TinyMobileNet"

@@ -6,6 +6,8 @@ chosen, the replacements (and nothing else: the rest is the teacher's, frozen) a
 epochs on the mean squared error between the network's outputs and the teacher's on the calibration
 inputs, relative to the teacher outputs' variance. Held-out agreement with the teacher is scored
 before and after every epoch and the best state, the start included, is kept: tuning never lowers it.
+Where top-1 agreement ties (it saturates on the teacher's own training images) the cosine of the
+outputs decides, as in distillation's monitor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from fxrewrite.distill.monitor import Score
 from fxrewrite.rewrite.compare import top1_agreement
 
 EPOCHS = 3
@@ -28,13 +31,19 @@ def outputs_of(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return torch.cat([module(batch) for batch in inputs.split(BATCH)])
 
 
-def agreement_with(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
-    """Top-1 agreement of `module` with the teacher's outputs `teacher` on `inputs` where they are
-    class scores, else the mean cosine of the outputs."""
+def score_of(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> Score:
+    """`module`'s top-1 agreement (where the outputs are class scores) and cosine with the teacher's
+    outputs `teacher` on `inputs`."""
     got = outputs_of(module, inputs)
-    if got.dim() == 2 and got.shape[1] > 1:
-        return top1_agreement(got, teacher)
-    return F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
+    cosine = F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
+    classes = got.shape[1] if got.dim() == 2 and got.shape[1] > 1 else 0
+    return Score(top1_agreement(got, teacher) if classes else None, cosine, classes)
+
+
+def agreement_with(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Top-1 agreement with the teacher where the outputs are class scores, else the mean cosine."""
+    score = score_of(module, inputs, teacher)
+    return score.cosine if score.agreement is None else score.agreement
 
 
 def tune_jointly(gm: fx.GraphModule, replacements: list[nn.Module], train: torch.Tensor, wanted: torch.Tensor,
@@ -49,7 +58,7 @@ def tune_jointly(gm: fx.GraphModule, replacements: list[nn.Module], train: torch
     scale = wanted.var().clamp_min(1e-12)
     generator = torch.Generator().manual_seed(seed)
     gm.eval()  # the teacher's layers keep their statistics
-    best = start = agreement_with(gm, held, teacher_held)
+    best = start = score_of(gm, held, teacher_held)
     best_state = copy.deepcopy(gm.state_dict())
     try:
         for _ in range(EPOCHS):
@@ -57,11 +66,11 @@ def tune_jointly(gm: fx.GraphModule, replacements: list[nn.Module], train: torch
                 optimizer.zero_grad()
                 (F.mse_loss(gm(train[rows]), wanted[rows]) / scale).backward()
                 optimizer.step()
-            score = agreement_with(gm, held, teacher_held)
-            if score > best:
+            score = score_of(gm, held, teacher_held)
+            if score.beats(best):
                 best, best_state = score, copy.deepcopy(gm.state_dict())
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
     gm.load_state_dict(best_state)
-    return start, best
+    return tuple(s.cosine if s.agreement is None else s.agreement for s in (start, best))
