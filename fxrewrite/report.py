@@ -123,6 +123,8 @@ class DistillationReport:
     #: where training ran: the device, and how many processes shared each batch (torchrun)
     device: str = "cpu"
     processes: int = 1
+    #: per phase, each rollback to its best epoch at half the learning rate
+    rollbacks: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
@@ -130,7 +132,7 @@ class DistillationReport:
                 "before": self.before.as_dict(), "after": self.after.as_dict(), "seconds": self.seconds,
                 "calibration": self.calibration,
                 "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
-                "history": [asdict(p) for p in self.history], "stops": self.stops,
+                "history": [asdict(p) for p in self.history], "stops": self.stops, "rollbacks": self.rollbacks,
                 "device": self.device, "processes": self.processes}
 
     def to_text(self) -> str:
@@ -143,6 +145,7 @@ class DistillationReport:
         top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
         lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "
                      f"MSE {self.agreement.mse:.3g}{top1}")
+        lines += [f"{phase}: {what}" for phase, whats in self.rollbacks.items() for what in whats]
         lines += [f"{phase} stopped early: {why}" for phase, why in self.stops.items()]
         if self.history:
             best = max(self.history, key=lambda p: (p.agreement or 0.0, p.cosine))
@@ -219,7 +222,8 @@ class LoweringReport:
         history, stops = (tuple(trained.history), trained.stops) if isinstance(trained, Distilled) else ((), {})
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
                                                  trained.agreement, trained.before, trained.after, trained.seconds,
-                                                 history, stops, data.dropped, outcome.device, outcome.processes)
+                                                 history, stops, data.dropped, outcome.device, outcome.processes,
+                                                 trained.rollbacks if isinstance(trained, Distilled) else {})
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

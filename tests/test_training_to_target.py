@@ -34,7 +34,8 @@ class Marked(nn.Module):
 
 
 def _run(scores: list[float | Score], patience: int | None, deadline: float | None = None, epochs: int = 10,
-         added_loss: list[float] | None = None, batches: int = 1, progress=None, ask_loss: bool = False):
+         added_loss: list[float] | None = None, batches: int = 1, progress=None, ask_loss: bool = False,
+         retries: int = 0, rates: list[float] | None = None):
     """train_phase over a model whose step sets its mark to the epoch number, scored from `scores` (the
     first is the state before training), its loss raised by `added_loss[epoch]`."""
     model = Marked()
@@ -42,10 +43,12 @@ def _run(scores: list[float | Score], patience: int | None, deadline: float | No
     epoch_scores = iter(s if isinstance(s, Score) else Score(None, s) for s in scores)
 
     def loss(epoch: int, _: object) -> torch.Tensor:
+        if rates is not None:
+            rates.append(optimizer.param_groups[0]["lr"])
         # one SGD step of rate 1 lands on epoch + 1
         return (model.mark - (epoch + 1)) ** 2 / 2 + (added_loss[epoch] if added_loss else 0.0)
 
-    monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline, ask_loss)
+    monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline, ask_loss, retries)
     train_phase("phase", epochs, model, optimizer, [None] * batches, loss, Checkpoints(None, "", False), progress,
                 monitor)
     return model.mark.item(), monitor
@@ -92,6 +95,17 @@ def test_a_growing_loss_stops_the_phase_and_rolls_back():
     mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.5, 0.9], patience=None, epochs=5, added_loss=[0.0, 0.0, 1.0, 2.0, 3.0])
     assert monitor.stopped == "the training loss grew 2 epochs running (0.5 -> 1.5 -> 2.5); rolled back to epoch 2, " \
                               "the best held-out score" and mark == 2.0
+
+
+def test_a_growing_loss_with_retries_left_rolls_back_and_halves_the_learning_rate():
+    rates = []
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.5, 0.9, 0.95], patience=None, epochs=6,
+                         added_loss=[0.0, 0.0, 1.0, 2.0, 0.0, 0.0], retries=1, rates=rates)
+    assert monitor.rollbacks == ["epoch 4: the training loss grew 2 epochs running (0.5 -> 1.5 -> 2.5); rolled back "
+                                 "to epoch 2 and halved the learning rate"]
+    assert not monitor.stopped and len(monitor.history) == 7  # every epoch ran, the last two at half the rate
+    assert rates == [1.0] * 4 + [0.5] * 2
+    assert mark == 4.75  # back at epoch 2's mark (2), then half steps towards 5 (3.5) and 6 (4.75)
 
 
 def test_a_deadline_too_near_is_said_after_the_first_batches_not_after_an_epoch():

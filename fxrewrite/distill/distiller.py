@@ -74,6 +74,9 @@ class DistillConfig:
 
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
 BLOCKWISE_SHARE = 0.6
+#: times fine-tuning meets a growing loss or a fall to chance by rolling back at half the learning rate
+#: (MobileNetV2 on the families benchmark: its loss grew at epoch 5 of 20 and the phase stopped at 5 minutes of 10)
+FINETUNE_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Distilled:
     history: list[Point] = field(default_factory=list)
     #: why a phase stopped before its epoch cap, per phase
     stops: dict[str, str] = field(default_factory=dict)
+    #: per phase, each rollback to its best epoch at half the learning rate, in a sentence
+    rollbacks: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], config: DistillConfig) -> str:
@@ -213,7 +218,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     start = time.perf_counter()
     stitched = _stitch(teacher, order, students, cache, config.quant, device)
     tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0),
-                     ask_loss=True)
+                     ask_loss=True, retries=FINETUNE_RETRIES)
     relabel = Relabel(teacher, order, reference) if config.augment else None
     finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
              config.cosine_lr, config.temperature, relabel, config.seed)
@@ -230,7 +235,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
                        agreement(flat, judged_against, held_out), measure_per_input(gm, sample),
                        Size.of(flat, count_nodes=False), history=history,
-                       stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped})
+                       stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped},
+                       rollbacks={"finetune": tuning.rollbacks} if tuning.rollbacks else {})
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result

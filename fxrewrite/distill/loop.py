@@ -25,6 +25,8 @@ Batch = TypeVar("Batch")
 
 #: the share of a phase's steps (at its epoch cap) spent warming the learning rate up
 WARMUP_SHARE = 0.05
+#: the learning rate's multiple after a rollback (fxrewrite.distill.monitor: retries)
+RETRY_FACTOR = 0.5
 #: the batches timed at the start of a phase to know its speed (fxrewrite.distill.monitor.Monitor.speed)
 SPEED_BATCHES = 8
 
@@ -50,6 +52,7 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
         checkpoints.restore(saved, model, optimizer)
         if monitor is not None and monitor_key in checkpoints.extra:
             monitor.restore(checkpoints.extra[monitor_key])
+            base_lrs = [base * RETRY_FACTOR ** len(monitor.rollbacks) for base in base_lrs]
     start = time.perf_counter()
     total = epochs * len(batches)
     step = data_parallel(model, batch_loss)  # after the resume: every process starts from rank 0's state
@@ -85,6 +88,13 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
             monitor.speed(phase, time.perf_counter() - opened, done, epochs, timed)
         stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
             if monitor is not None else False
+        if monitor is not None and monitor.retry:  # rolled back: continue from the best state at a lower rate
+            monitor.retry = False
+            monitor.finish(model)
+            optimizer.state.clear()
+            base_lrs = [base * RETRY_FACTOR for base in base_lrs]
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base
         if monitor is not None:
             checkpoints.extra[monitor_key] = monitor.state()
         checkpoints.save(phase, epoch + 1, model, optimizer)

@@ -8,6 +8,8 @@ scored on its own objective, fine-tuning, only once its training loss no longer 
 loss still falling by LEARNING over those epochs is a phase still learning, whose held-out score is
 noisy at a high learning rate), when its deadline passes, when its agreement falls to chance from above it, or when its training loss grows
 epoch after epoch, and it ends with its best state, not its last: no phase ends worse than it began.
+A monitor given `retries` meets the last two (signs that the learning rate is too high) up to that
+many times by rolling back to the best state and halving the learning rate instead of stopping.
 After a phase's first batches its speed is known, and a deadline too near for a plateau is said at
 once (`speed`).
 Every score is recorded with the seconds since distillation began, so schedules can be compared by
@@ -113,11 +115,16 @@ class Monitor:
     Its state travels in the checkpoint's `extra`, so a resumed phase keeps its best and its count."""
 
     def __init__(self, score: Callable[[], Score], started: float, history: list[Point],
-                 patience: int | None = None, deadline: float | None = None, ask_loss: bool = False):
+                 patience: int | None = None, deadline: float | None = None, ask_loss: bool = False,
+                 retries: int = 0):
         self.score, self.started, self.history = score, started, history
         self.patience, self.deadline = patience, deadline
         #: whether a plateau also needs the training loss to have stopped falling (LEARNING)
         self.ask_loss = ask_loss
+        #: divergences met by a rollback at half the learning rate, at most `retries`, each said in a sentence
+        self.retries, self.rollbacks = retries, []
+        #: set when the training loop should roll back and halve its learning rate now
+        self.retry = False
         self.best: Score | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -173,13 +180,18 @@ class Monitor:
         if loss is not None:
             self.losses.append(loss)
         recent = self.losses[-GROWING_EPOCHS - 1:]
-        back = f"; rolled back to epoch {self.best_epoch}, the best held-out score"
+        diverged = ""
         if score.agreement is not None and at_chance(score) and self.best is not None and not at_chance(self.best):
-            self.stopped = (f"held-out agreement fell to {score.agreement:.1%}, chance level for "
-                            f"{score.classes} classes{back}")
+            diverged = f"held-out agreement fell to {score.agreement:.1%}, chance level for {score.classes} classes"
         elif len(recent) > GROWING_EPOCHS and all(b > a * (1 + GROWTH) for a, b in zip(recent, recent[1:])):
-            self.stopped = (f"the training loss grew {GROWING_EPOCHS} epochs running ("
-                            + " -> ".join(f"{v:.3g}" for v in recent) + f"){back}")
+            diverged = (f"the training loss grew {GROWING_EPOCHS} epochs running ("
+                        + " -> ".join(f"{v:.3g}" for v in recent) + ")")
+        if diverged and len(self.rollbacks) < self.retries:
+            self.rollbacks.append(f"epoch {epoch}: {diverged}; rolled back to epoch {self.best_epoch} and halved "
+                                  "the learning rate")
+            self.losses, self.stale, self.retry = [], 0, True
+        elif diverged:
+            self.stopped = f"{diverged}; rolled back to epoch {self.best_epoch}, the best held-out score"
         elif self.patience is not None and self.stale >= self.patience and not self._learning():
             self.stopped = f"no held-out gain in {self.stale} epochs"
         elif self.deadline is not None and on_main(lambda: time.perf_counter() >= self.deadline):
@@ -201,10 +213,11 @@ class Monitor:
     def state(self) -> dict[str, Any]:
         return {"best": None if self.best is None else asdict(self.best), "best_state": self.best_state,
                 "best_epoch": self.best_epoch, "stale": self.stale, "stopped": self.stopped, "losses": self.losses,
-                "history": [asdict(p) for p in self.history]}
+                "history": [asdict(p) for p in self.history], "rollbacks": self.rollbacks}
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.best = None if saved["best"] is None else Score(**saved["best"])
         self.best_state, self.stale, self.stopped = saved["best_state"], saved["stale"], saved["stopped"]
         self.best_epoch, self.losses = saved["best_epoch"], list(saved["losses"])
         self.history[:] = [Point(**p) for p in saved["history"]]
+        self.rollbacks = list(saved.get("rollbacks", []))  # checkpoints written before rollbacks had none
