@@ -216,14 +216,16 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
             continue  # inside a block considered already
         claimed |= set(block.nodes)
         sample = torch.zeros(tensor_shape(block.input))
-        before = None
+        built = []
         for rewrite, build in _replacements(block):
             torch.manual_seed(seed)
             module = build()
-            illegal = _legal(module, sample, target)
-            if before is None:
-                before = _block_cycles(block, sample, gm, target, None if illegal else measure)
-            after = _replacement_cycles(block, rewrite, module, sample, target, None if illegal else measure)
+            built.append((rewrite, module, _legal(module, sample, target)))
+        # the block is compiled only where some replacement is legal, and then compared by the same measure
+        measured = measure if any(not illegal for *_, illegal in built) else None
+        before = _block_cycles(block, sample, gm, target, measured)
+        for rewrite, module, illegal in built:
+            after = _replacement_cycles(block, rewrite, module, sample, target, None if illegal else measured)
             key, row = (block.output.name, rewrite), Considered(block.output.name, rewrite, before, after)
             if illegal:
                 considered[key] = replace(row, why=f"not legal on {target.name}: {illegal}")
