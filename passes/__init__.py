@@ -2,6 +2,7 @@
 
 from fxrewrite.passes import (  # noqa: F401
     add_as_concat_conv,
+    add_as_concat_linear,
     add_constant_as_batch_norm,
     approx_gelu_as_tanh,
     approx_large_kernel,
@@ -14,6 +15,7 @@ from fxrewrite.passes import (  # noqa: F401
     decompose_large_kernel,
     decompose_max_pool,
     embedding_as_one_hot,
+    expand_constant_as_linear,
     fold_batch_norm,
     gelu_as_erf,
     global_avg_pool_as_convs,
@@ -25,9 +27,11 @@ from fxrewrite.passes import (  # noqa: F401
     large_kernel_as_partial_sums,
     layer_norm_as_primitives,
     mul_constant_as_batch_norm,
+    patch_conv_as_linear,
     patch_conv_as_strided_3x3,
     relu6_as_relus,
     remove_noops,
+    sdpa_as_matmul_softmax,
     silu_as_sigmoid_mul,
     softmax_as_exp,
     split_input_channels,

@@ -76,5 +76,5 @@ register(PatternPass(
                                        where=_TENSOR_ADD), _into_conv(1), priority=1),
     )),
     produces_ops=frozenset({"cat", "conv2d"}),
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "split-input-channels"),
+    must_precede=("patch-conv-as-linear", "collapse-linear-convs", "conv1x1-as-3x3", "split-input-channels"),
 ))

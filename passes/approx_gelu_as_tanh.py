@@ -36,7 +36,7 @@ register(PatternPass(
     summary="APPROXIMATE: exact GELU as 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))",
     rules=RuleSet((Rule("gelu", op("gelu", name="gelu", where={"the exact (erf) GELU": lambda v: (
         v.attrs["approximate"] == "none")}), _as_tanh),)),
-    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-constant-as-batch-norm",),
+    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm",),
     produces_ops=frozenset({"mul", "add", "tanh"}),
     exact=False,
 ))

@@ -94,5 +94,6 @@ register(PatternPass(
             "at its output width",
     rules=RuleSet((Rule("large-depthwise", LARGE_KERNEL_CONV, _approximate), DENSE_STACK_RULE)),
     produces_ops=frozenset({"conv2d"}),
+    must_precede=("patch-conv-as-linear",),
     exact=False,
 ))

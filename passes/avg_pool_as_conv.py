@@ -35,5 +35,5 @@ register(PatternPass(
     summary="k x k average pool as a depthwise conv with constant weights",
     rules=RuleSet((Rule("avg-pool", op("avg_pool2d", name="pool"), _as_conv),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv"),
+    must_precede=("patch-conv-as-linear", "collapse-linear-convs", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv"),
 ))

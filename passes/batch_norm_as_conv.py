@@ -31,5 +31,5 @@ register(PatternPass(
     summary="batch norm that follows no conv (after an add, a concat, an input) as a depthwise 1x1 conv",
     rules=RuleSet((Rule("batch-norm", op("batch_norm", name="bn"), _as_conv),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("collapse-linear-convs",),
+    must_precede=("patch-conv-as-linear", "collapse-linear-convs",),
 ))

@@ -128,6 +128,6 @@ register(PatternPass(
         "a permute back to channels-first": lambda v: v.attrs["dims"] == TO_CHANNELS_FIRST}), _channels_first),)),
     produces_ops=frozenset({"conv2d", "mul", "add"} | ELEMENTWISE),
     # before the activations are decomposed into products the chain cannot carry
-    must_precede=("approx-gelu-as-tanh", "conv1x1-as-3x3", "add-constant-as-batch-norm", "mul-constant-as-batch-norm", "gelu-as-erf",
+    must_precede=("approx-gelu-as-tanh", "conv1x1-as-3x3", "add-as-concat-linear", "add-constant-as-batch-norm", "mul-constant-as-batch-norm", "gelu-as-erf",
                   "silu-as-sigmoid-mul", "hardswish-as-hardsigmoid-mul", "hardsigmoid-as-relu6", "relu6-as-relus"),
 ))

@@ -107,6 +107,6 @@ register(PatternPass(
                         _collapse),)),
     produces_ops=frozenset({"conv2d"}),
     trigger="cheaper",
-    must_precede=("approx-large-kernel", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv",
+    must_precede=("patch-conv-as-linear", "approx-large-kernel", "conv1x1-as-3x3", "decompose-large-kernel", "decompose-grouped-conv",
                   "split-input-channels"),
 ))

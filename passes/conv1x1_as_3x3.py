@@ -30,5 +30,5 @@ register(PatternPass(
     rules=RuleSet((Rule("conv1x1", op("conv2d", name="conv", where={"a 1x1 kernel": lambda v: v.attrs["kernel"] == (1, 1)}),
                         _widen),)),
     produces_ops=frozenset({"conv2d"}),
-    must_precede=("patch-conv-as-strided-3x3",),
+    must_precede=("patch-conv-as-linear", "patch-conv-as-strided-3x3",),
 ))

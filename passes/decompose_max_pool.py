@@ -23,6 +23,6 @@ register(PatternPass(
     rules=RuleSet((RELU_MAX_RULE, DEPTHWISE_MAX_RULE, SMALLER_POOLS_RULE)),
     produces_ops=frozenset({"conv2d", "cat", "relu", "add", "max_pool2d"}),
     reads_ops=NON_NEGATIVE_PRODUCERS,
-    must_precede=("add-as-concat-conv", "add-constant-as-batch-norm", "collapse-linear-convs", "conv1x1-as-3x3",
+    must_precede=("add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm", "collapse-linear-convs", "conv1x1-as-3x3",
                   "decompose-grouped-conv", "hardsigmoid-as-relu6", "relu6-as-relus"),
 ))

@@ -23,6 +23,6 @@ register(PatternPass(
     summary="exact GELU as x * 0.5 * (1 + erf(x / sqrt(2)))",
     rules=RuleSet((Rule("gelu", op("gelu", name="gelu", where={"the exact (erf) GELU": lambda v: (
         v.attrs["approximate"] == "none")}), _as_erf),)),
-    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-constant-as-batch-norm",),
+    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm",),
     produces_ops=frozenset({"mul", "add", "erf"}),
 ))

@@ -44,6 +44,6 @@ register(PatternPass(
     name="group-norm-as-primitives",
     summary="group norm as reshape, mean, sub, mul, rsqrt and add (the two-pass, stable form)",
     rules=RuleSet((Rule("group-norm", op("group_norm", name="norm"), _as_primitives),)),
-    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-constant-as-batch-norm", "global-avg-pool-as-convs"),
+    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm", "global-avg-pool-as-convs"),
     produces_ops=frozenset({"reshape", "mean", "sub", "mul", "add", "rsqrt"}),
 ))

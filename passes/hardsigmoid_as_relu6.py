@@ -53,5 +53,5 @@ register(PatternPass(
                    Rule("convs", op("hardsigmoid", name="gate"), _with_convs),
                    Rule("linears", op("hardsigmoid", name="gate"), _with_linears))),
     produces_ops=frozenset({"add", "mul", "relu6", "conv2d", "linear"}),
-    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-constant-as-batch-norm", "collapse-linear-convs", "relu6-as-relus"),
+    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm", "collapse-linear-convs", "relu6-as-relus"),
 ))

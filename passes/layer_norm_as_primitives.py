@@ -35,6 +35,6 @@ register(PatternPass(
     name="layer-norm-as-primitives",
     summary="layer norm as mean, sub, mul, rsqrt and add (the two-pass, stable form)",
     rules=RuleSet((Rule("layer-norm", op("layer_norm", name="norm"), _as_primitives),)),
-    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-constant-as-batch-norm", "global-avg-pool-as-convs"),
+    must_precede=("mul-constant-as-batch-norm", "add-as-concat-conv", "add-as-concat-linear", "add-constant-as-batch-norm", "global-avg-pool-as-convs"),
     produces_ops=frozenset({"mean", "sub", "mul", "add", "rsqrt"}),
 ))

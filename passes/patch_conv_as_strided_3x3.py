@@ -37,6 +37,9 @@ def _two_by_two(conv: OpView, rewriter: Rewriter, weight: torch.Tensor, bias: to
 
 def _as_strided(match: Match, rewriter: Rewriter):
     conv = match["conv"]
+    chip = rewriter.target
+    if chip is not None and not chip.allow_all_ops and "conv2d" not in chip.ops:
+        return Decline(f"{chip.name} runs no conv at all (patch-conv-as-linear builds the FC form)")
     weights = plain_conv_weights(conv)
     if isinstance(weights, Decline):
         return weights
@@ -62,4 +65,5 @@ register(PatternPass(
     rules=RuleSet((Rule("patch-conv", op("conv2d", name="conv", where={"a k x k stride-k conv, k even": _is_patch_conv}),
                         _as_strided),)),
     produces_ops=frozenset({"conv2d"}),
+    must_precede=("patch-conv-as-linear",),
 ))

@@ -1,15 +1,17 @@
 """remove-noops (exact): inference no-ops disappear.
 
 dropout(x, p) = x and stochastic_depth(x) = x in eval mode; identity(x) = x (nn.Identity,
-contiguous, clone, detach). The node's users read x directly. A copy that a `.view()` reads stays,
+contiguous, clone, detach). The node's users read x directly. Where a `.view()` reads a copy,
 directly or through ops that return views of it (select, transpose, getitem, ...: they keep its
-layout): the copy is what makes the tensor contiguous, and `view` refuses a tensor that is not.
+layout), the copy is what made the tensor contiguous, and `view` refuses a tensor that is not: those
+views become reshapes, which equal the view on a contiguous tensor and copy where they must, so the
+values are the same and no copy op is left for a chip to run (layout is its compiler's choice).
 """
 
 import torch
 from torch import fx
 
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite import Match, PatternPass, Rewriter, Rule, RuleSet, op, register
 
 #: view ops, which need a contiguous input (reshape, which copies when it must, does not)
 _VIEWS = frozenset({"view", torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default})
@@ -29,25 +31,33 @@ def _returns_view(node: fx.Node) -> bool:
     return node.op in ("call_function", "call_method") and name in _ALIASING
 
 
-def _read_by_view(node: fx.Node) -> bool:
-    """Whether a `view` reads `node`, directly or through ops that return views of it."""
-    frontier, seen = list(node.users), set()
+def _views_reading(node: fx.Node) -> list[fx.Node]:
+    """The `view`s that read `node`, directly or through ops that return views of it."""
+    frontier, seen, views = list(node.users), set(), []
     while frontier:
         user = frontier.pop()
         if user in seen:
             continue
         seen.add(user)
         if user.target in _VIEWS:
-            return True
-        if _returns_view(user):
+            views.append(user)
+        elif _returns_view(user):
             frontier.extend(user.users)
-    return False
+    return views
+
+
+def _as_reshape(view: fx.Node) -> None:
+    if view.op == "call_method":
+        view.target = "reshape"
+    elif view.target is torch.ops.aten._unsafe_view.default or view.target is torch.ops.aten.view.default:
+        view.target = torch.ops.aten.reshape.default
 
 
 def _forward_input(match: Match, rewriter: Rewriter):
     noop = match["noop"]
-    if noop.kind == "identity" and _read_by_view(noop.node):
-        return Decline("a .view() reads this copy; without it the view would get a non-contiguous tensor")
+    if noop.kind == "identity":
+        for view in _views_reading(noop.node):
+            _as_reshape(view)
     return noop.inputs[0]
 
 

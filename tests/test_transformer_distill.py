@@ -26,7 +26,10 @@ def test_the_teacher_learns_the_digits(vit_and_digits):
         assert (model(images[HELD_OUT:]).argmax(1) == labels[HELD_OUT:]).float().mean() > 0.85
 
 
-@pytest.mark.parametrize("target, students", [("archnet-transformer", {"TokenStudent", "MlpStudent"}),
+# on archnet-transformer the patch embedding, class token and head lower exactly (patch-conv-as-linear,
+# expand-constant-as-linear); a block whose layer norms have a near affine keeps the teacher's own
+# attention (q, k, v from its weights, two matmuls and a softmax), the others take generic token students
+@pytest.mark.parametrize("target, students", [("archnet-transformer", {"TeacherForm", "TokenStudent"}),
                                               ("archnet", {"MlpStudent"})])
 def test_a_vit_distils_at_4_bits_to_a_legal_student_that_agrees_with_it(vit_and_digits, target, students):
     model, images, _ = vit_and_digits

@@ -252,9 +252,11 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
                            "student's layers read floats, and the target has no one-hot encoding (one_hot and "
                            "cast, as archnet-transformer declares) to turn ids into them")
     allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
-    forms = teacher_forms(region, tensors, target, legalize) if region is not None and legalize is not None \
-        and len(positions) == len(inputs) else []
-    costs = [module_cost(form, tensors, target) for form in forms]
+    # a teacher form reads what its region reads (an image for its batch size alone is a legal shape read)
+    every = [value for value in inputs if isinstance(value, torch.Tensor)]
+    forms = teacher_forms(region, every, target, legalize) if region is not None and legalize is not None \
+        and len(every) == len(inputs) else []
+    costs = [module_cost(form, every, target) for form in forms]
     for form, cost in zip(forms, costs):  # the exact form first
         if cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
             return Sized(form, form.label, cost.ratio(teacher))
