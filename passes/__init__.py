@@ -31,6 +31,7 @@ from fxrewrite.passes import (  # noqa: F401
     patch_conv_as_strided_3x3,
     relu6_as_relus,
     remove_noops,
+    roll_as_slices,
     sdpa_as_matmul_softmax,
     silu_as_sigmoid_mul,
     softmax_as_exp,

@@ -1,7 +1,8 @@
 """remove-noops (exact): inference no-ops disappear.
 
 dropout(x, p) = x and stochastic_depth(x) = x in eval mode; identity(x) = x (nn.Identity,
-contiguous, clone, detach). The node's users read x directly. Where a `.view()` reads a copy,
+contiguous, clone, detach); a pad of zero on every side is x (Swin pads its maps to a multiple of
+the window, by nothing where they already are one). The node's users read x directly. Where a `.view()` reads a copy,
 directly or through ops that return views of it (select, transpose, getitem, ...: they keep its
 layout), the copy is what made the tensor contiguous, and `view` refuses a tensor that is not: those
 views become reshapes, which equal the view on a contiguous tensor and copy where they must, so the
@@ -63,7 +64,9 @@ def _forward_input(match: Match, rewriter: Rewriter):
 
 register(PatternPass(
     name="remove-noops",
-    summary="drop dropout, stochastic depth and identity ops (inference no-ops)",
-    rules=RuleSet((Rule("noop", op(("dropout", "identity"), name="noop"), _forward_input),)),
+    summary="drop dropout, stochastic depth, identity ops and pads of nothing (inference no-ops)",
+    rules=RuleSet((Rule("noop", op(("dropout", "identity"), name="noop"), _forward_input),
+                   Rule("zero-pad", op("pad", name="noop", where={"a pad of nothing": lambda v: not any(v.attrs["pad"])}),
+                        _forward_input))),
     produces_ops=frozenset(),
 ))

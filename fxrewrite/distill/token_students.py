@@ -12,6 +12,8 @@ Policy (the width within the budget is chosen by fxrewrite.distill.sizing, wides
   and starts as input + FC(hidden). Hidden width at most max(D, D').
 - vectors (N, F) from vectors: FC -> ReLU -> FC, hidden width at most max(F, F').
 - vectors (N, F) from maps or tokens (a head): the same on the flattened input.
+- grids (N, H, W, C) -> (N, H, W, C') on a target without convs (Swin's channels-last maps): the
+  token student over the H W positions as tokens, flattened in and unflattened out.
 - anything else (a map to tokens, patchify): the flattened inputs through FC -> ReLU -> FC to
   prod(output shape), reshaped; it needs the target's reshape, and costs a dense layer over the
   whole input, so it is the fallback of last resort.
@@ -136,6 +138,17 @@ class MlpStudent(nn.Module):
         return y if len(self.out_shape) == 1 else y.reshape(-1, *self.out_shape)
 
 
+class GridTokens(nn.Module):
+    """A token student on (N, H, W, C) grids read as H W tokens: flatten, the student, unflatten."""
+
+    def __init__(self, student: nn.Module, grid: tuple[int, int]):
+        super().__init__()
+        self.student, self.grid = student, grid
+
+    def forward(self, *grids: torch.Tensor) -> torch.Tensor:
+        return self.student(*(g.flatten(1, 2) for g in grids)).unflatten(1, self.grid)
+
+
 def _mixer(name: str, region_kinds: set[str], inputs: Sequence[torch.Tensor], dim: int, length: int,
            target: Target) -> tuple[str, Callable[[int], nn.Module], Callable[[int], int]] | None:
     """How a token student mixes tokens on `target` (label, builder by width, its output width), or
@@ -159,7 +172,13 @@ def token_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Te
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
     if len(out_shape) == 4:
-        return None
+        if "conv2d" in target.ops or target.allow_all_ops or not all(len(s) == 4 and s[:3] == out_shape[:3]
+                                                                     for s in shapes):
+            return None
+        # on a chip without convs, a grid of the output's H x W (Swin's channels-last maps) is tokens
+        flat = token_candidates(name, [t.flatten(1, 2) for t in inputs], output.flatten(1, 2), region_kinds, target)
+        return [(f"{label} over the {out_shape[1]}x{out_shape[2]} grid as tokens",
+                 lambda build=build: GridTokens(build(), out_shape[1:3])) for label, build in flat]
     if len(out_shape) == 3 and all(len(s) == 3 and s[:2] == out_shape[:2] for s in shapes):
         in_dim, length = sum(s[-1] for s in shapes), out_shape[1]
         skip = skip_input(inputs, output)

@@ -45,3 +45,25 @@ def test_a_scale_that_varies_along_the_batch_is_left_alone():
     x = torch.randn(2, 5, 7, 9)
     gm, rewrites = run_pass("mul-constant-as-batch-norm", captured(model, x, "module"), x)
     assert rewrites == 0 and kinds(gm)["mul"] == 1
+
+
+class ScaledByNumber(nn.Module):
+    """Swin's attention scale: q times a number, the number on either side."""
+
+    def __init__(self, number_first: bool):
+        super().__init__()
+        self.number_first = number_first
+
+    def forward(self, x):
+        y = torch.relu(x)
+        return 0.35 * y if self.number_first else torch.mul(y, 0.35)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("x_shape", [(2, 3, 7, 5), (2, 7, 6), (3, 5)])
+def test_a_product_with_a_number_is_a_batch_norm(form, x_shape):
+    model = ScaledByNumber(form == "module").eval()
+    x = torch.randn(x_shape)
+    gm, rewrites = run_pass("mul-constant-as-batch-norm", captured(model, x, form), x)
+    assert rewrites == 1 and kinds(gm)["batch_norm"] == 1 and "mul" not in kinds(gm)
+    assert_same(gm, model, x, rtol=0)

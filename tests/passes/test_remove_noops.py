@@ -59,3 +59,24 @@ def test_a_copy_read_by_a_view_through_selects_goes_and_the_views_become_reshape
         gm, rewrites = run_pass("remove-noops", captured(module, x, form), x)
         assert rewrites == 1 and "identity" not in kinds(gm)
         assert_same(gm, module, x)
+
+
+class Padded(nn.Module):
+    """Swin's pad to a multiple of the window: by nothing where the map already is one."""
+
+    def __init__(self, amount: int):
+        super().__init__()
+        self.amount = amount
+
+    def forward(self, x):
+        return torch.nn.functional.pad(x, (0, 0, 0, self.amount, 0, self.amount))
+
+
+def test_a_pad_of_nothing_disappears_and_a_real_pad_stays():
+    x = torch.randn(1, 4, 4, 3)
+    for form in ("module", "aten"):
+        gm, rewrites = run_pass("remove-noops", captured(Padded(0).eval(), x, form), x)
+        assert rewrites == 1 and "pad" not in kinds(gm)
+        assert_same(gm, Padded(0), x, rtol=0.0)
+        gm, rewrites = run_pass("remove-noops", captured(Padded(1).eval(), x, form), x)
+        assert rewrites == 0 and kinds(gm)["pad"] == 1
