@@ -137,6 +137,17 @@ def test_a_region_of_only_coarser_maps_is_enlarged_to_the_output():
     assert last < 0.5 * first
 
 
+def test_a_channels_last_grid_on_a_chip_without_convs_gets_a_token_student_over_its_positions():
+    """Swin's (N, H, W, C) blocks on archnet-transformer: a conv student there was illegal."""
+    torch.manual_seed(2)
+    grid = torch.randn(16, 4, 4, 12)
+    teacher = grid + torch.relu(grid @ torch.randn(12, 12) / 4)
+    sized = built([grid], teacher, TRANSFORMER, {"layer_norm", "matmul", "softmax", "roll", "add"})
+    assert sized.size.startswith("attention + FC-BN-ReLU-FC") and sized.size.endswith("over the 4x4 grid as tokens")
+    first, last = trained_loss_drop(sized.student, [grid], teacher)
+    assert last < 0.5 * first
+
+
 def test_a_region_of_only_coarser_maps_on_a_target_that_cannot_enlarge_is_refused():
     coarse = torch.randn(8, 6, 4, 4)
     with pytest.raises(DistillError, match="no op that enlarges a map"):

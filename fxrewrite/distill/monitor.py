@@ -77,14 +77,20 @@ class Point:
     cosine: float
 
 
+def score_between(got: torch.Tensor, want: torch.Tensor) -> Score:
+    """Outputs `got` against the teacher's `want`: the mean cosine per sample, and top-1 agreement
+    where the outputs are class scores (N, C) with C > 1."""
+    cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
+    classes = got.shape[1] if got.dim() == 2 and got.shape[1] > 1 else 0
+    return Score(top1_agreement(got, want) if classes else None, cosine, classes)
+
+
 def held_out_score(forward: Callable[[torch.Tensor], Any], held: Sequence[Any]) -> Score:
     """`forward` on the held-out records' batches against the teacher's outputs on them (`final`; the
     first tensor of each)."""
     with torch.no_grad():
         got = torch.cat([tensor_leaves(forward(e.batch))[0] for e in held])
-    want = torch.cat([tensor_leaves(e.final)[0] for e in held])
-    cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
-    return Score(top1_agreement(got, want) if got.dim() == 2 else None, cosine, got.shape[1] if got.dim() == 2 else 0)
+    return score_between(got, torch.cat([tensor_leaves(e.final)[0] for e in held]))
 
 
 def at_chance(score: Score) -> bool:

@@ -12,8 +12,9 @@ Policy (the width within the budget is chosen by fxrewrite.distill.sizing, wides
   and starts as input + FC(hidden). Hidden width at most max(D, D').
 - vectors (N, F) from vectors: FC -> ReLU -> FC, hidden width at most max(F, F').
 - vectors (N, F) from maps or tokens (a head): the same on the flattened input.
-- grids (N, H, W, C) -> (N, H, W, C') on a target without convs (Swin's channels-last maps): the
-  token student over the H W positions as tokens, flattened in and unflattened out.
+- grids (N, H, W, C) -> (N, H, W, C') on a target with FC layers but no convs (Swin's
+  channels-last maps): the token student over the H W positions as tokens, flattened in and
+  unflattened out.
 - anything else (a map to tokens, patchify): the flattened inputs through FC -> ReLU -> FC to
   prod(output shape), reshaped; it needs the target's reshape, and costs a dense layer over the
   whole input, so it is the fallback of last resort.
@@ -172,10 +173,10 @@ def token_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Te
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
     if len(out_shape) == 4:
-        if "conv2d" in target.ops or target.allow_all_ops or not all(len(s) == 4 and s[:3] == out_shape[:3]
-                                                                     for s in shapes):
+        grid_only = "linear" in target.ops and "conv2d" not in target.ops and not target.allow_all_ops
+        if not grid_only or not all(len(s) == 4 and s[:3] == out_shape[:3] for s in shapes):
             return None
-        # on a chip without convs, a grid of the output's H x W (Swin's channels-last maps) is tokens
+        # on a chip of FC layers without convs, a grid of the output's H x W (Swin's channels-last maps) is tokens
         flat = token_candidates(name, [t.flatten(1, 2) for t in inputs], output.flatten(1, 2), region_kinds, target)
         return [(f"{label} over the {out_shape[1]}x{out_shape[2]} grid as tokens",
                  lambda build=build: GridTokens(build(), out_shape[1:3])) for label, build in flat]

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.monitor import Score
-from fxrewrite.rewrite.compare import top1_agreement
+from fxrewrite.distill.monitor import Score, score_between
 
 EPOCHS = 3
 LR = 1e-3
@@ -34,10 +33,7 @@ def outputs_of(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 def score_of(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> Score:
     """`module`'s top-1 agreement (where the outputs are class scores) and cosine with the teacher's
     outputs `teacher` on `inputs`."""
-    got = outputs_of(module, inputs)
-    cosine = F.cosine_similarity(got.flatten(1), teacher.flatten(1)).mean().item()
-    classes = got.shape[1] if got.dim() == 2 and got.shape[1] > 1 else 0
-    return Score(top1_agreement(got, teacher) if classes else None, cosine, classes)
+    return score_between(outputs_of(module, inputs), teacher)
 
 
 def agreement_with(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
