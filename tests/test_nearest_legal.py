@@ -1,5 +1,6 @@
 """Teacher forms that keep a block's structure where the target lacks an op: the nearest legal op
-(fxrewrite.distill.nearest_legal) for a ConvNeXt block's layer norm, large depthwise kernel and GELU."""
+(fxrewrite.distill.nearest_legal) for a ConvNeXt block's layer norm, large depthwise kernel and GELU,
+and a ViT encoder block's attention kept with its own layers."""
 
 from __future__ import annotations
 
@@ -95,3 +96,35 @@ def test_on_a_chip_with_depthwise_convs_the_large_depthwise_kernel_stays_depthwi
     convs = [m for m in form.modules() if isinstance(m, nn.Conv2d)]
     assert {m.kernel_size for m in convs} <= {(1, 1), (3, 3)}
     assert any(m.groups == m.in_channels > 1 for m in convs)  # the fitted 3x3 stack runs depthwise
+
+
+def tokens(*shape: int) -> torch.Tensor:
+    """Token features as a trained encoder's are: each feature has its own level and spread."""
+    level, spread = torch.randn(shape[-1]) * 2, torch.rand(shape[-1]) + 0.5
+    return level + spread * torch.randn(shape) * 0.5
+
+
+def test_a_vit_encoder_block_keeps_its_attention_on_archnet_transformer():
+    """torchvision's ViT encoder block (layer norms, 4-head attention through nn.MultiheadAttention,
+    GELU MLP, two residual adds) as a teacher form: q, k, v from the teacher's in-projection, two
+    matmuls and a softmax, each add as concat + FC, its layer norms as fitted affines and GELU as
+    ReLU. Legal on archnet-transformer, near the block at initialisation (measured: relative error
+    0.07 on random weights; bound 0.25) and training lowers its loss."""
+    from torchvision.models.vision_transformer import EncoderBlock
+
+    torch.manual_seed(0)
+    block = EncoderBlock(4, 24, 48, 0.0, 0.0).eval()
+    x = tokens(16, 17, 24)
+    target = Target.load("archnet-transformer")
+    form, = teacher_forms(exported(block, x[:1]), (x,), target, legal_lowering)
+    assert [a.split(" (")[0] for a in form.approximations] == ["layer_norm -> per-channel affine fitted on the inputs",
+                                                              "layer_norm -> per-channel affine fitted on the inputs",
+                                                              "gelu -> relu"]
+    assert runs_on(target, form, (x,))
+    found = {op_view(n).kind for n in form.graph_module.graph.nodes}
+    assert {"matmul", "softmax", "linear", "cat"} <= found and "scaled_dot_product_attention" not in found
+    with torch.no_grad():
+        want = block(x)
+        assert relative_error(form(x), want) < 0.25
+    first, last = trained_loss_drop(form, [x], want, lr=1e-3)
+    assert last < 0.7 * first

@@ -148,6 +148,14 @@ def test_a_channels_last_grid_on_a_chip_without_convs_gets_a_token_student_over_
     assert last < 0.5 * first
 
 
+def test_a_region_that_reads_no_input_is_its_recorded_outputs():
+    """Regression: Swin's relative position bias, gathered from its table by an index now legal on
+    archnet-transformer, became a region of no input, and the grid student crashed on it."""
+    bias = torch.randn(1, 4, 4, 6)
+    sized = synthesize("region_0", [], [bias], ROOMY, TRANSFORMER, ROOMY)
+    assert sized.size.startswith("constant") and torch.equal(sized.student(), bias)
+
+
 def test_a_region_of_only_coarser_maps_on_a_target_that_cannot_enlarge_is_refused():
     coarse = torch.randn(8, 6, 4, 4)
     with pytest.raises(DistillError, match="no op that enlarges a map"):

@@ -26,10 +26,11 @@ def test_the_teacher_learns_the_digits(vit_and_digits):
         assert (model(images[HELD_OUT:]).argmax(1) == labels[HELD_OUT:]).float().mean() > 0.85
 
 
-# on archnet-transformer the patch embedding, class token and head lower exactly (patch-conv-as-linear,
-# expand-constant-as-linear); a block whose layer norms have a near affine keeps the teacher's own
-# attention (q, k, v from its weights, two matmuls and a softmax), the others take generic token students
-@pytest.mark.parametrize("target, students", [("archnet-transformer", {"TeacherForm", "TokenStudent"}),
+# on archnet-transformer the patch embedding and class token lower exactly (patch-conv-as-linear,
+# expand-constant-as-linear); this briefly trained teacher's blocks have layer norms no affine comes
+# near (tests/test_nearest_legal.py has a block that keeps its attention), and its final norm alone
+# has no layer to train as a fitted affine, so generic students
+@pytest.mark.parametrize("target, students", [("archnet-transformer", {"TokenStudent", "MlpStudent"}),
                                               ("archnet", {"MlpStudent"})])
 def test_a_vit_distils_at_4_bits_to_a_legal_student_that_agrees_with_it(vit_and_digits, target, students):
     model, images, _ = vit_and_digits

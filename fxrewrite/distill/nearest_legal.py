@@ -17,7 +17,7 @@ teacher form (fxrewrite.distill.teacher_form) where a region has no exact legal 
   b_c = mean(LN(x)_c) - a_c mean(x_c)), an inference batch norm where channels come first: Arch-Net's
   and most NPUs' norm, frozen statistics instead of per-token ones; only where that affine is
   within MAX_NORM_FIT_ERROR of the norm on the inputs (a norm over pooled features, whose scale
-  varies per sample, has no near affine).
+  varies per sample, has no near affine), and never for a norm over a whole vector per sample.
 Each substitution changes the maths; training then adapts the layers around it, starting from the
 teacher's weights. A gate (sigmoid, hardsigmoid) is not ReLU-like and is left as it is.
 """
@@ -138,7 +138,12 @@ def _as_affine(gm: fx.GraphModule, node: fx.Node, view: OpView, scale: torch.Ten
 
 
 def _last_dim_norm(view: OpView) -> bool:
-    return view.kind == "layer_norm" and len(view.attrs.get("normalized_shape", ())) == 1
+    """A layer norm over the last dim of maps or tokens; over a whole vector per sample (a ViT's
+    class token before its head) it rescales each sample by its own spread, which a fixed affine
+    cannot follow however close its fit on the recorded inputs."""
+    shape = tensor_shape(view.node)
+    return (view.kind == "layer_norm" and len(view.attrs.get("normalized_shape", ())) == 1
+            and shape is not None and len(shape) > 2)
 
 
 def nearest_legal(gm: fx.GraphModule, target: Target, inputs: Sequence[torch.Tensor]) -> list[str]:

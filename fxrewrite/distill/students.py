@@ -128,6 +128,21 @@ class TensorInputs(nn.Module):
         return self.student(*(inputs[i] for i in self.positions))
 
 
+class ConstantOutputs(nn.Module):
+    """A region that reads no input (a relative position bias gathered from its table) computes the
+    same tensors for every sample: its student is those tensors, recorded once, exactly."""
+
+    def __init__(self, outputs: Sequence[torch.Tensor]):
+        super().__init__()
+        for index, value in enumerate(outputs):
+            self.register_buffer(f"output_{index}", value.detach().clone())
+        self.count = len(outputs)
+
+    def forward(self, *_: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        values = tuple(getattr(self, f"output_{index}") for index in range(self.count))
+        return values[0] if self.count == 1 else values
+
+
 def _halvings(size: Sequence[int], to: Sequence[int]) -> tuple[int, ...] | None:
     """The paddings of stride-2 3x3 conv layers taking a map of `size` to `to`, fewest layers first,
     padding 1 (n -> ceil(n / 2)) before 0 (n -> floor((n - 1) / 2), an unpadded pool's size); None
@@ -240,6 +255,8 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
         raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
                            "student of legal ops writes real floating-point tensors; keep such ops (complex "
                            "numbers, sort indices, sizes) outside what the target must run, or rewrite them")
+    if not inputs:
+        return Sized(ConstantOutputs(outputs), "constant (the region reads no input: its outputs, recorded once)", 0.0)
     # a tensor without the batch (a position table made from parameters) is the same for every sample:
     # a student learns its effect as a constant, so it reads only the per-sample tensors
     batch = outputs[0].shape[0] if outputs[0].dim() else None
