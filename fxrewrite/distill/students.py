@@ -26,7 +26,8 @@ budget is chosen by fxrewrite.distill.sizing):
   read, each first passes a 3x3 conv + batch norm + ReLU narrowing it in proportion, so every
   student is legal by construction.
 
-Where the region has an exact legal form, that is the student instead (fxrewrite.distill.teacher_form);
+A region that reads no input computes the same tensors for every sample: its student is them, recorded
+once. Where the region has an exact legal form, that is the student instead (fxrewrite.distill.teacher_form);
 generic students start from the teacher's layers where shapes allow (fxrewrite.distill.seeding).
 """
 

@@ -173,8 +173,8 @@ def token_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Te
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
     if len(out_shape) == 4:
-        grid_only = "linear" in target.ops and "conv2d" not in target.ops and not target.allow_all_ops
-        if not grid_only or not shapes or not all(len(s) == 4 and s[:3] == out_shape[:3] for s in shapes):
+        fc_without_convs = "linear" in target.ops and "conv2d" not in target.ops and not target.allow_all_ops
+        if not fc_without_convs or not shapes or not all(len(s) == 4 and s[:3] == out_shape[:3] for s in shapes):
             return None
         # on a chip of FC layers without convs, a grid of the output's H x W (Swin's channels-last maps) is tokens
         flat = token_candidates(name, [t.flatten(1, 2) for t in inputs], output.flatten(1, 2), region_kinds, target)
