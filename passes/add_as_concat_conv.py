@@ -12,7 +12,8 @@ is [W | alpha I_c] with bias b). One conv instead of two; the target's cost choo
 
 import torch
 
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, same_shape
+from fxrewrite.rewrite import (Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, same_shape,
+                               tensor_operands)
 from fxrewrite.rewrite.building import conv2d, plain_conv_weights
 
 
@@ -63,7 +64,7 @@ def _into_conv(conv_side: int):
     return replace
 
 
-_TENSOR_ADD = {"a tensor-tensor add": lambda v: v.attrs["operands"] == "tensor"}
+_TENSOR_ADD = {"a tensor-tensor add": tensor_operands}
 
 register(PatternPass(
     name="add-as-concat-conv",

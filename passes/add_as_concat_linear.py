@@ -12,7 +12,8 @@ D_h + D inputs instead of two.
 
 import torch
 
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, same_shape
+from fxrewrite.rewrite import (Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, same_shape,
+                               tensor_operands)
 from fxrewrite.rewrite.building import conv_weights, linear
 
 
@@ -58,7 +59,7 @@ def _into_linear(linear_side: int):
     return replace
 
 
-_TENSOR_ADD = {"a tensor-tensor add": lambda v: v.attrs["operands"] == "tensor"}
+_TENSOR_ADD = {"a tensor-tensor add": tensor_operands}
 
 register(PatternPass(
     name="add-as-concat-linear",

@@ -13,7 +13,7 @@ embeddings added through a legal op); c is evaluated once, so the table it came 
 
 import torch
 
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, tensor_operands
 from fxrewrite.rewrite.building import affine_as_batch_norm, constant_operand
 
 
@@ -34,8 +34,8 @@ def _as_batch_norm(match: Match, rewriter: Rewriter):
 register(PatternPass(
     name="add-constant-as-batch-norm",
     summary="adding a tensor made from parameters (a position embedding) as a batch norm's shift",
-    rules=RuleSet((Rule("add-constant", op("add", name="add", where={
-        "a tensor-tensor add": lambda v: v.attrs["operands"] == "tensor"}), _as_batch_norm),)),
+    rules=RuleSet((Rule("add-constant", op("add", name="add", where={"a tensor-tensor add": tensor_operands}),
+                        _as_batch_norm),)),
     produces_ops=frozenset({"batch_norm", "reshape"}),
     must_precede=("batch-norm-as-conv", "fold-batch-norm"),
 ))

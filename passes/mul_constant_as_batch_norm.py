@@ -14,7 +14,7 @@ multiply (Arch-Net's sets).
 
 import torch
 
-from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register, tensor_operands
 from fxrewrite.rewrite.building import affine_as_batch_norm, constant_operand
 
 
@@ -42,8 +42,8 @@ def _scalar_as_batch_norm(match: Match, rewriter: Rewriter):
 register(PatternPass(
     name="mul-constant-as-batch-norm",
     summary="multiplying by a per-channel constant (a layer scale) as a batch norm's weight",
-    rules=RuleSet((Rule("mul-constant", op("mul", name="mul", where={
-        "a tensor-tensor product": lambda v: v.attrs["operands"] == "tensor"}), _as_batch_norm),
+    rules=RuleSet((Rule("mul-constant", op("mul", name="mul", where={"a tensor-tensor product": tensor_operands}),
+                        _as_batch_norm),
                    Rule("mul-number", op("mul", name="mul", where={
                        "a product with a number": lambda v: v.attrs["operands"] == "scalar"}), _scalar_as_batch_norm))),
     produces_ops=frozenset({"batch_norm", "reshape"}),

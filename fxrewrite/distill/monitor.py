@@ -58,6 +58,11 @@ class Score:
     cosine: float
     classes: int = 0
 
+    @property
+    def headline(self) -> float:
+        """The agreement where the outputs are class scores, else the cosine."""
+        return self.cosine if self.agreement is None else self.agreement
+
     def beats(self, other: Score | None) -> bool:
         if other is None:
             return True

@@ -38,8 +38,7 @@ def score_of(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> 
 
 def agreement_with(module: nn.Module, inputs: torch.Tensor, teacher: torch.Tensor) -> float:
     """Top-1 agreement with the teacher where the outputs are class scores, else the mean cosine."""
-    score = score_of(module, inputs, teacher)
-    return score.cosine if score.agreement is None else score.agreement
+    return score_of(module, inputs, teacher).headline
 
 
 def tune_jointly(gm: fx.GraphModule, replacements: list[nn.Module], train: torch.Tensor, wanted: torch.Tensor,
@@ -69,4 +68,4 @@ def tune_jointly(gm: fx.GraphModule, replacements: list[nn.Module], train: torch
         for parameter in frozen:
             parameter.requires_grad_(True)
     gm.load_state_dict(best_state)
-    return tuple(s.cosine if s.agreement is None else s.agreement for s in (start, best))
+    return start.headline, best.headline

@@ -114,6 +114,11 @@ class RuleSet:
         return {}
 
 
+def tensor_operands(view: OpView) -> bool:
+    """A `where` condition: a binary op of two tensors (not a tensor and a number)."""
+    return view.attrs["operands"] == "tensor"
+
+
 def same_shape(a: fx.Node, b: fx.Node) -> bool:
     """Whether `a` and `b` have the same shape at every batch size, not only the example's: a tensor
     made from parameters alone keeps its leading 1 when the batch grows (swin_t adds its position
