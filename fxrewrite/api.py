@@ -15,9 +15,10 @@ from torch import fx, nn
 from fxrewrite import legality, viz
 from fxrewrite.errors import UsageError, check_positive
 from fxrewrite.frontend import Frontend, capture, load_model
-from fxrewrite.frontend.load import check_inputs
+from fxrewrite.frontend.inputs import check_inputs
+from fxrewrite.frontend.load import spec_files
 from fxrewrite.legality import CheckReport
-from fxrewrite.lowering import TrainingOptions, lower_graph
+from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions, lower_graph
 from fxrewrite.report import LoweringReport
 from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.ship.ethos_u import ethos_u_installed
@@ -44,12 +45,13 @@ def load_and_capture(
     *,
     weights: str | None = None,
     trust_pickle: bool = False,
-    input_shapes: Sequence[str] | None = None,
+    input_shapes: Sequence[str | Sequence[int]] | None = None,
     frontend: Frontend = "auto",
     seed: int = 0,
 ) -> fx.GraphModule:
     """Load MODEL `spec` and capture it; the example inputs are kept in `gm.meta["example_inputs"]`."""
-    loaded = load_model(spec, weights=weights, trust_pickle=trust_pickle, input_shapes=input_shapes, seed=seed)
+    loaded = load_model(spec, weights=weights, trust_pickle=trust_pickle, input_shapes=_shape_texts(input_shapes),
+                        seed=seed)
     gm = capture(loaded.module, loaded.example_inputs, frontend)
     gm.meta["example_inputs"] = loaded.example_inputs
     return gm
@@ -64,13 +66,35 @@ def _example_tuple(example_inputs: object) -> tuple[torch.Tensor, ...]:
     return tuple(inputs)
 
 
-def _as_graph(model: nn.Module | str | os.PathLike, example_inputs: Sequence[torch.Tensor] | None,
-              frontend: Frontend = "auto", input_shapes: Sequence[str] | None = None) -> fx.GraphModule:
-    """`model` captured; a module is captured from a copy in eval mode, so the caller's keeps its mode."""
+def _shape_texts(input_shapes: object) -> list[str] | None:
+    """`input_shapes` as --input-shape texts: one per input, each a text (`"1,3,224,224"`,
+    `"1,128:int64"`) or a sequence of whole numbers (a float32 input of that shape)."""
+    if input_shapes is None:
+        return None
     if isinstance(input_shapes, str):
         raise UsageError(f"input_shapes is a list with one shape per input, such as [{input_shapes!r}], not a string")
+    if not isinstance(input_shapes, Sequence):
+        raise UsageError(f"input_shapes must be a list with one shape per input, such as [(1, 3, 224, 224)], not a "
+                         f"{type(input_shapes).__name__}")
+    texts = []
+    for shape in input_shapes:
+        if isinstance(shape, Sequence) and not isinstance(shape, str) and shape \
+                and all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            texts.append(",".join(map(str, shape)))
+        elif isinstance(shape, str):
+            texts.append(shape)
+        else:
+            raise UsageError(f"input_shapes: {shape!r} is not a shape; give each as a tuple of whole numbers such as "
+                             "(1, 3, 224, 224) or as a text such as '1,128:int64'")
+    return texts
+
+
+def _as_graph(model: nn.Module | str | os.PathLike, example_inputs: Sequence[torch.Tensor] | None,
+              frontend: Frontend = "auto", input_shapes: Sequence[str | Sequence[int]] | None = None) -> fx.GraphModule:
+    """`model` captured; a module is captured from a copy in eval mode, so the caller's keeps its mode."""
+    shapes = _shape_texts(input_shapes)
     if isinstance(model, (str, os.PathLike)):
-        return load_and_capture(os.fspath(model), frontend=frontend, input_shapes=input_shapes)
+        return load_and_capture(os.fspath(model), frontend=frontend, input_shapes=shapes)
     if not isinstance(model, nn.Module):
         raise UsageError(f"model must be an nn.Module, a captured GraphModule or a MODEL spec (str or path), not a "
                          f"{type(model).__name__}")
@@ -90,13 +114,37 @@ def _label(model: object) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
 
 
-def _as_target(target: Target | str | os.PathLike | None) -> Target | None:
+def _as_target(target: Target | str | os.PathLike | None, required: bool = True) -> Target | None:
+    if target is None and required:
+        raise UsageError("target is needed: a Target, a built-in target's name (such as 'npu-generic') or a .toml "
+                         "path")
     if target is None or isinstance(target, Target):
         return target
     if isinstance(target, (str, os.PathLike)):
         return Target.load(os.fspath(target))
     raise UsageError(f"target must be a Target, a built-in target's name or a .toml path, not a "
                      f"{type(target).__name__}")
+
+
+def _pipeline(passes: object) -> list[Pass] | None:
+    """`passes` (None: every exact pass to a fixpoint; a --passes text; a list of Pass objects) as a list."""
+    if passes is None:
+        return None
+    if isinstance(passes, str):
+        return parse_pipeline(passes)
+    if isinstance(passes, (list, tuple)) and all(isinstance(p, Pass) for p in passes):
+        return list(passes)
+    raise UsageError(f"passes must be None, a comma-separated text of pass names or a list of Pass objects, not "
+                     f"{passes!r:.60}")
+
+
+def files_read(model: str, weights: str | None = None, calib: str | None = None,
+               target: str | None = None) -> list[Path]:
+    """Every file a command reads: MODEL's file or its callable's source in any spelling, --weights,
+    --calib's file, folder or callable source, and a --target file; no output may replace one."""
+    files = spec_files(model) + ([Path(weights)] if weights else []) + (spec_files(calib) if calib else [])
+    target_file = Target.file_of(target) if target else None
+    return files + ([target_file] if target_file is not None else [])
 
 
 def check(
@@ -119,7 +167,7 @@ def draw(
     example_inputs: Sequence[torch.Tensor] | None = None,
 ) -> tuple[Path, str]:
     """Draw `model` to `path`; returns the file written and a note (non-empty when `dot` is missing)."""
-    return viz.render(_as_graph(model, example_inputs), path, _as_target(target), title)
+    return viz.render(_as_graph(model, example_inputs), path, _as_target(target, required=False), title)
 
 
 def lower(
@@ -135,7 +183,7 @@ def lower(
     tolerance: float = 1e-5,
     max_growth: float | None = None,
     frontend: Frontend = "auto",
-    input_shapes: Sequence[str] | None = None,
+    input_shapes: Sequence[str | Sequence[int]] | None = None,
     name: str = "",
     debug: bool = False,
     **training: Any,
@@ -157,11 +205,15 @@ def lower(
         chip = replace(chip, performance=replace(chip.performance, growth_max=max_growth))
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else _example_tuple(example_inputs))
-    pipeline = parse_pipeline(passes) if isinstance(passes, str) else passes
+    pipeline = _pipeline(passes)
     unknown = sorted(set(training) - {f.name for f in fields(TrainingOptions)})
     if unknown:
         raise UsageError(f"lower() got unknown keywords {', '.join(unknown)}; the training keywords are the fields of "
                          "fxrewrite.lowering.TrainingOptions")
+    idle = [name for name in CALIBRATED_FIELDS if name in training]
+    if calib is None and idle:
+        raise UsageError(f"lower() got {', '.join(idle)} without calib: they steer distillation, quantization or "
+                         "restructuring, which run only on calibration data; pass calib or leave them out")
     if calib is not None and chip.vela_accelerator and "block_cycles" not in training and ethos_u_installed():
         training["block_cycles"] = VelaBlockCycles(chip.vela_accelerator)  # the compiler's cycles, not the estimate
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)

@@ -18,19 +18,20 @@ from typing import NoReturn
 
 from fxrewrite import api
 from fxrewrite.cli_export import run_export
-from fxrewrite.cli_training import add_training_arguments, training_keywords
+from fxrewrite.cli_training import add_training_arguments, set_without_calib, training_keywords
 from fxrewrite.cli_vela import VelaRuns, add_vela_argument, vela_accelerator
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError, check_positive
 from fxrewrite.export import save_pt2
-from fxrewrite.files import atomic_write_text, check_outputs
+from fxrewrite.files import atomic_write_text, check_outputs, wrote_line
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import SOURCES_HELP, load_calibration
 from fxrewrite.rewrite import Instruments, canonical_order
 from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
+from fxrewrite.viz import dot_text_instead
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
@@ -45,10 +46,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(default: object = False) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    common.add_argument("--debug", action="store_true", default=default, help="show the Python traceback of an error")
     return common
+
+
+def _add_trust_pickle(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help=f"allow {what} to need unpickling: a pickled nn.Module, a .pt2 with pickled parts; "
+                             "unpickling runs code from the file")
 
 
 def _model_args() -> argparse.ArgumentParser:
@@ -58,9 +65,7 @@ def _model_args() -> argparse.ArgumentParser:
                              "a .pt2 from torch.export.save, a TorchScript archive from torch.jit.save, or a "
                              "pickled module (.pt) with --trust-pickle")
     parser.add_argument("--weights", metavar="STATE_DICT", help="state dict loaded into MODEL (weights_only)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow MODEL (and --weights) to need unpickling: a pickled nn.Module, a .pt2 with "
-                             "pickled parts; unpickling runs code from the file")
+    _add_trust_pickle(parser, "MODEL (and --weights)")
     parser.add_argument("--input-shape", action="append", metavar="SHAPE",
                         help=f"shape of one model input, e.g. 1,3,224,224 or 1,128:int64; repeat for several "
                              f"inputs (default: {DEFAULT_INPUT_SHAPE}, or the example inputs stored in a .pt2)")
@@ -72,8 +77,9 @@ def _model_args() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common, model = _common(), _model_args()
-    parser = _Parser(prog="fxrewrite", parents=[common],
+    # a command's --debug must not reset one given before the command (`fxrewrite --debug lower ...`)
+    common, model = _common(argparse.SUPPRESS), _model_args()
+    parser = _Parser(prog="fxrewrite", parents=[_common()],
                      description="Lower PyTorch models onto the operator set of one NPU.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "its ops against the target and its results against onnxruntime.")
     export.add_argument("model", metavar="LOWERED.pt2", help="a program written by fxrewrite lower")
     export.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    _add_trust_pickle(export, "LOWERED.pt2")
     export.add_argument("--target", "-t", help="refuse ONNX nodes this target does not run (default: the target "
                                                "the .pt2 was lowered for)")
 
@@ -146,13 +153,16 @@ def _run_check(args: argparse.Namespace) -> int:
 
 def _run_viz(args: argparse.Namespace) -> int:
     target = Target.load(args.target) if args.target else None
-    check_outputs({"-o": Path(args.output)}, [Path(args.model)])
+    output = Path(args.output)
+    fallback = dot_text_instead(output)
+    check_outputs({"-o": output} | ({"-o's DOT text": fallback} if fallback else {}),
+                  api.files_read(args.model, args.weights, target=args.target))
     gm = _load(args)
     title = args.model + (f" on {target.name}" if target else "")
-    written, note = api.draw(gm, args.output, target, title)
+    written, note = api.draw(gm, output, target, title)
     if note:
         print(f"fxrewrite: {note}", file=sys.stderr)
-    print(f"wrote {written}")
+    print(wrote_line([written]))
     return EXIT_OK
 
 
@@ -182,23 +192,23 @@ def _run_lower(args: argparse.Namespace) -> int:
             stop()
 
 
-def _calib_input(calib: str | None) -> list[Path]:
-    return [Path(calib)] if calib and calib != "synthetic" and Path(calib).exists() else []
-
-
 def _lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
     if output.suffix not in (".pt2", ".onnx", ".pte"):
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2, an .onnx or (Ethos-U) a .pte file")
     check_positive("--tolerance", args.tolerance)  # before the work, which may be long
+    idle = set_without_calib(args)
+    if idle:
+        raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} calibration data (they steer "
+                         f"distillation, quantization or restructuring, which run only with it): pass --calib with "
+                         f"{SOURCES_HELP}, or leave {'it' if len(idle) == 1 else 'them'} out")
     checkpoint_dir = output.with_suffix(".ckpt")
     outputs = {"-o": output} | ({"--report": Path(args.report)} if args.report else {})
     folders = {"--dump-ir": Path(args.dump_ir)} if args.dump_ir else {}
     if args.calib is not None:
         folders[f"the checkpoint folder of -o {output.name}"] = checkpoint_dir
-    check_outputs(outputs, [Path(args.model), *([Path(args.weights)] if args.weights else []),
-                            *_calib_input(args.calib)], folders)
+    check_outputs(outputs, api.files_read(args.model, args.weights, args.calib, args.target), folders)
     if output.suffix == ".onnx":
         require_onnx()
     vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if output.suffix == ".pte"
@@ -251,8 +261,7 @@ def _lower(args: argparse.Namespace) -> int:
     print(report.to_text() + vela.text())
     if report.onnx is not None:
         print(shipped.describe())
-    written = f"wrote {output}" + (f" and {args.report}" if args.report else "")
-    print(written + (f" ({batch_note})" if batch_note else ""))
+    print(wrote_line([output, args.report]) + (f" ({batch_note})" if batch_note else ""))
     if not lowered.legal:
         if report.distillation is None:
             print(f"fxrewrite: error: to distil these {len(report.regions)} regions into students of legal "

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from fxrewrite.errors import UsageError
-from fxrewrite.files import check_outputs
+from fxrewrite.api import files_read
+from fxrewrite.files import check_outputs, wrote_line
 from fxrewrite.frontend import load_model
 from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target
@@ -16,12 +17,12 @@ def run_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
         raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
-    check_outputs({"-o": output}, [Path(args.model)])
+    check_outputs({"-o": output}, files_read(args.model, target=args.target))
     require_onnx()
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     name = args.target or loaded.target
     target = Target.load(name) if name else None
     shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
     print(shipped.describe())
-    print(f"wrote {output}" + ("" if target else " (its ops were not checked: pass --target)"))
+    print(wrote_line([output]) + ("" if target else " (its ops were not checked: pass --target)"))
     return 0

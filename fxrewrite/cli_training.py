@@ -7,14 +7,12 @@ import argparse
 from typing import Any
 
 from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, SCHEDULES
-from fxrewrite.lowering import TrainingOptions
+from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions
 from fxrewrite.lowering.restructure import DEFAULT_BUDGET
 from fxrewrite.quant import METHODS, SOURCES_HELP
 
 #: the options of the group, by their names on the parsed arguments and as fields of TrainingOptions
-FIELDS = ("calib", "calib_size", "batch_size", "wbits", "abits", "quant", "schedule", "epochs", "finetune_epochs",
-          "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "accuracy_budget", "device",
-          "resume")
+FIELDS = ("calib", *CALIBRATED_FIELDS)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +60,23 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
 
 
+def flag_of(field: str) -> str:
+    """The option that sets a field of TrainingOptions (`finetune_epochs` -> `--finetune-epochs`)."""
+    return "--" + field.replace("_", "-")
+
+
+def set_without_calib(args: argparse.Namespace) -> list[str]:
+    """The group's options given other values than their defaults while --calib is not: each would do
+    nothing, as nothing is distilled, quantized or restructured without calibration data."""
+    defaults = argparse.ArgumentParser()
+    add_training_arguments(defaults)
+    default = vars(defaults.parse_args([]))
+    if args.calib is not None:
+        return []
+    return [flag_of(name) for name in FIELDS if getattr(args, name) != default[name]]
+
+
 def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
-    """The group's values as keywords of `fxrewrite.lower` (fields of TrainingOptions)."""
-    return {name: getattr(args, name) for name in FIELDS}
+    """The group's values as keywords of `fxrewrite.lower` (fields of TrainingOptions); without --calib
+    only that (the others are at their defaults: set_without_calib)."""
+    return {name: getattr(args, name) for name in FIELDS if args.calib is not None or name == "calib"}

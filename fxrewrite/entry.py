@@ -39,3 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED, end="", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        # the command is over and its files are written: an interrupt now has nothing left to stop, and one
+        # landing in a finaliser while the interpreter shuts down printed "Exception ignored ... KeyboardInterrupt"
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -27,8 +27,9 @@ def _mode_for(target: Path) -> int:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, then rename it over `path`; the file keeps the
-    permissions of the one it replaces. On any failure or interruption the temporary file is removed."""
-    target = Path(path)
+    permissions of the one it replaces. On any failure or interruption the temporary file is removed.
+    Where `path` is a symbolic link, the file it points to is written and the link kept (see link_note)."""
+    target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX, suffix=".tmp")
     try:
@@ -44,6 +45,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def link_note(path: str | os.PathLike) -> str:
+    """Where `path` is a symbolic link, what writing it does (for the line that says it was written)."""
+    return f"{path} is a link: wrote the file it points to, {os.path.realpath(path)}" if Path(path).is_symlink() else ""
+
+
+def wrote_line(paths: Iterable[str | os.PathLike | None]) -> str:
+    """`wrote A and B`, saying where a path was a link and the file it points to was written."""
+    written = [p for p in paths if p]
+    notes = [note for note in map(link_note, written) if note]
+    return "wrote " + " and ".join(map(str, written)) + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` lies in `folder` or below it, links resolved."""
+    return folder.resolve() in path.resolve().parents
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -74,13 +92,18 @@ def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path | str] = ()
                   folders: Mapping[str, Path] | None = None) -> None:
     """Refuse, before any work, outputs that would overwrite an input or each other, that name an
     existing folder, or whose folder cannot be written. `outputs` and `folders` map the option that
-    names each location (e.g. "--report") to it; `folders` are output folders (such as --dump-ir)."""
+    names each location (e.g. "--report") to it; `folders` are output folders (such as --dump-ir),
+    which may hold no input. `inputs` are the files and folders the run reads: no output may lie in
+    an input folder."""
     named = [(flag, Path(p)) for flag, p in outputs.items()]
     existing_inputs = [Path(p) for p in inputs if p and Path(p).exists()]
     for index, (flag, path) in enumerate(named):
         for source in existing_inputs:
             if _same_file(path, source):
                 raise UsageError(f"{flag} {path} would overwrite the input {source}; choose another file")
+            if source.is_dir() and _inside(path, source):
+                raise UsageError(f"{flag} {path} lies in the input folder {source}, which the run reads; choose "
+                                 "another place")
         for other_flag, other in named[:index]:
             if _same_file(path, other):
                 raise UsageError(f"{flag} {path} names the same file as {other_flag}; choose another file")
@@ -88,12 +111,16 @@ def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path | str] = ()
             raise UsageError(f"{flag} {path} is a folder; name a file")
         if len(os.fsencode(path.name)) > 255:
             raise UsageError(f"{flag} {path}: the file name is longer than the 255 bytes a file system allows")
-        problem = _unwritable(path.parent)
+        problem = _unwritable(Path(os.path.realpath(path)).parent)
         if problem is not None:
             raise UsageError(f"{flag} {path}: {problem}")
     for flag, folder in (folders or {}).items():
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{flag} {folder} is a file; name a folder (it is created if missing)")
+        for source in existing_inputs:
+            if _same_file(folder, source) or _inside(source, folder):
+                raise UsageError(f"{flag} {folder} holds the input {source}, and fxrewrite writes into that folder; "
+                                 "choose another")
         problem = _unwritable(folder)
         if problem is not None:
             raise UsageError(f"{flag} {folder}: {problem}")

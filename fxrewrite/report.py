@@ -143,8 +143,12 @@ class DistillationReport:
                   f"region's estimated cost), held-out MSE {s.mse:.3g}, "
                   f"cosine {s.cosine:.4f}" + (f"; {s.growth}" if s.growth else "") for s in self.students]
         top1 = f", top-1 agreement {self.agreement.top1:.2%}" if self.agreement.top1 is not None else ""
-        lines.append(f"vs teacher on the held-out split: cosine {self.agreement.cosine:.4f}, "
+        deviations = " of the deviations from the teacher's mean output" if self.agreement.vacuous else ""
+        lines.append(f"vs teacher on the held-out split: cosine{deviations} {self.agreement.cosine:.4f}, "
                      f"MSE {self.agreement.mse:.3g}{top1}")
+        if self.agreement.vacuous:
+            lines.append(f"no top-1 agreement: {self.agreement.vacuous}, so it would be 100% for a student that "
+                         "outputs a constant; judged by the cosine and MSE above instead")
         lines += [f"{phase}: {what}" for phase, whats in self.rollbacks.items() for what in whats]
         lines += [f"{phase} stopped early: {why}" for phase, why in self.stops.items()]
         if self.history:

@@ -94,6 +94,14 @@ def _emit_clusters(graph: graphviz.Digraph, clusters: dict[tuple[str, ...], list
     emit(graph, ())
 
 
+def dot_text_instead(path: Path) -> Path | None:
+    """Where `render` writes the DOT text instead of drawing `path` (graphviz's `dot` program is
+    missing), else None."""
+    if path.suffix.lower() == ".dot" or shutil.which("dot") is not None:
+        return None
+    return path.with_suffix(".dot")
+
+
 def render(gm: fx.GraphModule, path: str | Path, target: Target | None = None, title: str = "") -> tuple[Path, str]:
     """Write the picture to `path` (format from its suffix). Returns the path written and a note.
 
@@ -106,8 +114,8 @@ def render(gm: fx.GraphModule, path: str | Path, target: Target | None = None, t
     dot = to_dot(gm, target, title)
     if fmt == "dot":
         return atomic_write_text(path, dot.source), ""
-    if shutil.which("dot") is None:
-        dot_path = path.with_suffix(".dot")
+    dot_path = dot_text_instead(path)
+    if dot_path is not None:
         atomic_write_text(dot_path, dot.source)
         return dot_path, (f"graphviz's `dot` program is not installed, so {path.name} was not drawn; wrote the DOT "
                           f"text to {dot_path} instead (install it with `apt-get install -y graphviz`, then run "

@@ -131,7 +131,7 @@ BAD_INPUTS = {
                             "quantization: missing"),
     "unknown target": (lambda p: ["check", f"{ZOO}:tiny_cnn", "-t", "tpu-v9"], "unknown target 'tpu-v9'"),
     "--wbits without --calib": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--wbits", "4",
-                                           "-o", str(p / "o.pt2"), *SMALL], "--wbits/--abits need calibration data"),
+                                           "-o", str(p / "o.pt2"), *SMALL], "--wbits needs calibration data"),
     "bit width the target lacks": (lambda p: ["lower", f"{ZOO}:tiny_cnn", "-t", "archnet", "--wbits", "3", "--calib",
                                               "synthetic", "-o", str(p / "o.pt2"), *SMALL],
                                    "--wbits 3: target archnet declares weight formats int2, int4, int8"),

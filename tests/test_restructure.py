@@ -31,6 +31,7 @@ from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
 )
 from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, narrowable
 from fxrewrite.quant import CalibrationData
+from fxrewrite.rewrite.compare import no_class_information
 from fxrewrite.ship.ethos_u import ethos_u_installed
 from fxrewrite.target import Target
 
@@ -263,7 +264,9 @@ def test_joint_tuning_moves_only_the_replacements_and_never_lowers_held_out_agre
     assert all(p.requires_grad for p in network.parameters())
 
 
-def test_joint_tuning_breaks_a_tie_in_agreement_by_the_outputs_cosine():
+def test_joint_tuning_on_a_one_class_teacher_is_judged_by_the_deviations_from_its_mean():
+    """Random weights give every input the same class, so agreement was 100% before and after tuning (a tie the
+    plain cosine broke); such scores carry no class information, and what varies between inputs judges instead."""
     torch.manual_seed(0)
     teacher = api.lower(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), target=ETHOS).gm
     blocks = find_inverted_residuals(teacher)
@@ -273,7 +276,8 @@ def test_joint_tuning_breaks_a_tie_in_agreement_by_the_outputs_cosine():
     start = {k: v.clone() for k, v in network.state_dict().items()}
     before, after = tune_jointly(network, [network.get_submodule(replacement_name(b.output.name)) for b in blocks],
                                  images[:192], wanted[:192], images[192:], wanted[192:])
-    assert before == after == 1.0  # random weights: every input gets the same class
+    assert no_class_information(wanted).startswith("the teacher gives class")
+    assert before < after < 1.0  # the deviations' cosine, not a vacuous 100%
     assert any(not torch.equal(network.state_dict()[k], v) for k, v in start.items())  # a closer state was kept
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from fxrewrite.distill.processes import on_main
 from fxrewrite.errors import TrainingDiverged
 from fxrewrite.ir import tensor_leaves
-from fxrewrite.rewrite.compare import top1_agreement
+from fxrewrite.rewrite.compare import deviation_cosine, is_class_scores, no_class_information, top1_agreement
 
 DIVERGED_ADVICE = ("the checkpoint of the last good epoch is kept (--resume continues from it); lower --lr, or "
                    "check the calibration inputs")
@@ -51,12 +51,14 @@ LEARNING = 0.05
 
 @dataclass(frozen=True)
 class Score:
-    """Held-out top-1 agreement (None when the output is not class scores), cosine, and the number of
-    classes the agreement is over."""
+    """Held-out top-1 agreement (None when the output is not class scores, or scores that carry no
+    class information: `vacuous` says why, and the cosine is then of the deviations from the
+    teacher's mean output), cosine, and the number of classes the agreement is over."""
 
     agreement: float | None
     cosine: float
     classes: int = 0
+    vacuous: str = ""
 
     @property
     def headline(self) -> float:
@@ -84,9 +86,13 @@ class Point:
 
 def score_between(got: torch.Tensor, want: torch.Tensor) -> Score:
     """Outputs `got` against the teacher's `want`: the mean cosine per sample, and top-1 agreement
-    where the outputs are class scores (N, C) with C > 1."""
+    where the outputs are class scores (N, C) with C > 1 that carry class information (else the
+    cosine of the deviations from the teacher's mean output: compare.no_class_information)."""
+    vacuous = no_class_information(want) if is_class_scores(want) else ""
+    if vacuous:
+        return Score(None, deviation_cosine(got, want), vacuous=vacuous)
     cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
-    classes = got.shape[1] if got.dim() == 2 and got.shape[1] > 1 else 0
+    classes = got.shape[1] if is_class_scores(want) else 0
     return Score(top1_agreement(got, want) if classes else None, cosine, classes)
 
 

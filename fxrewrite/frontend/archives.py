@@ -25,6 +25,7 @@ from torch import nn
 
 from fxrewrite.errors import LoadError, first_line
 from fxrewrite.frontend.capture import quiet_torch
+from fxrewrite.frontend.inputs import check_inputs
 
 #: payload configs inside a .pt2, whose entries say which members are pickles
 _CONFIG_FOLDERS = ("data/weights", "data/constants")
@@ -84,6 +85,21 @@ def check_pt2_safe(path: Path) -> None:
         raise LoadError(f"cannot read {path}: not a valid .pt2 archive ({type(exc).__name__}: {exc})") from None
 
 
+def check_intact(path: Path, what: str) -> None:
+    """Refuse (LoadError) a zip archive (a .pt2, a TorchScript archive, a torch.save file) whose members
+    fail their CRC check: torch's readers do not check it, so a damaged weight would load silently."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise LoadError(f"cannot read {what} {path}: a damaged zip archive ({first_line(exc)})") from None
+    if damaged is not None:
+        raise LoadError(f"{what} {path} is damaged: its member {_inner(damaged)} fails its CRC check (a truncated or "
+                        "altered copy); copy or save the file again")
+
+
 def _members(path: Path) -> set[str]:
     """The members of a zip below its top folder; empty for anything that is not a zip."""
     if not zipfile.is_zipfile(path):
@@ -105,7 +121,7 @@ def is_torchscript(path: Path) -> bool:
 
 def load_torchscript(path: Path, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
     """The archive's program converted to a module torch.export can capture, checked to compute what
-    the archive computes on `example_inputs`."""
+    the archive computes on `example_inputs` (which the archive itself must accept: InputShapeError)."""
     try:
         with quiet_torch(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated: converting is the way out
@@ -113,6 +129,7 @@ def load_torchscript(path: Path, example_inputs: tuple[torch.Tensor, ...]) -> nn
     except Exception as exc:
         raise LoadError(f"cannot read {path}: a TorchScript archive that torch.jit.load rejects "
                         f"({first_line(exc)})") from None
+    check_inputs(scripted, example_inputs)  # a wrong --input-shape is said as such, not as a failed conversion
     from torch._export.converter import TS2EPConverter  # torch's own TorchScript -> ExportedProgram converter
 
     try:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from fxrewrite.errors import LoadError
+from torch import nn
+
+from fxrewrite.errors import InputShapeError, LoadError, first_line
 
 DEFAULT_INPUT_SHAPE = "1,3,224,224"
 INT_INPUT_HIGH = 10  # integer inputs (token ids) are drawn from [0, INT_INPUT_HIGH)
@@ -88,3 +90,16 @@ def make_inputs(specs: Sequence[InputSpec], seed: int = 0) -> tuple[torch.Tensor
         else:
             tensors.append(torch.randint(0, INT_INPUT_HIGH, spec.shape, generator=generator, dtype=spec.dtype))
     return tuple(tensors)
+
+
+def check_inputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Run the module once so that a wrong --input-shape fails here, with a clear message."""
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    except Exception as exc:
+        shapes = ", ".join(str(InputSpec(tuple(t.shape), t.dtype)) for t in inputs) or "no inputs"
+        raise InputShapeError(
+            f"the model fails on example inputs of shape {shapes}: {first_line(exc)}; "
+            "pass the shape the model expects with --input-shape (repeat it for several inputs)"
+        ) from exc

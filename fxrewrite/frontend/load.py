@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from fxrewrite.errors import InputShapeError, LoadError, first_line
-from fxrewrite.frontend.archives import TRUST_ADVICE, check_pt2_safe, is_pt2, is_torchscript, load_torchscript
+from fxrewrite.frontend.archives import (TRUST_ADVICE, check_intact, check_pt2_safe, is_pt2, is_torchscript,
+                                        load_torchscript)
 from fxrewrite.frontend.batch import release_batch
 from fxrewrite.frontend.capture import logged_errors
-from fxrewrite.frontend.inputs import DEFAULT_INPUT_SHAPE, InputSpec, make_inputs, parse_input_spec
+from fxrewrite.frontend.inputs import DEFAULT_INPUT_SHAPE, check_inputs, make_inputs, parse_input_spec
 
 #: the file inside a .pt2 that names the target it was lowered for (torch.export.save's extra_files)
 PT2_METADATA = "fxrewrite.json"
@@ -71,6 +72,28 @@ def import_callable(spec: str, what: str = "MODEL") -> object:
     if not callable(target):
         raise LoadError(f"cannot load {spec!r}: {attr_path} is not callable")
     return target
+
+
+def callable_source(spec: str) -> Path | None:
+    """The file a `file.py:callable` or `pkg.module:callable` spec runs code from; None where the
+    module cannot be found (loading it says why)."""
+    location = spec.rpartition(":")[0]
+    if location.endswith(".py"):
+        return Path(location)
+    try:
+        found = importlib.util.find_spec(location)  # imports the module's parent packages, as loading would
+    except Exception:  # noqa: BLE001 - any failure to find it is reported when it is loaded
+        return None
+    return Path(found.origin) if found is not None and found.has_location and found.origin else None
+
+
+def spec_files(spec: str) -> list[Path]:
+    """The files loading a MODEL or --calib `spec` reads: the file or folder it names, or the source
+    of the callable it names."""
+    if Path(spec).exists():
+        return [Path(spec)]
+    source = callable_source(spec) if ":" in spec else None
+    return [source] if source is not None else []
 
 
 def _load_callable_module(spec: str) -> nn.Module:
@@ -178,6 +201,7 @@ def _apply_weights(module: nn.Module, path: Path, *, trust_pickle: bool) -> None
         raise LoadError(f"--weights {path}: no such file")
     if path.suffix == ".pt2" or is_torchscript(path):
         raise LoadError(f"--weights {path} is a whole program, not a state dict: pass it as MODEL instead")
+    check_intact(path, "--weights")
     state = _state_dict_from(_torch_load(path, trust_pickle=trust_pickle, what="--weights"), path)
     try:
         result = module.load_state_dict(state, strict=False)
@@ -192,19 +216,6 @@ def _apply_weights(module: nn.Module, path: Path, *, trust_pickle: bool) -> None
         problems.append(f"{len(result.unexpected_keys)} unexpected (first: {result.unexpected_keys[0]})")
     if problems:
         raise LoadError(f"--weights {path} does not fit the model: keys {'; '.join(problems)}")
-
-
-def check_inputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-    """Run the module once so that a wrong --input-shape fails here, with a clear message."""
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    except Exception as exc:
-        shapes = ", ".join(str(InputSpec(tuple(t.shape), t.dtype)) for t in inputs) or "no inputs"
-        raise InputShapeError(
-            f"the model fails on example inputs of shape {shapes}: {first_line(exc)}; "
-            "pass the shape the model expects with --input-shape (repeat it for several inputs)"
-        ) from exc
 
 
 def _example_inputs(input_shapes: Sequence[str] | None, stored: tuple[torch.Tensor, ...],
@@ -232,6 +243,8 @@ def load_model(
     target = None
     # programs (.pt2, TorchScript) come in inference form and refuse .eval()
     program = path.suffix == ".pt2" or (path.is_file() and is_torchscript(path))
+    if path.is_file():
+        check_intact(path, "MODEL")
     if path.suffix == ".pt2":
         if not path.is_file():
             raise LoadError(f"cannot load {spec!r}: no such file")

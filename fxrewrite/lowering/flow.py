@@ -29,6 +29,12 @@ from fxrewrite.rewrite import Instruments, Pass, verify_on
 from fxrewrite.target import Target
 
 
+#: the options that act only on calibration data (the CLI's --calib group, less --calib itself)
+CALIBRATED_FIELDS = ("calib_size", "batch_size", "wbits", "abits", "quant", "schedule", "epochs", "finetune_epochs",
+                     "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "accuracy_budget",
+                     "device", "resume")
+
+
 @dataclass
 class TrainingOptions:
     """Calibration data and how to use it (the CLI's --calib group)."""

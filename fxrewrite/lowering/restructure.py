@@ -16,7 +16,8 @@ SESR's collapse (passes/approx_conv_act_pointwise_as_conv.py):
    the budget of many cheap ones), each replacement of a block not replaced yet is kept while the
    network's held-out top-1 agreement with the teacher stays within `budget` points of 100% (the
    teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
-   stays within budget / 100 of 1;
+   stays within budget / 100 of 1, and for class scores that carry no class information (the teacher
+   gives one class for every input), the cosine of the outputs' deviations from the teacher's mean;
 4. tune: the replacements taken are trained together in the network on the teacher's outputs
    (fxrewrite/lowering/joint_tuning.py), keeping the held-out agreement's best state.
 """
@@ -34,6 +35,7 @@ from fxrewrite.cost import nodes_cycles
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
+from fxrewrite.distill.monitor import score_between
 from fxrewrite.lowering.joint_tuning import agreement_with, outputs_of, tune_jointly
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
@@ -86,20 +88,28 @@ class Restructured:
     costed_by: str = "the target's estimate"
     #: held-out agreement with each replacement fitted alone, before they were tuned together
     agreement_separately: float | None = None
+    #: why the teacher's class scores carry no class information ('' where they do, or are not class scores)
+    vacuous: str = ""
+    #: what `agreement` measures
+    measure: str = "top-1 agreement"
 
     def to_dict(self) -> dict:
-        return {"budget_points": self.budget, "agreement": self.agreement,
+        return {"budget_points": self.budget, "agreement": self.agreement, "measure": self.measure,
                 "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
-                "blocks": [asdict(c) for c in self.considered]}
+                "blocks": [asdict(c) for c in self.considered]} | (
+                    {"no_class_information": self.vacuous} if self.vacuous else {})
 
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
         blocks = len({c.block for c in self.considered})
         lines = [f"restructuring (accuracy budget {self.budget:g} points, cycles by {self.costed_by}): "
                  f"{len(chosen)} of {blocks} blocks replaced"
-                 + (f", held-out agreement {self.agreement:.2%}" if self.agreement is not None else "")
+                 + (f", held-out {self.measure} {self.agreement:.2%}" if self.agreement is not None else "")
                  + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
                     if self.agreement_separately is not None else "")]
+        if self.vacuous:
+            lines.append(f"  no top-1 agreement: {self.vacuous}, so any replacement would agree 100%; the budget is "
+                         f"spent on the {self.measure} instead")
         for c in self.considered:
             errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
                       if c.error_distilled is not None else "")
@@ -233,11 +243,14 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
             else:
                 considered[key], candidates[key] = row, (block, module)
     costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
-    result = Restructured(gm, list(considered.values()), budget, costed_by=costed_by)
     if not candidates:
-        return result
-    train = _samples(data.train, FIT_SAMPLES)
+        return Restructured(gm, list(considered.values()), budget, costed_by=costed_by)
     held = _samples(data.held_out, JUDGE_SAMPLES)
+    teacher = outputs_of(gm, held)
+    scored = score_between(teacher, teacher)
+    judged_by = dict(vacuous=scored.vacuous, measure="top-1 agreement" if scored.agreement is not None else
+                     "cosine of the outputs' deviations from the teacher's mean" if scored.vacuous else "cosine")
+    train = _samples(data.train, FIT_SAMPLES)
     names = {n for block, _ in candidates.values() for n in (block.input.name, block.output.name)}
     seen, judged = _record(gm, names, train), _record(gm, names, held)
     for key, (block, module) in candidates.items():
@@ -247,7 +260,6 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         module.distil(seen[block.input.name], seen[block.output.name])
         distilled = _relative_error(module, judged[block.input.name], judged[block.output.name])
         considered[key] = replace(considered[key], error_initial=initial, error_distilled=distilled)
-    teacher = outputs_of(gm, held)
     floor = 1.0 - budget / 100
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
@@ -264,13 +276,13 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
             accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
             considered[key] = replace(considered[key], chosen=True)
         else:
-            considered[key] = replace(considered[key], why=f"held-out agreement would fall to {score:.2%}, "
-                                                            f"below the budget's {floor:.2%}")
+            considered[key] = replace(considered[key], why=f"held-out {judged_by['measure']} would fall to "
+                                                            f"{score:.2%}, below the budget's {floor:.2%}")
     if not accepted:
-        return Restructured(gm, list(considered.values()), budget, agreement, costed_by)
+        return Restructured(gm, list(considered.values()), budget, agreement, costed_by, **judged_by)
     final = swapped(gm, accepted)
     train_all = torch.cat(data.train)
     separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
                                          outputs_of(gm, train_all), held, teacher, seed)
     return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), budget, agreement, costed_by,
-                        separately)
+                        separately, **judged_by)

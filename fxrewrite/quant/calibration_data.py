@@ -19,6 +19,7 @@ from PIL import Image
 
 from fxrewrite.errors import InputShapeError, LoadError
 from fxrewrite.frontend.inputs import check_allocation
+from fxrewrite.frontend.archives import check_intact
 from fxrewrite.frontend.load import import_callable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -106,10 +107,16 @@ def _read(spec: str, example: torch.Tensor, size: int | None, seed: int) -> torc
         return _images(path, shape)
     if path.suffix == ".npy":
         try:
-            return torch.from_numpy(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise LoadError(f"--calib {path}: not a readable .npy array without pickles ({exc})") from None
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+            raise LoadError(f"--calib {path}: not a readable .npy array without pickles "
+                            f"({exc or type(exc).__name__})") from None
+        if array.dtype.kind not in "biuf":
+            raise LoadError(f"--calib {path}: holds {array.dtype} values; inputs are real numbers (bool, integer or "
+                            "floating point)")
+        return torch.from_numpy(array)
     if path.suffix == ".pt":
+        check_intact(path, "--calib")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -134,6 +141,8 @@ def load_calibration(spec: str | torch.Tensor, example: torch.Tensor, size: int 
     if tuple(data.shape[1:]) != shape[1:]:
         raise InputShapeError(f"--calib {spec}: samples of shape {tuple(data.shape[1:])}, but the model takes "
                               f"{shape[1:]} (after the batch dim)")
+    if data.is_complex():  # casting to the model's real dtype would drop the imaginary parts
+        raise LoadError(f"--calib {spec}: holds {data.dtype} values; inputs are real numbers")
     dropped = max(0, len(data) - size) if size is not None else 0
     data = data[:size].to(example.dtype)
     if data.is_floating_point():

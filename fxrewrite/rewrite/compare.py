@@ -51,19 +51,56 @@ def top1_agreement(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.argmax(1) == want.argmax(1)) & finite).float().mean().item()
 
 
+#: teacher outputs that vary between inputs by less than this share of their size carry no class information
+NEAR_CONSTANT = 1e-3
+
+
+def no_class_information(want: torch.Tensor) -> str:
+    """Why top-1 agreement with the teacher's class scores `want` (N, C), C > 1, would mean nothing, else
+    '': the teacher gives one class for every input (a randomly initialised network on random inputs
+    does), or its scores hardly vary between inputs; agreement would then be 100% for any student that
+    outputs a constant."""
+    finite = want[torch.isfinite(want).all(1)]
+    if len(finite) < 2:
+        return ""
+    classes = finite.argmax(1).unique()
+    if len(classes) == 1:
+        return f"the teacher gives class {classes.item()} for every one of the {len(finite)} inputs"
+    spread = ((finite - finite.mean(0)).norm() / finite.norm().clamp_min(1e-30)).item()
+    if spread < NEAR_CONSTANT:
+        return f"the teacher's scores vary between inputs by {spread:.1e} of their size"
+    return ""
+
+
+def is_class_scores(want: torch.Tensor) -> bool:
+    """Whether outputs of this shape are class scores: (N, C) with C > 1."""
+    return want.dim() == 2 and want.shape[1] > 1
+
+
+def deviation_cosine(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The mean cosine per sample of the outputs' deviations from the teacher's mean output: how well
+    `got` follows what varies between inputs (0 where nothing does)."""
+    mean = want.flatten(1).mean(0)
+    return F.cosine_similarity(got.flatten(1) - mean, want.flatten(1) - mean).mean().item()
+
+
 @dataclass(frozen=True)
 class Agreement:
     """A student against its teacher on held-out inputs: MSE and cosine of the outputs, and for
-    class scores how often the top-1 class agrees."""
+    class scores how often the top-1 class agrees. Where the teacher's scores carry no class
+    information (`vacuous` says why), top-1 agreement is not given and the cosine is that of the
+    outputs' deviations from the teacher's mean output (deviation_cosine)."""
 
     samples: int
     mse: float
     cosine: float
     top1: float | None = None
+    vacuous: str = ""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         document = {"held_out_samples": self.samples, "held_out_mse": self.mse, "held_out_cosine": self.cosine}
-        return document | ({"top1_agreement": self.top1} if self.top1 is not None else {})
+        return (document | ({"top1_agreement": self.top1} if self.top1 is not None else {})
+                | ({"no_class_information": self.vacuous} if self.vacuous else {}))
 
 
 def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable[[torch.Tensor], torch.Tensor],
@@ -72,6 +109,9 @@ def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable
         # a structured output (a tuple, a model output class) is judged on its first tensor
         pairs = [(tensor_leaves(student(x))[0], tensor_leaves(teacher(x))[0]) for x in batches]
     got, want = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-    return Agreement(len(got), F.mse_loss(got, want).item(),
-                     F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
-                     top1_agreement(got, want) if got.dim() == 2 else None)
+    mse = F.mse_loss(got, want).item()
+    vacuous = no_class_information(want) if is_class_scores(want) else ""
+    if vacuous:
+        return Agreement(len(got), mse, deviation_cosine(got, want), vacuous=vacuous)
+    return Agreement(len(got), mse, F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
+                     top1_agreement(got, want) if is_class_scores(want) else None)

@@ -29,7 +29,7 @@ from torch import nn
 
 from fxrewrite.errors import FxrewriteError, UsageError, VelaError
 from fxrewrite.files import atomic_write_bytes
-from fxrewrite.rewrite.compare import top1_agreement
+from fxrewrite.rewrite.compare import is_class_scores, no_class_information, top1_agreement
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
 from fxrewrite.ship.vela_layers import VelaLayer, named_after_nodes
 
@@ -189,7 +189,8 @@ def _quantization_check(module: nn.Module, quantized: nn.Module, calibrated: int
     if not all(isinstance(f, torch.Tensor) and isinstance(q, torch.Tensor) for f, q in pairs):
         return None
     float_out, int8_out = torch.cat([f.flatten(1) for f, _ in pairs]), torch.cat([q.flatten(1) for _, q in pairs])
-    scores = all(f.dim() == 2 and f.shape[1] > 1 for f, _ in pairs)
+    # agreement only where the float graph's class scores carry class information (compare.no_class_information)
+    scores = all(is_class_scores(f) for f, _ in pairs) and not no_class_information(float_out)
     agreement = top1_agreement(int8_out, float_out) if scores else None
     error = ((int8_out - float_out).norm() / float_out.norm().clamp_min(1e-12)).item()
     return QuantizationCheck(calibrated, len(held_out), agreement, error)

@@ -63,6 +63,12 @@ def _parse_constraints(table: Any, where: str, origin: str, kind: str | None = N
     return constraints
 
 
+#: the accelerators Arm's Vela compiles for (its `Accelerator` enum; tests/test_target.py checks the two agree),
+#: known without the ethos-u extra so that a target file naming another is refused on load
+VELA_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
+                     "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
+
+
 def read_target(data: bytes, origin: str) -> dict[str, Any]:
     """The fields of a `Target`, parsed and validated; `origin` names the file in error messages."""
     try:
@@ -75,6 +81,10 @@ def read_target(data: bytes, origin: str) -> dict[str, Any]:
     for key in ("name", "description", "source", "vela_accelerator"):
         if key in meta and not isinstance(meta[key], str):
             raise TargetError(f"{origin}: target.{key}: expected a string, got {meta[key]!r}")
+    accelerator = meta.get("vela_accelerator", "")
+    if accelerator and accelerator not in VELA_ACCELERATORS:
+        raise TargetError(f"{origin}: target.vela_accelerator: {accelerator!r} is not an accelerator Vela compiles for; "
+                          f"Vela's are {', '.join(VELA_ACCELERATORS)}")
     if not meta.get("name"):
         raise TargetError(f"{origin}: target.name: expected a non-empty string")
     allow_all = meta.get("allow_all_ops", False)

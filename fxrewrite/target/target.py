@@ -38,11 +38,18 @@ class Target:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     performance: Performance = Performance()
 
+    @staticmethod
+    def file_of(name_or_path: str | Path) -> Path | None:
+        """The file `load` reads for `name_or_path` where it is a path (a .toml, or any file that exists);
+        None for a built-in target's name."""
+        path = Path(name_or_path)
+        return path if path.suffix == ".toml" or path.exists() else None
+
     @classmethod
     def load(cls, name_or_path: str | Path) -> Target:
         """Load a built-in target by name (`archnet`) or a TOML file by path."""
-        path = Path(name_or_path)
-        if path.suffix == ".toml" or path.exists():
+        path = cls.file_of(name_or_path)
+        if path is not None:
             if not path.is_file():
                 raise TargetError(f"target file {path}: no such file")
             return parse_target(path.read_bytes(), str(path))
