@@ -132,7 +132,7 @@ def _pipeline(passes: object) -> list[Pass] | None:
         return None
     if isinstance(passes, str):
         return parse_pipeline(passes)
-    if isinstance(passes, (list, tuple)) and all(isinstance(p, Pass) for p in passes):
+    if isinstance(passes, (list, tuple)) and all(callable(getattr(p, "run", None)) for p in passes):
         return list(passes)
     raise UsageError(f"passes must be None, a comma-separated text of pass names or a list of Pass objects, not "
                      f"{passes!r:.60}")

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from fxrewrite import api
 from fxrewrite.cli_export import run_export
-from fxrewrite.cli_training import add_training_arguments, set_without_calib, training_keywords
+from fxrewrite.cli_training import add_training_arguments, refuse_without_calib, training_keywords
 from fxrewrite.cli_vela import VelaRuns, add_vela_argument, vela_accelerator
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
@@ -198,11 +198,7 @@ def _lower(args: argparse.Namespace) -> int:
     if output.suffix not in (".pt2", ".onnx", ".pte"):
         raise UsageError(f"-o {output}: the lowered program is written as a .pt2, an .onnx or (Ethos-U) a .pte file")
     check_positive("--tolerance", args.tolerance)  # before the work, which may be long
-    idle = set_without_calib(args)
-    if idle:
-        raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} calibration data (they steer "
-                         f"distillation, quantization or restructuring, which run only with it): pass --calib with "
-                         f"{SOURCES_HELP}, or leave {'it' if len(idle) == 1 else 'them'} out")
+    refuse_without_calib(args)
     checkpoint_dir = output.with_suffix(".ckpt")
     outputs = {"-o": output} | ({"--report": Path(args.report)} if args.report else {})
     folders = {"--dump-ir": Path(args.dump_ir)} if args.dump_ir else {}

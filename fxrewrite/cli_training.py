@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, SCHEDULES
+from fxrewrite.errors import UsageError
 from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions
 from fxrewrite.lowering.restructure import DEFAULT_BUDGET
 from fxrewrite.quant import METHODS, SOURCES_HELP
@@ -52,9 +53,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                            "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
                            f"instead (default {DEFAULT_STUDENT_BUDGET:g})")
     data.add_argument("--accuracy-budget", type=float, default=DEFAULT_BUDGET, metavar="POINTS",
-                      help="on a legal graph, collapse blocks into cheaper ones (RAN-e's collapsed block) where the "
+                      help="on a legal graph, replace blocks by cheaper ones with fewer non-linearities (RAN-e's "
+                           "collapsed inverted residual, RAN-i's narrow pair, SESR's collapsed conv pair) where the "
                            "target's cost says they are faster, while held-out top-1 agreement with the teacher "
-                           f"stays within POINTS of 100%% (default {DEFAULT_BUDGET:g}; 0: no restructuring)")
+                           "stays within POINTS of 100%% (for outputs that are not class scores, or scores of one "
+                           "class for every input, the cosine within POINTS/100 of 1; default "
+                           f"{DEFAULT_BUDGET:g}; 0: no restructuring)")
     data.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda")
     data.add_argument("--resume", action="store_true",
                       help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
@@ -65,18 +69,23 @@ def flag_of(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def set_without_calib(args: argparse.Namespace) -> list[str]:
-    """The group's options given other values than their defaults while --calib is not: each would do
-    nothing, as nothing is distilled, quantized or restructured without calibration data."""
+def refuse_without_calib(args: argparse.Namespace) -> None:
+    """Refuse (UsageError) the group's options given other values than their defaults while --calib is
+    not: each would do nothing, as nothing is distilled, quantized or restructured without data."""
+    if args.calib is not None:
+        return
     defaults = argparse.ArgumentParser()
     add_training_arguments(defaults)
     default = vars(defaults.parse_args([]))
-    if args.calib is not None:
-        return []
-    return [flag_of(name) for name in FIELDS if getattr(args, name) != default[name]]
+    idle = [flag_of(name) for name in FIELDS if getattr(args, name) != default[name]]
+    if idle:
+        one = len(idle) == 1
+        raise UsageError(f"{', '.join(idle)} {'needs' if one else 'need'} calibration data (they steer distillation, "
+                         f"quantization or restructuring, which run only with it): pass --calib with {SOURCES_HELP}, "
+                         f"or leave {'it' if one else 'them'} out")
 
 
 def training_keywords(args: argparse.Namespace) -> dict[str, Any]:
     """The group's values as keywords of `fxrewrite.lower` (fields of TrainingOptions); without --calib
-    only that (the others are at their defaults: set_without_calib)."""
+    only that (the others are at their defaults: refuse_without_calib)."""
     return {name: getattr(args, name) for name in FIELDS if args.calib is not None or name == "calib"}

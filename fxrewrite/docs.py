@@ -1,12 +1,15 @@
-"""The generated reference pages: the pass list from the registry and each built-in target's ops
-from its TOML file. `python -m fxrewrite.docs` (`make docs`) writes them under docs/;
+"""The generated reference pages: the pass list from the registry, every command's synopsis and
+options from the parser, and each built-in target's ops from its TOML file. `python -m fxrewrite.docs` (`make docs`) writes them under docs/;
 tests/test_docs.py fails when the checked-in copies are stale."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+import textwrap
 from pathlib import Path
 
+from fxrewrite.cli import build_parser
 from fxrewrite.passes import registered_passes
 from fxrewrite.rewrite import canonical_order
 from fxrewrite.target import Target, builtin_targets
@@ -26,9 +29,76 @@ def target_page(name: str) -> str:
     return GENERATED + f"# Target `{name}`\n\n```\n{Target.load(name).report()}\n```\n"
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def _shown(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+
+
+def _usage(action: argparse.Action) -> str:
+    """How one option is written in a synopsis: `--lr LR`, `--quant lsq|dorefa`, `--[no-]augment`, `MODEL`."""
+    if not action.option_strings:
+        return f"[{action.metavar}]" if action.nargs == "?" else action.metavar or action.dest.upper()
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return f"[{action.option_strings[0].replace('--', '--[no-]')}]"
+    flag = max(action.option_strings, key=len)
+    value = "" if action.nargs == 0 else " " + (action.metavar or ("|".join(action.choices) if action.choices
+                                                                  else action.dest.upper()))
+    return flag + value if action.required else f"[{flag}{value}]"
+
+
+def _meaning(action: argparse.Action, prog: str) -> str:
+    return (action.help or "") % dict(vars(action), prog=prog)  # argparse's own expansion: %% -> %
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bar would end the table's cell
+
+
+def _option(action: argparse.Action) -> str:
+    """An option's row name: every spelling, with its value (`-o, --output OUT`)."""
+    usage = _usage(action).strip("[]")
+    if not action.option_strings or isinstance(action, argparse.BooleanOptionalAction):
+        return usage
+    short = [flag for flag in action.option_strings if flag != usage.split(" ")[0]]
+    return ", ".join([*short, usage])
+
+
+def _table(actions: list[argparse.Action], prog: str) -> str:
+    return "| option | meaning |\n| --- | --- |\n" + "\n".join(
+        f"| `{_cell(_option(a))}` | {_cell(_meaning(a, prog))} |" for a in actions) + "\n"
+
+
+def cli_page() -> str:
+    """Every command's synopsis and options, from the parser the command runs."""
+    parser = build_parser()
+    lines = [GENERATED + "# Commands and options\n\nWhat `fxrewrite COMMAND --help` prints, one table per command; "
+             "[cli.md](cli.md) explains the behaviour behind them.\n"]
+    general = [a for a in _shown(parser) if a.option_strings]
+    lines.append("Before or after the command: " + "; ".join(f"`{_option(a)}`: {_meaning(a, parser.prog)}"
+                                                             for a in general) + ".\n")
+    for name, command in _commands(parser).items():
+        words = [f"fxrewrite {name}", *(usage.replace(" ", "\0") for usage in map(_usage, _shown(command)))]
+        synopsis = textwrap.fill(" ".join(words), 100, subsequent_indent=" " * (len(name) + 11),
+                                 break_on_hyphens=False).replace("\0", " ")  # an option and its value stay together
+        lines += [f"## `fxrewrite {name}`\n", f"{command.description}\n", f"```\n{synopsis}\n```\n"]
+        plain = [a for g in command._action_groups if g.title in ("positional arguments", "options",
+                                                                   "optional arguments") for a in g._group_actions]
+        lines.append(_table([a for a in _shown(command) if a in plain], command.prog))
+        for group in command._action_groups:
+            rows = [a for a in group._group_actions if a in _shown(command) and a not in plain]
+            if rows:
+                lines.append(f"{group.title}:\n\n" + _table(rows, command.prog))
+    return "\n".join(lines)
+
+
 def pages() -> dict[str, str]:
     """Path under docs/ -> the page's text."""
-    return {"passes.md": passes_page(), **{f"targets/{name}.md": target_page(name) for name in builtin_targets()}}
+    return {"passes.md": passes_page(), "options.md": cli_page(),
+            **{f"targets/{name}.md": target_page(name) for name in builtin_targets()}}
 
 
 def main(folder: str = "docs") -> int:

@@ -119,6 +119,19 @@ def is_torchscript(path: Path) -> bool:
     return "constants.pkl" in inner and any(n.startswith("code/") for n in inner)
 
 
+def _restore_parameters(module: nn.Module, names: set[str]) -> None:
+    """Make the converted module's buffers that were the archive's parameters (`names`) parameters again:
+    the converter keeps every tensor as a buffer, and ExecuTorch's quantizer, which folds batch norms into
+    the convs' parameters, then fails on a buffer of the parameter's name (and specialises shapes
+    wrongly), where the same model from Python compiles."""
+    for name, tensor in list(module.named_buffers()):
+        if name in names:
+            owner_name, _, attribute = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            delattr(owner, attribute)
+            owner.register_parameter(attribute, nn.Parameter(tensor))
+
+
 def load_torchscript(path: Path, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
     """The archive's program converted to a module torch.export can capture, checked to compute what
     the archive computes on `example_inputs` (which the archive itself must accept: InputShapeError)."""
@@ -141,6 +154,7 @@ def load_torchscript(path: Path, example_inputs: tuple[torch.Tensor, ...]) -> nn
         raise LoadError(f"{path} is a TorchScript archive that torch's converter cannot turn into a graph "
                         f"({first_line(exc)}); export the model with torch.export.save instead, or pass its "
                         "Python class as pkg.module:callable with --weights") from None
+    _restore_parameters(module, {name for name, _ in scripted.named_parameters()})
     got, want = torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)
     if not got or len(got) != len(want) or any(not torch.allclose(g, w, rtol=1e-4, atol=1e-5)
                                                for g, w in zip(got, want)):

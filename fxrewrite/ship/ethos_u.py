@@ -64,10 +64,13 @@ class QuantizationCheck:
 
     calibration_inputs: int
     held_out_inputs: int
-    #: share of held-out inputs whose top-1 class the int8 graph keeps (None: the output is not class scores)
+    #: share of held-out inputs whose top-1 class the int8 graph keeps (None: the output is not class scores,
+    #: or scores that carry no class information)
     top1_agreement: float | None
     #: ||int8 - float|| / ||float|| over the held-out outputs
     relative_error: float
+    #: why the float graph's class scores carry no class information ('' where they do or are not scores)
+    no_class_information: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ class VelaResult:
 
 def _judged(check: QuantizationCheck) -> str:
     agreement = f"top-1 agreement {check.top1_agreement:.2%}, " if check.top1_agreement is not None else ""
-    return f"{agreement}relative error {check.relative_error:.3g}"
+    vacuous = f" (no top-1 agreement: {check.no_class_information})" if check.no_class_information else ""
+    return f"{agreement}relative error {check.relative_error:.3g}{vacuous}"
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -190,10 +194,11 @@ def _quantization_check(module: nn.Module, quantized: nn.Module, calibrated: int
         return None
     float_out, int8_out = torch.cat([f.flatten(1) for f, _ in pairs]), torch.cat([q.flatten(1) for _, q in pairs])
     # agreement only where the float graph's class scores carry class information (compare.no_class_information)
-    scores = all(is_class_scores(f) for f, _ in pairs) and not no_class_information(float_out)
-    agreement = top1_agreement(int8_out, float_out) if scores else None
+    scores = all(is_class_scores(f) for f, _ in pairs)
+    vacuous = no_class_information(float_out) if scores else ""
+    agreement = top1_agreement(int8_out, float_out) if scores and not vacuous else None
     error = ((int8_out - float_out).norm() / float_out.norm().clamp_min(1e-12)).item()
-    return QuantizationCheck(calibrated, len(held_out), agreement, error)
+    return QuantizationCheck(calibrated, len(held_out), agreement, error, vacuous)
 
 
 def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Counter,
@@ -243,10 +248,11 @@ def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, .
 def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
              calibration: Sequence[tuple[torch.Tensor, ...]], program: Path | None,
              held_out: Sequence[tuple[torch.Tensor, ...]]) -> VelaResult:
-    from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
-    from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
-    from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with _quiet():  # torchao's import warns through torch's logging about its enums being registered twice
+        from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
+        from executorch.backends.arm.quantizer import EthosUQuantizer, get_symmetric_quantization_config
+        from executorch.exir import to_edge_transform_and_lower
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     with (tempfile.TemporaryDirectory(prefix="fxrewrite-vela-") as folder, _quiet(), _rejections() as reasons,
           _each_delegate_in_its_folder(Path(folder))):
