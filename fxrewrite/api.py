@@ -50,6 +50,10 @@ def load_and_capture(
     seed: int = 0,
 ) -> fx.GraphModule:
     """Load MODEL `spec` and capture it; the example inputs are kept in `gm.meta["example_inputs"]`."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise UsageError(f"spec must name a MODEL (a str or path, such as 'torchvision.models:resnet18'), not a "
+                         f"{type(spec).__name__}")
+    spec = os.fspath(spec)
     loaded = load_model(spec, weights=weights, trust_pickle=trust_pickle, input_shapes=_shape_texts(input_shapes),
                         seed=seed)
     gm = capture(loaded.module, loaded.example_inputs, frontend)
@@ -167,6 +171,9 @@ def draw(
     example_inputs: Sequence[torch.Tensor] | None = None,
 ) -> tuple[Path, str]:
     """Draw `model` to `path`; returns the file written and a note (non-empty when `dot` is missing)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"path must be the picture's file (a str or path ending .svg, .png, .pdf or .dot), not a "
+                         f"{type(path).__name__}")
     return viz.render(_as_graph(model, example_inputs), path, _as_target(target, required=False), title)
 
 
@@ -206,6 +213,8 @@ def lower(
     gm = _as_graph(model, example_inputs, frontend, input_shapes)
     inputs = tuple(gm.meta["example_inputs"] if example_inputs is None else _example_tuple(example_inputs))
     pipeline = _pipeline(passes)
+    if instruments is not None and not isinstance(instruments, Instruments):
+        raise UsageError(f"instruments must be an fxrewrite.rewrite.Instruments, not a {type(instruments).__name__}")
     unknown = sorted(set(training) - {f.name for f in fields(TrainingOptions)})
     if unknown:
         raise UsageError(f"lower() got unknown keywords {', '.join(unknown)}; the training keywords are the fields of "

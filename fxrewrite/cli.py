@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import sys
 import traceback
 from dataclasses import replace
@@ -20,7 +19,7 @@ from fxrewrite import api
 from fxrewrite.cli_export import run_export
 from fxrewrite.cli_training import add_training_arguments, refuse_without_calib, training_keywords
 from fxrewrite.cli_vela import VelaRuns, add_vela_argument, vela_accelerator
-from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars
+from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars, remove_checkpoint
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
 from fxrewrite.errors import FxrewriteError, UsageError, check_positive
 from fxrewrite.export import save_pt2
@@ -250,8 +249,8 @@ def _lower(args: argparse.Namespace) -> int:
     report.vela = vela.numbers()
     if args.report:
         atomic_write_text(args.report, report.to_json())
-    if report.distillation is not None and checkpoint_dir.is_dir():
-        shutil.rmtree(checkpoint_dir)  # the run finished: nothing left to resume
+    if report.distillation is not None:
+        remove_checkpoint(checkpoint_dir)
     if args.timing:
         print(report.timing_table())
     print(report.to_text() + vela.text())

@@ -80,9 +80,9 @@ def refuse_without_calib(args: argparse.Namespace) -> None:
     idle = [flag_of(name) for name in FIELDS if getattr(args, name) != default[name]]
     if idle:
         one = len(idle) == 1
-        raise UsageError(f"{', '.join(idle)} {'needs' if one else 'need'} calibration data (they steer distillation, "
-                         f"quantization or restructuring, which run only with it): pass --calib with {SOURCES_HELP}, "
-                         f"or leave {'it' if one else 'them'} out")
+        raise UsageError(f"{', '.join(idle)} {'needs' if one else 'need'} calibration data "
+                         f"({'it steers' if one else 'they steer'} distillation, quantization or restructuring, which "
+                         f"run only with it): pass --calib with {SOURCES_HELP}, or leave {'it' if one else 'them'} out")
 
 
 def training_keywords(args: argparse.Namespace) -> dict[str, Any]:

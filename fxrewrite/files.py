@@ -96,6 +96,12 @@ def check_outputs(outputs: Mapping[str, Path], inputs: Iterable[Path | str] = ()
     which may hold no input. `inputs` are the files and folders the run reads: no output may lie in
     an input folder."""
     named = [(flag, Path(p)) for flag, p in outputs.items()]
+    for flag, path in [*named, *(folders or {}).items()]:
+        try:
+            Path(path).resolve()
+        except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, later ones OSError
+            raise UsageError(f"{flag} {path}: symbolic links that lead in a loop; remove them or name another "
+                             "file") from None
     existing_inputs = [Path(p) for p in inputs if p and Path(p).exists()]
     for index, (flag, path) in enumerate(named):
         for source in existing_inputs:

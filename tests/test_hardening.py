@@ -116,6 +116,25 @@ def test_an_output_that_is_a_link_writes_the_file_it_points_to_and_says_so(tiny,
     assert f"link.pt2 is a link: wrote the file it points to, {tiny.parent / 'real.pt2'}" in out
 
 
+def test_an_output_through_a_loop_of_links_is_refused(tiny, run_cli):
+    os.symlink("b.pt2", tiny.parent / "a.pt2")
+    os.symlink("a.pt2", tiny.parent / "b.pt2")
+    for output in (["-o", "a.pt2"], ["-o", "r.pt2", "--report", "a.pt2"]):
+        code, _, err = run_cli("lower", "tiny.py:seq", "-t", "npu-generic", *SMALL, *output)
+        _one_line(code, err, "a.pt2: symbolic links that lead in a loop")
+
+
+def test_a_finished_run_removes_its_checkpoint_and_nothing_else(tiny, run_cli):
+    """The checkpoint folder was removed whole (a file put there with it), and a link to a folder crashed it."""
+    (tiny.parent / "elsewhere").mkdir()
+    os.symlink("elsewhere", tiny.parent / "o.ckpt")
+    (tiny.parent / "elsewhere" / "notes.txt").write_text("mine")
+    code, _, err = run_cli("lower", f"{ZOO}:tiny_cnn", "-t", "archnet", *SMALL, "--calib", "synthetic", "--calib-size",
+                           "16", "--epochs", "1", "--finetune-epochs", "1", "-o", "o.pt2")
+    assert code == 0, err
+    assert (tiny.parent / "o.ckpt").is_symlink() and os.listdir(tiny.parent / "elsewhere") == ["notes.txt"]
+
+
 # --- exit 3 and tracebacks ---------------------------------------------------------------------------------
 
 
@@ -239,7 +258,7 @@ def test_a_torchscript_archive_with_a_damaged_weight_is_refused(tmp_path, run_cl
 def test_a_wrong_input_shape_on_a_torchscript_archive_is_said_as_such(tmp_path, run_cli):
     archive = _scripted(tmp_path, ConvBatchNorm(), "ts.pt")
     code, _, err = run_cli("check", str(archive), "-t", "npu-generic", "--input-shape", "1,5,16,16")
-    _one_line(code, err, "the model fails on example inputs of shape 1x5x16x16")
+    _one_line(code, err, "the model fails on example inputs of shape 1x5x16x16: RuntimeError: Given groups=1")
     assert "torch.export.save instead" not in err
 
 
@@ -302,8 +321,11 @@ def test_restructuring_a_one_class_teacher_spends_its_budget_on_what_varies(tmp_
     (lambda m, x: fxrewrite.lower(f"{ZOO}:tiny_cnn", input_shapes=[1.5]), "input_shapes: 1.5 is not a shape"),
     (lambda m, x: fxrewrite.lower(m, (x,), passes=123), "passes must be None"),
     (lambda m, x: fxrewrite.lower(m, (x,), epochs=3), "lower() got epochs without calib"),
+    (lambda m, x: fxrewrite.lower(m, (x,), instruments=5), "instruments must be"),
+    (lambda m, x: fxrewrite.draw(m, 123, example_inputs=(x,)), "path must be the picture's file"),
+    (lambda m, x: fxrewrite.load_and_capture(5), "spec must name a MODEL"),
 ], ids=["lower-target-none", "check-target-none", "input-shapes-int", "input-shapes-float", "passes-int",
-        "epochs-without-calib"])
+        "epochs-without-calib", "instruments-int", "draw-path-int", "load-spec-int"])
 def test_the_api_names_the_argument_it_cannot_use(call, message):
     with pytest.raises(fxrewrite.FxrewriteError) as raised:
         call(zoo.TinyCNN().eval(), torch.randn(1, 3, 16, 16))

@@ -19,7 +19,8 @@
    vocabulary ops only; the training-only adapters and attention are gone.
 """
 
-from fxrewrite.distill.checkpoints import CHECKPOINT_NAME, Progress, ProgressBars, ProgressCallback
+from fxrewrite.distill.checkpoints import (CHECKPOINT_NAME, Progress, ProgressBars, ProgressCallback,
+                                          remove_checkpoint)
 from fxrewrite.distill.distiller import DistillConfig, Distilled, StudentResult, distill
 from fxrewrite.distill.monitor import Point
 from fxrewrite.distill.regions import REGION_PREFIX, Region, carve, find_regions
@@ -30,4 +31,4 @@ from fxrewrite.distill.students import synthesize
 
 __all__ = ["CHECKPOINT_NAME", "DEFAULT_STUDENT_BUDGET", "REGION_PREFIX", "SCHEDULES", "DistillConfig", "Distilled",
            "Point", "Progress", "ProgressBars", "ProgressCallback", "Region", "Schedule", "StudentResult", "carve", "distill", "find_regions",
-           "seed_from_teacher", "synthesize"]
+           "remove_checkpoint", "seed_from_teacher", "synthesize"]

@@ -49,6 +49,14 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def remove_checkpoint(directory: Path) -> None:
+    """The run finished, so nothing is left to resume: its checkpoint is removed, and its folder where
+    nothing else is in it (a file put there, or a folder that is a link, stays)."""
+    (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
+    if directory.is_dir() and not directory.is_symlink() and not any(directory.iterdir()):
+        directory.rmdir()
+
+
 class Checkpoints:
     """Epoch checkpoints of one run, identified by a fingerprint of its inputs and options."""
 

@@ -92,6 +92,10 @@ def make_inputs(specs: Sequence[InputSpec], seed: int = 0) -> tuple[torch.Tensor
     return tuple(tensors)
 
 
+#: how TorchScript's interpreter begins an error whose cause is its last line
+TORCHSCRIPT_FAILED = "The following operation failed in the TorchScript interpreter"
+
+
 def check_inputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
     """Run the module once so that a wrong --input-shape fails here, with a clear message."""
     try:
@@ -99,7 +103,10 @@ def check_inputs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             module(*inputs)
     except Exception as exc:
         shapes = ", ".join(str(InputSpec(tuple(t.shape), t.dtype)) for t in inputs) or "no inputs"
+        # TorchScript's interpreter puts its own traceback first and the failure last
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1][:300] if first_line(exc).startswith(TORCHSCRIPT_FAILED) else first_line(exc)
         raise InputShapeError(
-            f"the model fails on example inputs of shape {shapes}: {first_line(exc)}; "
+            f"the model fails on example inputs of shape {shapes}: {cause}; "
             "pass the shape the model expects with --input-shape (repeat it for several inputs)"
         ) from exc
