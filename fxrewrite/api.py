@@ -143,12 +143,12 @@ def _pipeline(passes: object) -> list[Pass] | None:
 
 
 def files_read(model: str, weights: str | None = None, calib: str | None = None,
-               target: str | None = None) -> list[Path]:
+               target: Target | None = None) -> list[Path]:
     """Every file a command reads: MODEL's file or its callable's source in any spelling, --weights,
-    --calib's file, folder or callable source, and a --target file; no output may replace one."""
+    --calib's file, folder or callable source, and the target's files (those it extends included);
+    no output may replace one."""
     files = spec_files(model) + ([Path(weights)] if weights else []) + (spec_files(calib) if calib else [])
-    target_file = Target.file_of(target) if target else None
-    return files + ([target_file] if target_file is not None else [])
+    return files + [Path(f) for f in (target.files if target is not None else ())]
 
 
 def check(

@@ -155,7 +155,7 @@ def _run_viz(args: argparse.Namespace) -> int:
     output = Path(args.output)
     fallback = dot_text_instead(output)
     check_outputs({"-o": output} | ({"-o's DOT text": fallback} if fallback else {}),
-                  api.files_read(args.model, args.weights, target=args.target))
+                  api.files_read(args.model, args.weights, target=target))
     gm = _load(args)
     title = args.model + (f" on {target.name}" if target else "")
     written, note = api.draw(gm, output, target, title)
@@ -203,7 +203,7 @@ def _lower(args: argparse.Namespace) -> int:
     folders = {"--dump-ir": Path(args.dump_ir)} if args.dump_ir else {}
     if args.calib is not None:
         folders[f"the checkpoint folder of -o {output.name}"] = checkpoint_dir
-    check_outputs(outputs, api.files_read(args.model, args.weights, args.calib, args.target), folders)
+    check_outputs(outputs, api.files_read(args.model, args.weights, args.calib, target), folders)
     if output.suffix == ".onnx":
         require_onnx()
     vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if output.suffix == ".pte"

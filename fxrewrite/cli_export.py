@@ -17,11 +17,11 @@ def run_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if Path(args.model).suffix != ".pt2" or output.suffix != ".onnx":
         raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
-    check_outputs({"-o": output}, files_read(args.model, target=args.target))
+    chosen = Target.load(args.target) if args.target else None
+    check_outputs({"-o": output}, files_read(args.model, target=chosen))
     require_onnx()
     loaded = load_model(args.model, trust_pickle=args.trust_pickle)
-    name = args.target or loaded.target
-    target = Target.load(name) if name else None
+    target = chosen or (Target.load(loaded.target) if loaded.target else None)
     shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
     print(shipped.describe())
     print(wrote_line([output]) + ("" if target else " (its ops were not checked: pass --target)"))

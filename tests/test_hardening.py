@@ -75,6 +75,15 @@ def test_a_report_onto_the_target_file_is_refused(tiny, run_cli):
     assert _snapshot(tiny.parent) == before
 
 
+def test_a_report_onto_a_file_the_target_extends_is_refused(tiny, run_cli):
+    (tiny.parent / "base.toml").write_bytes((Path(__file__).parents[1] / "targets" / "npu-generic.toml").read_bytes())
+    (tiny.parent / "variant.toml").write_text('[target]\nextends = "base.toml"\nname = "variant"\n')
+    before = _snapshot(tiny.parent)
+    code, _, err = run_cli("lower", "tiny.py:seq", "-t", "variant.toml", *SMALL, "-o", "r.pt2", "--report", "base.toml")
+    _one_line(code, err, "would overwrite the input")
+    assert _snapshot(tiny.parent) == before
+
+
 def test_a_report_onto_a_modules_source_named_as_a_package_is_refused(tiny, run_cli, monkeypatch):
     monkeypatch.syspath_prepend(str(tiny.parent))
     code, _, err = run_cli("lower", "tiny:seq", "-t", "npu-generic", *SMALL, "-o", "r.pt2", "--report", "tiny.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +231,38 @@ def test_fused_ops_need_vocabulary_kinds_and_free_ops_declared_ones(tmp_path):
         path.write_text(CHIP_HEADER + f"[ops.relu]\n[performance]\n{key} = {kinds}\n")
         with pytest.raises(TargetError, match=message):
             Target.load(str(path))
+
+
+def test_a_chip_variant_states_only_what_differs():
+    """ethos-u55-256.toml extends ethos-u55-128.toml: the same ops and formats, its own MAC array and rates."""
+    small, large = Target.load("ethos-u55-128"), Target.load("ethos-u55-256")
+    assert large.ops == small.ops and (large.weights, large.activations) == (small.weights, small.activations)
+    assert (large.name, large.vela_accelerator) == ("ethos-u55-256", "ethos-u55-256")
+    assert large.performance.dense_macs_per_cycle == 119.1 != small.performance.dense_macs_per_cycle
+    assert large.performance.clock_mhz == small.performance.clock_mhz == 500  # inherited
+    assert [Path(f).name for f in large.files] == ["ethos-u55-256.toml", "ethos-u55-128.toml"]
+
+
+def test_extends_merges_an_op_constraint_by_constraint_and_follows_relative_paths(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "chip.toml").write_text('[target]\nextends = "archnet"\nname = "chip"\n')
+    (tmp_path / "variant.toml").write_text('[target]\nextends = "base/chip.toml"\nname = "variant"\n'
+                                           '[ops.conv2d]\nkernels = ["1x1"]\n')
+    archnet, variant = Target.load("archnet"), Target.load(tmp_path / "variant.toml")
+    assert variant.ops["conv2d"].constraints["kernels"] != archnet.ops["conv2d"].constraints["kernels"]
+    assert {k: v for k, v in variant.ops["conv2d"].constraints.items() if k != "kernels"} == \
+        {k: v for k, v in archnet.ops["conv2d"].constraints.items() if k != "kernels"}
+    assert variant.ops.keys() == archnet.ops.keys() and len(variant.files) == 3
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[target]\nextends = "loop.toml"\nname = "loop"\n', "target.extends leads in a loop"),
+    ('[target]\nextends = "no-such-chip"\nname = "x"\n', "unknown target 'no-such-chip'"),
+    ('[target]\nextends = "archnet"\n', "a target that extends another names itself"),
+    ('[target]\nextends = 3\nname = "x"\n', "target.extends: expected a built-in target's name"),
+])
+def test_a_bad_extends_is_one_clear_error(body, message, tmp_path):
+    (tmp_path / "loop.toml").write_text(body)
+    with pytest.raises(TargetError) as raised:
+        Target.load(tmp_path / "loop.toml")
+    assert message in str(raised.value)

@@ -3,7 +3,6 @@ and what was expected (a schema library would report less precisely for this sma
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,18 +62,15 @@ def _parse_constraints(table: Any, where: str, origin: str, kind: str | None = N
     return constraints
 
 
-#: the accelerators Arm's Vela compiles for (its `Accelerator` enum; tests/test_target.py checks the two agree),
+#: the accelerators Arm's Vela compiles for (its `Accelerator` enum; tests/test_hardening.py checks the two agree),
 #: known without the ethos-u extra so that a target file naming another is refused on load
 VELA_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
                      "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
 
 
-def read_target(data: bytes, origin: str) -> dict[str, Any]:
-    """The fields of a `Target`, parsed and validated; `origin` names the file in error messages."""
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TargetError(f"{origin}: not valid TOML ({exc})") from None
+def read_target(doc: dict[str, Any], origin: str) -> dict[str, Any]:
+    """The fields of a `Target` from its decoded TOML document, parsed and validated; `origin` names
+    the file in error messages."""
     _check_keys(doc, ("target", "quantization", "defaults", "performance", "cost", "ops"), "", origin)
     meta = _expect_table(doc.get("target", {}), "target", origin)
     _check_keys(meta, ("name", "description", "source", "allow_all_ops", "vela_accelerator"), "target.", origin)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from fxrewrite.target.constraints import CONSTRAINTS, OpRule, Verdict
 from fxrewrite.target.formats import QuantFormat, QuantSpec
 from fxrewrite.target.performance import Performance
 from fxrewrite.target.schema import read_target
+from fxrewrite.target.sources import builtin_targets, read_source, resolved_document
 
-BUILTIN_PACKAGE = "fxrewrite.targets"
 #: the attribute Target.verdict memoizes a node's verdict in
 VERDICT_ATTRIBUTE = "_fxrewrite_verdict"
 
@@ -37,27 +36,13 @@ class Target:
     #: shape limits applied to every op, including those allowed by allow_all_ops
     defaults: Mapping[str, Any] = field(default_factory=dict)
     performance: Performance = Performance()
-
-    @staticmethod
-    def file_of(name_or_path: str | Path) -> Path | None:
-        """The file `load` reads for `name_or_path` where it is a path (a .toml, or any file that exists);
-        None for a built-in target's name."""
-        path = Path(name_or_path)
-        return path if path.suffix == ".toml" or path.exists() else None
+    #: the files the target was read from: its own, then those it extends (none for one parsed from text)
+    files: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Target:
         """Load a built-in target by name (`archnet`) or a TOML file by path."""
-        path = cls.file_of(name_or_path)
-        if path is not None:
-            if not path.is_file():
-                raise TargetError(f"target file {path}: no such file")
-            return parse_target(path.read_bytes(), str(path))
-        resource = resources.files(BUILTIN_PACKAGE) / f"{name_or_path}.toml"
-        if not resource.is_file():
-            raise TargetError(f"unknown target {name_or_path!r}: built-in targets are {', '.join(builtin_targets())}, "
-                              "or pass the path of a .toml file")
-        return parse_target(resource.read_bytes(), str(resource))
+        return parse_target(*read_source(name_or_path))
 
     def verdict(self, node: fx.Node) -> Verdict:
         """Whether this target runs `node`, and if not, why. Every caller (check, the picture, the
@@ -128,10 +113,8 @@ class Target:
 
 
 def parse_target(data: bytes, origin: str) -> Target:
-    """Parse and validate a target description; `origin` names the file in error messages."""
-    return Target(**read_target(data, origin))
-
-
-def builtin_targets() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(BUILTIN_PACKAGE).iterdir()
-                  if p.name.endswith(".toml"))
+    """Parse and validate a target description, with what it extends (fxrewrite.target.sources);
+    `origin` names the file in error messages and is where a relative `extends` is found."""
+    document, extended = resolved_document(data, origin)
+    own = (origin,) if Path(origin).is_file() else ()
+    return Target(**read_target(document, origin), files=(*own, *extended))
