@@ -21,23 +21,40 @@ from fxrewrite.legality import CheckReport
 from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions, lower_graph
 from fxrewrite.report import LoweringReport
 from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
-from fxrewrite.ship.ethos_u import ethos_u_installed
+from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
 from fxrewrite.ship.vela_cost import VelaBlockCycles
 from fxrewrite.target import Target
+from fxrewrite.writers import WRITERS, Program, Written, writer_for
 
 
 @dataclass
 class Lowered:
-    """The lowered graph, its report, the final verdict per node, and the example inputs it was lowered at."""
+    """The lowered graph, its report, the final verdict per node, the example inputs it was lowered
+    at, and the target it was lowered for."""
 
     gm: fx.GraphModule
     report: LoweringReport
     verdicts: CheckReport
     example_inputs: tuple[torch.Tensor, ...]
+    target: Target
 
     @property
     def legal(self) -> bool:
         return self.verdicts.all_legal
+
+    def save(self, path: str | os.PathLike, calibration: torch.Tensor | None = None) -> Written:
+        """Write the lowered program in the format `path`'s suffix names (`fxrewrite.writers.WRITERS`:
+        .pt2, .onnx, .pte), as `fxrewrite lower -o` does; `calibration` inputs (N, ...) calibrate a
+        format that quantizes itself (.pte), else its example input does. Returns the file written and
+        what was checked (`.onnx`: onnxruntime's results; `.pte`: Vela's numbers)."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise UsageError(f"path must be a file path ending {', '.join(WRITERS)}, not a {type(path).__name__}")
+        if calibration is not None and not isinstance(calibration, torch.Tensor):
+            raise UsageError(f"calibration must be a tensor of inputs (N, ...), not a {type(calibration).__name__}")
+        writer = writer_for(path, "path")
+        writer.prepare(self.target, f"save({os.fspath(path)!r})")
+        singles = tuple((one,) for one in calibration.split(1)) if calibration is not None else ()
+        return writer.write(Program(self.gm, self.example_inputs, self.target, self.legal, singles), Path(path))
 
 
 def load_and_capture(
@@ -229,4 +246,4 @@ def lower(
     label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,
                           tolerance=tolerance, training=options, debug=debug)
-    return Lowered(outcome.gm, LoweringReport.from_outcome(outcome), outcome.verdicts, inputs)
+    return Lowered(outcome.gm, LoweringReport.from_outcome(outcome), outcome.verdicts, inputs, chip)

@@ -21,16 +21,15 @@ from fxrewrite.cli_training import add_training_arguments, refuse_without_calib,
 from fxrewrite.cli_vela import VelaRuns, add_vela_argument, vela_accelerator
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars, remove_checkpoint
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
-from fxrewrite.errors import FxrewriteError, UsageError, check_positive
-from fxrewrite.export import save_pt2
+from fxrewrite.errors import FxrewriteError, check_positive
 from fxrewrite.files import atomic_write_text, check_outputs, wrote_line
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
 from fxrewrite.passes import registered_passes
 from fxrewrite.quant import SOURCES_HELP, load_calibration
 from fxrewrite.rewrite import Instruments, canonical_order
-from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target, builtin_targets
 from fxrewrite.viz import dot_text_instead
+from fxrewrite.writers import Program, writer_for
 
 EXIT_OK, EXIT_ILLEGAL, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader quit
@@ -194,8 +193,7 @@ def _run_lower(args: argparse.Namespace) -> int:
 def _lower(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     output = Path(args.output) if args.output else _default_output(args.model, target.name)
-    if output.suffix not in (".pt2", ".onnx", ".pte"):
-        raise UsageError(f"-o {output}: the lowered program is written as a .pt2, an .onnx or (Ethos-U) a .pte file")
+    writer = writer_for(output)
     check_positive("--tolerance", args.tolerance)  # before the work, which may be long
     refuse_without_calib(args)
     checkpoint_dir = output.with_suffix(".ckpt")
@@ -204,10 +202,8 @@ def _lower(args: argparse.Namespace) -> int:
     if args.calib is not None:
         folders[f"the checkpoint folder of -o {output.name}"] = checkpoint_dir
     check_outputs(outputs, api.files_read(args.model, args.weights, args.calib, target), folders)
-    if output.suffix == ".onnx":
-        require_onnx()
-    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if output.suffix == ".pte"
-                                      else None))
+    writer.prepare(target, f"-o {output}")
+    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if writer.calibrates else None))
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
@@ -238,14 +234,10 @@ def _lower(args: argparse.Namespace) -> int:
               f"above --tolerance {args.tolerance:g}; nothing was written", file=sys.stderr)
         # past the exactness fxrewrite promises (DEFAULT_TOLERANCE) a rewrite is wrong: a bug
         return EXIT_INTERNAL if not report.max_relative_error <= DEFAULT_TOLERANCE else EXIT_ILLEGAL
-    batch_note = ""
-    if output.suffix == ".onnx":
-        # a graph with nodes left for distillation is written as it is, as its .pt2 would be
-        shipped = write_onnx(lowered.gm, lowered.example_inputs, output, target if lowered.legal else None)
-        report.onnx = shipped.to_dict()
-    elif output.suffix == ".pt2":
-        _, batch_note = save_pt2(lowered.gm, lowered.example_inputs, output, target.name)
-    vela.add("lowered", lowered.gm, lowered.example_inputs, program=output if output.suffix == ".pte" else None)
+    written = writer.write(Program(lowered.gm, lowered.example_inputs, target, lowered.legal, vela.calibration,
+                                   vela.held_out), output)
+    report.onnx = written.onnx.to_dict() if written.onnx is not None else None
+    vela.add("lowered", lowered.gm, lowered.example_inputs, written.vela)
     report.vela = vela.numbers()
     if args.report:
         atomic_write_text(args.report, report.to_json())
@@ -254,9 +246,9 @@ def _lower(args: argparse.Namespace) -> int:
     if args.timing:
         print(report.timing_table())
     print(report.to_text() + vela.text())
-    if report.onnx is not None:
-        print(shipped.describe())
-    print(wrote_line([output, args.report]) + (f" ({batch_note})" if batch_note else ""))
+    if written.onnx is not None:
+        print(written.onnx.describe())
+    print(wrote_line([output, args.report]) + (f" ({written.note})" if written.note else ""))
     if not lowered.legal:
         if report.distillation is None:
             print(f"fxrewrite: error: to distil these {len(report.regions)} regions into students of legal "

@@ -9,8 +9,8 @@ from fxrewrite.errors import UsageError
 from fxrewrite.api import files_read
 from fxrewrite.files import check_outputs, wrote_line
 from fxrewrite.frontend import load_model
-from fxrewrite.ship import require_onnx, write_onnx
 from fxrewrite.target import Target
+from fxrewrite.writers import Program, writer_for
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -19,10 +19,11 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(f"fxrewrite export reads a .pt2 and writes an .onnx file, not {args.model} -> {output}")
     chosen = Target.load(args.target) if args.target else None
     check_outputs({"-o": output}, files_read(args.model, target=chosen))
-    require_onnx()
+    writer = writer_for(output)
+    writer.prepare(chosen, "-o")
     loaded = load_model(args.model, trust_pickle=args.trust_pickle)
     target = chosen or (Target.load(loaded.target) if loaded.target else None)
-    shipped = write_onnx(loaded.module, loaded.example_inputs, output, target)
-    print(shipped.describe())
+    written = writer.write(Program(loaded.module, loaded.example_inputs, target, legal=True), output)
+    print(written.onnx.describe())
     print(wrote_line([output]) + ("" if target else " (its ops were not checked: pass --target)"))
     return 0

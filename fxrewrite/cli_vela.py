@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from fxrewrite.errors import UsageError
 from fxrewrite.quant import CalibrationData
-from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u, require_ethos_u
-from fxrewrite.target import Target, builtin_targets
+from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u
+from fxrewrite.ship.ethos_u_toolchain import accelerator_of
+from fxrewrite.target import Target
 
 
 def add_vela_argument(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +27,7 @@ def add_vela_argument(parser: argparse.ArgumentParser) -> None:
 def vela_accelerator(target: Target, wanted_by: str | None) -> str | None:
     """Before any work: the accelerator to compile for, or None where no option (`wanted_by`: --vela,
     -o X.pte) asks for Vela."""
-    if wanted_by is None:
-        return None
-    if not target.vela_accelerator:
-        ethos = [name for name in builtin_targets() if Target.load(name).vela_accelerator]
-        raise UsageError(f"{wanted_by}: target {target.name} names no Vela accelerator (target.vela_accelerator in "
-                         f"its file); the built-in Ethos-U targets are {', '.join(ethos)}")
-    require_ethos_u(wanted_by)
-    return target.vela_accelerator
+    return None if wanted_by is None else accelerator_of(target, wanted_by)
 
 
 #: inputs ExecuTorch's quantizer calibrates on at most: its histogram observers take each input alone,
@@ -61,11 +53,12 @@ class VelaRuns:
         self.calibration = tuple((one,) for one in torch.cat(data.train)[:QUANTIZER_SAMPLES].split(1))
         self.held_out = tuple((one,) for one in torch.cat(data.held_out)[:JUDGED_SAMPLES].split(1))
 
-    def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], program: Path | None = None) -> None:
-        """Compile `module` (and write its .pte to `program`) where an accelerator was asked for."""
+    def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
+            compiled: VelaResult | None = None) -> None:
+        """Compile `module` where an accelerator was asked for (`compiled`: what writing its .pte compiled)."""
         if self.accelerator is not None:
-            self.results[name] = compile_for_ethos_u(module, inputs, self.accelerator, self.calibration, program,
-                                                     self.held_out)
+            self.results[name] = compiled or compile_for_ethos_u(module, inputs, self.accelerator, self.calibration,
+                                                                 held_out=self.held_out)
 
     def numbers(self) -> dict[str, Any] | None:
         """For the JSON report: per graph, Vela's numbers."""

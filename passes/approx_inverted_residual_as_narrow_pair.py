@@ -54,7 +54,7 @@ def narrow_width(expanded: int) -> int:
     return CHANNEL_STEP * math.ceil(expanded / (SHARE * CHANNEL_STEP))
 
 
-def narrowable(block: Collapsible) -> str:
+def why_not_narrowable(block: Collapsible) -> str:
     """Why `block` cannot become a narrow pair, or '' where it can."""
     if len(block.convs) != 3:
         return "no expansion to narrow"

@@ -11,7 +11,6 @@ reshape cannot, so such a conv is declined. For chips that run FC layers and mov
 permute) but run no conv: Arch-Net's transformer students.
 """
 
-import torch
 
 from fxrewrite.ir import tensor_shape
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register

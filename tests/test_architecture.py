@@ -29,6 +29,7 @@ LAYERS = (
     ("fxrewrite.distill",),
     ("fxrewrite.lowering",),
     ("fxrewrite.report", "fxrewrite.export", "fxrewrite.ship", "fxrewrite.viz"),
+    ("fxrewrite.writers",),
     ("fxrewrite.api",),
     ("fxrewrite.cli_training", "fxrewrite.cli_vela", "fxrewrite.cli_export", "fxrewrite.cli", "fxrewrite.docs",
      "fxrewrite.entry", "fxrewrite.__main__", "fxrewrite"),

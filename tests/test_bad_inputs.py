@@ -4,7 +4,6 @@ verdict about the model), never exit 3, a traceback, or a changed file the run d
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import signal

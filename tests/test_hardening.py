@@ -20,7 +20,7 @@ from torch import nn
 import fxrewrite
 import zoo
 from fxrewrite.frontend.archives import check_intact
-from fxrewrite.ship.ethos_u import ethos_u_installed
+from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
 from fxrewrite.target.schema import VELA_ACCELERATORS
 
 ZOO = str(Path(zoo.__file__))

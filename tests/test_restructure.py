@@ -29,10 +29,10 @@ from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
     find_inverted_residuals,
     fit_least_squares,
 )
-from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, narrowable
+from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, why_not_narrowable
 from fxrewrite.quant import CalibrationData
 from fxrewrite.rewrite.compare import no_class_information
-from fxrewrite.ship.ethos_u import ethos_u_installed
+from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
 from fxrewrite.target import Target
 
 ETHOS = Target.load("ethos-u55-128")
@@ -88,7 +88,7 @@ def test_without_activations_the_block_is_its_composed_conv_away_from_the_border
 def _pair_of(teacher: nn.Module, x: torch.Tensor) -> tuple[NarrowPair, torch.fx.GraphModule]:
     gm = api.lower(teacher, (x[:1],), target=ETHOS).gm  # batch norms folded, as the planner sees the block
     [block] = find_inverted_residuals(gm)
-    assert not narrowable(block)
+    assert not why_not_narrowable(block)
     return NarrowPair(block), gm
 
 
@@ -137,10 +137,10 @@ def test_a_distilled_replacement_beats_its_initialisation_on_held_out_inputs(rep
 
 def test_a_block_without_an_expansion_or_with_a_gate_is_not_narrowed():
     blocks = find_inverted_residuals(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"))
-    assert [narrowable(b) for b in blocks] == ["no expansion to narrow", "", ""]
+    assert [why_not_narrowable(b) for b in blocks] == ["no expansion to narrow", "", ""]
     gated = torchvision.models.mobilenet_v3_small().features[4].eval()  # 24 -> 96 expansion, SE gate
     [block] = find_inverted_residuals(capture(gated, (torch.randn(1, 24, 9, 9),), "symbolic"))
-    assert narrowable(block) == "a squeeze-and-excitation gate (the pair has none)"
+    assert why_not_narrowable(block) == "a squeeze-and-excitation gate (the pair has none)"
 
 
 class FusedBlock(nn.Module):

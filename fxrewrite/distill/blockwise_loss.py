@@ -54,9 +54,8 @@ def normalized_mse(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(got, want) / want.detach().var().clamp_min(1e-8)
 
 
-def block_loss(student: torch.Tensor, teacher: torch.Tensor, adapter: FeatureAdapter | None,
-               attention: bool) -> torch.Tensor:
-    """The blockwise distillation loss of one region output."""
+def block_loss(student: torch.Tensor, teacher: torch.Tensor, adapter: FeatureAdapter | None) -> torch.Tensor:
+    """The blockwise distillation loss of one region output: gated by the teacher's attention."""
     adapted = adapter(student) if adapter is not None else student
-    gate = teacher_attention(teacher) if attention else 1.0
+    gate = teacher_attention(teacher)
     return normalized_mse(gate * adapted, gate * teacher)

@@ -46,8 +46,6 @@ class DistillConfig:
     seed: int = 0
     schedule: Schedule = "parallel"
     quant: QuantScheme | None = None
-    attention: bool = True
-    adaptation: bool = True
     device: str = "cpu"
     checkpoint_dir: Path | None = None
     resume: bool = False
@@ -122,7 +120,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
     for tensor in list(gm.state_dict().values()) + list(batches):
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
     options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
-               config.attention, config.adaptation, config.student_budget, config.patience, config.time_budget,
+               config.student_budget, config.patience, config.time_budget,
                config.cosine_lr, config.temperature, config.augment, config.blockwise_quant)
     digest.update(repr(options).encode())
     return digest.hexdigest()
@@ -188,7 +186,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
               seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
     kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}
     adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
-                              for i, out in enumerate(first[n][1])} if config.adaptation else {}).to(device)
+                              for i, out in enumerate(first[n][1])}).to(device)
     times["teacher"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -200,19 +198,19 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
                         config.patience if config.schedule == "parallel" else None, deadline(BLOCKWISE_SHARE))
     if not (checkpoints.reached(FINETUNE) or checkpoints.reached(GROW)):
         if config.schedule == "parallel":
-            parallel(students, adapters, cache, config.epochs, config.lr, config.attention, checkpoints,
+            parallel(students, adapters, cache, config.epochs, config.lr, checkpoints,
                      config.progress, monitor=blockwise, cosine_lr=config.cosine_lr)
         else:
-            progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, config.attention,
-                        checkpoints, config.progress, blockwise, config.cosine_lr)
+            progressive(teacher, order, students, adapters, cache, config.epochs, config.lr, checkpoints,
+                        config.progress, blockwise, config.cosine_lr)
         # a grown student trains alone for as many epochs as the blockwise phase ran (saved for --resume)
         checkpoints.extra["blockwise_epochs"] = max((p.epoch for p in history), default=config.epochs)
     if quantized_blockwise:
         for name in order:
             dequantize_modules(students[name])
     ran = checkpoints.extra.get("blockwise_epochs", config.epochs)
-    growth = grow_missing(students, sized, teacher, adapters, cache, held, ran, config.lr, config.attention,
-                          checkpoints, config.progress, device)
+    growth = grow_missing(students, sized, teacher, adapters, cache, held, ran, config.lr, checkpoints,
+                          config.progress, device)
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()

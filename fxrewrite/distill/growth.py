@@ -48,7 +48,7 @@ def _replace(name: str, bigger: Sized, students: nn.ModuleDict, sized: dict[str,
 
 
 def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.GraphModule, adapters: nn.ModuleDict,
-                 cache: Sequence[Recorded], held_out: Sequence[Recorded], epochs: int, lr: float, attention: bool,
+                 cache: Sequence[Recorded], held_out: Sequence[Recorded], epochs: int, lr: float,
                  checkpoints: Checkpoints, progress: ProgressCallback | None, device: torch.device) -> dict[str, str]:
     """Grow the students that miss GROW_BELOW_COSINE (see the module docstring); what happened, per region."""
     if "grown" in checkpoints.extra:  # resumed after the decision: rebuild the same students
@@ -77,5 +77,5 @@ def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.G
                            f"{before} to {bigger.size} (x{bigger.cost_ratio:.2f} its region's cost)")
         checkpoints.extra["grown"] = grown
     if grown and not checkpoints.reached(FINETUNE):
-        parallel(students, adapters, cache, epochs, lr, attention, checkpoints, progress, names=grown, phase=GROW)
+        parallel(students, adapters, cache, epochs, lr, checkpoints, progress, names=grown, phase=GROW)
     return notes

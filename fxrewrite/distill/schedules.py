@@ -41,13 +41,13 @@ TEACHER_FORM_LR = 1 / 3
 
 
 def _blockwise_loss(adapters: nn.ModuleDict, name: str, outputs: Sequence[torch.Tensor],
-                    wanted: Sequence[torch.Tensor], attention: bool) -> torch.Tensor:
-    return sum(block_loss(got, want, adapters[f"{name}_{i}"] if f"{name}_{i}" in adapters else None, attention)
+                    wanted: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(block_loss(got, want, adapters[f"{name}_{i}"] if f"{name}_{i}" in adapters else None)
                for i, (got, want) in enumerate(zip(outputs, wanted)))
 
 
 def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[Recorded], epochs: int, lr: float,
-             attention: bool, checkpoints: Checkpoints, progress: ProgressCallback | None,
+             checkpoints: Checkpoints, progress: ProgressCallback | None,
              names: Sequence[str] | None = None, phase: str = PARALLEL, monitor: Monitor | None = None,
              cosine_lr: bool = False) -> None:
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
@@ -63,14 +63,14 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     optimizer = torch.optim.Adam([{"params": parameters}, {"params": exact, "lr": lr * TEACHER_FORM_LR}], lr=lr)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:
-        return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1],
-                                   attention) for n in names)
+        return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1])
+                   for n in names)
 
     train_phase(phase, epochs, trained, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)
 
 
 def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, adapters: nn.ModuleDict,
-                cache: Sequence[Recorded], epochs: int, lr: float, attention: bool, checkpoints: Checkpoints,
+                cache: Sequence[Recorded], epochs: int, lr: float, checkpoints: Checkpoints,
                 progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False) -> None:
     trained = nn.ModuleDict({"students": students, "adapters": adapters})
     optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
@@ -87,7 +87,7 @@ def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.Modu
         model(entry.batch)
         hooks.remove()
         return sum(PROGRESSIVE_DECAY ** (period - i) *
-                   _blockwise_loss(adapters, n, hooks.values[n], entry.regions[n][1], attention)
+                   _blockwise_loss(adapters, n, hooks.values[n], entry.regions[n][1])
                    for i, n in enumerate(matched))
 
     train_phase(PROGRESSIVE, per_period * len(order), trained, optimizer, cache, loss, checkpoints,

@@ -19,7 +19,6 @@ verifies on batches of many inputs, so:
 from __future__ import annotations
 
 import copy
-import math
 import operator
 
 import torch

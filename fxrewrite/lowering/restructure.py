@@ -42,7 +42,7 @@ from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_poi
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import NAME as INVERTED_RESIDUAL
 from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import CollapsedBlock, Collapsible, find_inverted_residuals
 from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NAME as NARROW_PAIR
-from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrowable
+from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, why_not_narrowable
 from fxrewrite.quant import CalibrationData
 from fxrewrite.rewrite.verify import NodeRecorder
 from fxrewrite.target import Target
@@ -199,7 +199,7 @@ def _replacements(block: Collapsible) -> list[tuple[str, Callable[[], nn.Module]
     """The replacements a block may take, by rewrite: RAN-e's or SESR's collapse, and RAN-i's pair
     where the block's expansion can be narrowed."""
     found: list[tuple[str, Callable[[], nn.Module]]] = [(block.rewrite, lambda: CollapsedBlock(block))]
-    if block.rewrite == INVERTED_RESIDUAL and not narrowable(block):
+    if block.rewrite == INVERTED_RESIDUAL and not why_not_narrowable(block):
         found.append((NARROW_PAIR, lambda: NarrowPair(block)))
     return found
 

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import csv
 import dataclasses
-import importlib.util
 import itertools
 import logging
 import os
@@ -27,27 +26,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fxrewrite.errors import FxrewriteError, UsageError, VelaError
+from fxrewrite.errors import FxrewriteError, VelaError
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.rewrite.compare import is_class_scores, no_class_information, top1_agreement
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
 from fxrewrite.ship.vela_layers import VelaLayer, named_after_nodes
+from fxrewrite.ship.ethos_u_toolchain import require_ethos_u
 
-EXTRA_ADVICE = "pip install 'fxrewrite[ethos-u]' (executorch[ethos-u]==1.5.1, which brings Vela)"
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
 BOUNDARY_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "getitem", "executorch_call_delegate"})
-
-
-def ethos_u_installed() -> bool:
-    """Whether ExecuTorch's Arm backend and Vela (the ethos-u extra) can be imported."""
-    return all(importlib.util.find_spec(name) is not None for name in ("executorch", "ethosu"))
-
-
-def require_ethos_u(wanted_by: str = "compiling for Ethos-U") -> None:
-    """Refuse, before any work, when ExecuTorch's Arm backend or Vela is missing."""
-    if not ethos_u_installed():
-        raise UsageError(f"{wanted_by} compiles through ExecuTorch's Arm backend and Vela, which are not installed: "
-                         f"{EXTRA_ADVICE}")
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,12 @@ from typing import Any
 
 from torch import fx
 
-from fxrewrite.errors import TargetError
 from fxrewrite.ir import UNKNOWN, OpView, op_view
 from fxrewrite.target.constraints import CONSTRAINTS, OpRule, Verdict
 from fxrewrite.target.formats import QuantFormat, QuantSpec
 from fxrewrite.target.performance import Performance
 from fxrewrite.target.schema import read_target
-from fxrewrite.target.sources import builtin_targets, read_source, resolved_document
+from fxrewrite.target.sources import read_source, resolved_document
 
 #: the attribute Target.verdict memoizes a node's verdict in
 VERDICT_ATTRIBUTE = "_fxrewrite_verdict"
@@ -71,9 +70,6 @@ class Target:
                                   f"(it runs {', '.join(sorted(self.ops))})")
         reasons = [r for r in (CONSTRAINTS[k].check(v, view) for k, v in rule.constraints.items()) if r]
         return Verdict(not reasons, "; ".join(f"{view.kind} {r}" for r in reasons))
-
-    def is_legal(self, node: fx.Node) -> bool:
-        return self.verdict(node).legal
 
     def _rule(self, kind: str) -> OpRule | None:
         return self.ops.get(kind) or (OpRule(kind, self.defaults) if self.allow_all_ops else None)

@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pass_helpers import FORMS, FunctionalConv, assert_same, captured, kinds, run_pass
