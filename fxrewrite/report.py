@@ -25,7 +25,7 @@ from fxrewrite.distill.regions import MANY_BLOCKS
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
 from fxrewrite.lowering.restructure import Restructured
-from fxrewrite.rewrite.compare import Agreement
+from fxrewrite.metrics import Agreement
 
 VERSION = 1
 

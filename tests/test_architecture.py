@@ -21,7 +21,7 @@ LAYERS = (
     ("fxrewrite.ir",),
     ("fxrewrite.frontend",),
     ("fxrewrite.target",),
-    ("fxrewrite.nn_mass", "fxrewrite.cost"),
+    ("fxrewrite.nn_mass", "fxrewrite.cost", "fxrewrite.metrics"),
     ("fxrewrite.legality",),
     ("fxrewrite.rewrite",),
     ("fxrewrite.passes",),

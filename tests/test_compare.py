@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from fxrewrite.rewrite.compare import agreement, relative_error, top1_agreement
+from fxrewrite.metrics import agreement, relative_error, top1_agreement
 
 
 def test_nan_is_never_equal_and_equal_infinities_are():

@@ -14,7 +14,7 @@ from fxrewrite.distill.teacher_form import teacher_forms
 from fxrewrite.distill.token_students import runs_on
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.exact import legal_lowering
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 from fxrewrite.target import Target
 from test_region_students import trained_loss_drop
 

@@ -31,7 +31,7 @@ from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
 )
 from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, why_not_narrowable
 from fxrewrite.quant import CalibrationData
-from fxrewrite.rewrite.compare import no_class_information
+from fxrewrite.metrics import no_class_information
 from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
 from fxrewrite.target import Target
 

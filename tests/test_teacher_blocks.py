@@ -18,7 +18,7 @@ from fxrewrite.distill.teacher_form import MAX_INIT_ERROR, TeacherForm, teacher_
 from fxrewrite.distill.token_students import runs_on
 from fxrewrite.lowering.exact import legal_lowering
 from fxrewrite.quant import calibrate, quantize_modules, scheme_for
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 from fxrewrite.target import Target
 from test_region_students import trained_loss_drop
 

@@ -11,7 +11,8 @@ from conftest import chip, symbolic
 from fxrewrite import lower
 from fxrewrite.distill.checkpoints import Checkpoints
 from fxrewrite.distill.loop import lr_factor, train_phase
-from fxrewrite.distill.monitor import Monitor, Score
+from fxrewrite.distill.monitor import Monitor
+from fxrewrite.metrics import Score
 from fxrewrite.quant import load_calibration
 
 EXAMPLE = torch.zeros(1, 3, 5, 5)

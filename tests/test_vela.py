@@ -150,7 +150,7 @@ def test_a_pte_is_quantized_on_the_calibration_inputs_and_judged_on_their_held_o
     # a random tiny_cnn gives one class for the 4 held-out inputs: agreement would be vacuous, the error judges
     assert quantization["top1_agreement"] is None and 0 <= quantization["relative_error"] < 0.5
     assert quantization["no_class_information"].startswith("the teacher gives class")
-    assert "held-out inputs: relative error" in stdout and "(no top-1 agreement: " in stdout and program.is_file()
+    assert "held-out inputs: L2 relative error" in stdout and "(no top-1 agreement: " in stdout and program.is_file()
 
 
 def test_the_int8_quantizer_calibrates_on_at_most_256_inputs_and_is_judged_on_at_most_500():

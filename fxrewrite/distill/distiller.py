@@ -34,7 +34,7 @@ from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.quant import (QuantScheme, calibrate, dequantize_modules, fold_for_quantization, materialize,
                              quantize_modules, quantizers)
 from fxrewrite.quant.post_training import CALIBRATION_BATCHES, measure_per_input
-from fxrewrite.rewrite.compare import Agreement, agreement
+from fxrewrite.metrics import Agreement, agreement
 from fxrewrite.target import Target
 
 

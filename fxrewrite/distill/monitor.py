@@ -31,12 +31,10 @@ import torch.nn.functional as F
 from fxrewrite.distill.processes import on_main
 from fxrewrite.errors import TrainingDiverged
 from fxrewrite.ir import tensor_leaves
-from fxrewrite.rewrite.compare import deviation_cosine, is_class_scores, no_class_information, top1_agreement
+from fxrewrite.metrics import Score, score_between
 
 DIVERGED_ADVICE = ("the checkpoint of the last good epoch is kept (--resume continues from it); lower --lr, or "
                    "check the calibration inputs")
-#: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
-MIN_COSINE_GAIN = 1e-4
 #: agreement at most this many times 1 / classes is chance level
 CHANCE_FACTOR = 1.5
 #: a phase whose mean training loss grows this many epochs running, each by more than GROWTH, stops
@@ -50,30 +48,6 @@ LEARNING = 0.05
 
 
 @dataclass(frozen=True)
-class Score:
-    """Held-out top-1 agreement (None when the output is not class scores, or scores that carry no
-    class information: `vacuous` says why, and the cosine is then of the deviations from the
-    teacher's mean output), cosine, and the number of classes the agreement is over."""
-
-    agreement: float | None
-    cosine: float
-    classes: int = 0
-    vacuous: str = ""
-
-    @property
-    def headline(self) -> float:
-        """The agreement where the outputs are class scores, else the cosine."""
-        return self.cosine if self.agreement is None else self.agreement
-
-    def beats(self, other: Score | None) -> bool:
-        if other is None:
-            return True
-        if self.agreement is not None and other.agreement is not None and self.agreement != other.agreement:
-            return self.agreement > other.agreement
-        return self.cosine > other.cosine + MIN_COSINE_GAIN
-
-
-@dataclass(frozen=True)
 class Point:
     """One scored epoch: where, when (seconds since distillation began) and how well."""
 
@@ -82,18 +56,6 @@ class Point:
     seconds: float
     agreement: float | None
     cosine: float
-
-
-def score_between(got: torch.Tensor, want: torch.Tensor) -> Score:
-    """Outputs `got` against the teacher's `want`: the mean cosine per sample, and top-1 agreement
-    where the outputs are class scores (N, C) with C > 1 that carry class information (else the
-    cosine of the deviations from the teacher's mean output: compare.no_class_information)."""
-    vacuous = no_class_information(want) if is_class_scores(want) else ""
-    if vacuous:
-        return Score(None, deviation_cosine(got, want), vacuous=vacuous)
-    cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
-    classes = got.shape[1] if is_class_scores(want) else 0
-    return Score(top1_agreement(got, want) if classes else None, cosine, classes)
 
 
 def held_out_score(forward: Callable[[torch.Tensor], Any], held: Sequence[Any]) -> Score:

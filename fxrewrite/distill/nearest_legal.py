@@ -32,6 +32,7 @@ from torch import fx
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from fxrewrite.ir import OpView, constant_value, op_view, tensor_shape
+from fxrewrite.metrics import l2_relative_error
 from fxrewrite.passes import registered_passes
 from fxrewrite.rewrite import Decline, RuleSet, apply_rules
 from fxrewrite.rewrite.building import conv2d, plain_conv_weights
@@ -107,7 +108,7 @@ class _Recorder(fx.Interpreter):
 
 def _fitted_affine(view: OpView, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per channel of the last dim, the scale and shift that best fit the layer norm on `x`, and the
-    fit's relative error there."""
+    fit's L2 relative error there (fxrewrite.metrics)."""
     with torch.no_grad():
         y = F.layer_norm(x, view.attrs["normalized_shape"], _constant(view, "weight"), _constant(view, "bias"),
                          view.attrs["eps"])
@@ -116,7 +117,7 @@ def _fitted_affine(view: OpView, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
         variance = ((xs - x_mean) ** 2).mean(0)
         scale = ((xs - x_mean) * (ys - y_mean)).mean(0) / variance.clamp_min(1e-12)
         shift = y_mean - scale * x_mean
-        error = (torch.linalg.vector_norm(xs * scale + shift - ys) / torch.linalg.vector_norm(ys).clamp_min(1e-12)).item()
+        error = l2_relative_error(xs * scale + shift, ys)
         return scale.float(), shift.float(), error
 
 

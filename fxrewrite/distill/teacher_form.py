@@ -24,7 +24,7 @@ from torch import fx, nn
 
 from fxrewrite.distill.nearest_legal import nearest_legal
 from fxrewrite.quant.prepare import fold_for_quantization
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 from fxrewrite.target import Target
 
 #: the largest relative error at initialisation for which the lowered region counts as the teacher's form

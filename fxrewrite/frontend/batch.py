@@ -189,7 +189,7 @@ def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
         return False
     if not got.is_floating_point():
         return torch.equal(got, want)
-    # norm-relative, as fxrewrite.rewrite.compare measures errors (the frontend sits below rewrite)
+    # norm-relative, as fxrewrite.metrics measures errors (the frontend sits below rewrite)
     difference = torch.linalg.vector_norm((got - want).double())
     return bool(difference <= SAME_SAMPLE_ERROR * torch.linalg.vector_norm(want.double()))
 

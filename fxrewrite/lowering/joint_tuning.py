@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.monitor import Score, score_between
+from fxrewrite.metrics import Score, score_between
 
 EPOCHS = 3
 LR = 1e-3

@@ -35,7 +35,7 @@ from fxrewrite.cost import nodes_cycles
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
-from fxrewrite.distill.monitor import score_between
+from fxrewrite.metrics import l2_relative_error, score_between
 from fxrewrite.lowering.joint_tuning import agreement_with, outputs_of, tune_jointly
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
@@ -64,7 +64,8 @@ class Considered:
     rewrite: str
     cycles_before: float
     cycles_after: float
-    #: held-out relative error of the collapsed block against the teacher block, initialised and distilled
+    #: held-out L2 relative error (fxrewrite.metrics) of the replacement against the teacher block, initialised
+    #: and distilled
     error_initial: float | None = None
     error_distilled: float | None = None
     chosen: bool = False
@@ -111,8 +112,8 @@ class Restructured:
             lines.append(f"  no top-1 agreement: {self.vacuous}, so any replacement would agree 100%; the budget is "
                          f"spent on the {self.measure} instead")
         for c in self.considered:
-            errors = (f"; held-out error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} distilled"
-                      if c.error_distilled is not None else "")
+            errors = (f"; held-out L2 relative error {c.error_initial:.3g} initialised, {c.error_distilled:.3g} "
+                      "distilled" if c.error_distilled is not None else "")
             lines.append(f"  {c.block} ({c.rewrite}): {c.cycles_before:,.0f} -> {c.cycles_after:,.0f} cycles{errors}; "
                          f"{'chosen' if c.chosen else 'kept: ' + c.why}")
         return "\n".join(lines)
@@ -134,8 +135,7 @@ def _record(gm: fx.GraphModule, names: set[str], inputs: torch.Tensor) -> dict[s
 
 
 def _relative_error(module: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor) -> float:
-    got = outputs_of(module, inputs)
-    return ((got - outputs).norm() / outputs.norm().clamp_min(1e-12)).item()
+    return l2_relative_error(outputs_of(module, inputs), outputs)
 
 
 def replacement_name(output_name: str) -> str:

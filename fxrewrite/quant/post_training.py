@@ -17,7 +17,7 @@ from fxrewrite.quant.graph_form import materialize
 from fxrewrite.quant.layers import calibrate, quantize_modules
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.quant.scheme import QuantScheme
-from fxrewrite.rewrite.compare import Agreement, agreement
+from fxrewrite.metrics import Agreement, agreement
 
 #: calibration batches that set the activation ranges
 CALIBRATION_BATCHES = 8

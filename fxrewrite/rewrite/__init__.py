@@ -1,7 +1,7 @@
 """Rewriting graphs: patterns and rules, the greedy driver, graph-building helpers for passes, what a
 pass is (contracts, registry) and the pass manager with its instruments."""
 
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 from fxrewrite.rewrite.contracts import canonical_order, check_contracts, check_order, parse_pipeline
 from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, absorbed_by, apply_rules, origin_of
 from fxrewrite.rewrite.judge import ReplacementJudge

@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.frontend.inputs import INT_INPUT_HIGH
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from torch import nn
 
 from fxrewrite.errors import FxrewriteError, VelaError
 from fxrewrite.files import atomic_write_bytes
-from fxrewrite.rewrite.compare import is_class_scores, no_class_information, top1_agreement
+from fxrewrite.metrics import is_class_scores, l2_relative_error, no_class_information, top1_agreement
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
 from fxrewrite.ship.vela_layers import VelaLayer, named_after_nodes
 from fxrewrite.ship.ethos_u_toolchain import require_ethos_u
@@ -54,7 +54,7 @@ class QuantizationCheck:
     #: share of held-out inputs whose top-1 class the int8 graph keeps (None: the output is not class scores,
     #: or scores that carry no class information)
     top1_agreement: float | None
-    #: ||int8 - float|| / ||float|| over the held-out outputs
+    #: ||int8 - float|| / ||float|| over the held-out outputs (fxrewrite.metrics.l2_relative_error)
     relative_error: float
     #: why the float graph's class scores carry no class information ('' where they do or are not scores)
     no_class_information: str = ""
@@ -106,7 +106,7 @@ class VelaResult:
 def _judged(check: QuantizationCheck) -> str:
     agreement = f"top-1 agreement {check.top1_agreement:.2%}, " if check.top1_agreement is not None else ""
     vacuous = f" (no top-1 agreement: {check.no_class_information})" if check.no_class_information else ""
-    return f"{agreement}relative error {check.relative_error:.3g}{vacuous}"
+    return f"{agreement}L2 relative error {check.relative_error:.3g}{vacuous}"
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -184,7 +184,7 @@ def _quantization_check(module: nn.Module, quantized: nn.Module, calibrated: int
     scores = all(is_class_scores(f) for f, _ in pairs)
     vacuous = no_class_information(float_out) if scores else ""
     agreement = top1_agreement(int8_out, float_out) if scores and not vacuous else None
-    error = ((int8_out - float_out).norm() / float_out.norm().clamp_min(1e-12)).item()
+    error = l2_relative_error(int8_out, float_out)
     return QuantizationCheck(calibrated, len(held_out), agreement, error, vacuous)
 
 

@@ -24,7 +24,7 @@ from fxrewrite.errors import OnnxRefusal, UsageError, VerificationError
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.frontend.batch import at_batch, batch_dims
 from fxrewrite.frontend.capture import quiet_torch
-from fxrewrite.rewrite.compare import relative_error
+from fxrewrite.metrics import relative_error
 from fxrewrite.ir import tensor_leaves
 from fxrewrite.ship.onnx_ops import refusals
 from fxrewrite.ship.qdq import QDQ, to_onnx_ops, with_quantize_dequantize

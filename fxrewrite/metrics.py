@@ -1,5 +1,16 @@
-"""Comparing a graph with its teacher: relative error of tensors (exact rewrites), agreement on
-held-out inputs (students)."""
+"""How close a graph's outputs are to its teacher's, measured one way everywhere: exact rewrites'
+verification, students' distillation and monitoring, the restructuring planner and joint tuning,
+the ONNX and Ethos-U checks.
+
+- `relative_error`: max |got - want| / max |want| over every output tensor; reported as
+  `max_relative_error` (exact lowering, ONNX), where a rewrite must be exact to float32.
+- `l2_relative_error`: ||got - want|| / ||want||; reported as "L2 relative error" (a restructured
+  block against its teacher block, an int8 program against its float graph), where errors are
+  approximations and the norm of the whole output is the scale.
+- top-1 agreement of class scores, only where they carry class information (`no_class_information`);
+  the mean cosine per sample otherwise, of the outputs' deviations from the teacher's mean where the
+  scores carry none (`score_between`).
+"""
 
 from __future__ import annotations
 
@@ -42,6 +53,11 @@ def relative_error(got: object, want: object) -> float:
             return float("inf")
         worst = max(worst, difference / scale)
     return worst
+
+
+def l2_relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| (a zero `want` counts as norm 1e-12)."""
+    return ((got - want).norm() / want.norm().clamp_min(1e-12)).item()
 
 
 def top1_agreement(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -115,3 +131,43 @@ def agreement(student: Callable[[torch.Tensor], torch.Tensor], teacher: Callable
         return Agreement(len(got), mse, deviation_cosine(got, want), vacuous=vacuous)
     return Agreement(len(got), mse, F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item(),
                      top1_agreement(got, want) if is_class_scores(want) else None)
+
+
+#: a cosine gain below this is no improvement (agreement counts any gain: it moves in whole samples)
+MIN_COSINE_GAIN = 1e-4
+
+
+@dataclass(frozen=True)
+class Score:
+    """Held-out top-1 agreement (None when the output is not class scores, or scores that carry no
+    class information: `vacuous` says why, and the cosine is then of the deviations from the
+    teacher's mean output), cosine, and the number of classes the agreement is over."""
+
+    agreement: float | None
+    cosine: float
+    classes: int = 0
+    vacuous: str = ""
+
+    @property
+    def headline(self) -> float:
+        """The agreement where the outputs are class scores, else the cosine."""
+        return self.cosine if self.agreement is None else self.agreement
+
+    def beats(self, other: Score | None) -> bool:
+        if other is None:
+            return True
+        if self.agreement is not None and other.agreement is not None and self.agreement != other.agreement:
+            return self.agreement > other.agreement
+        return self.cosine > other.cosine + MIN_COSINE_GAIN
+
+
+def score_between(got: torch.Tensor, want: torch.Tensor) -> Score:
+    """Outputs `got` against the teacher's `want`: the mean cosine per sample, and top-1 agreement
+    where the outputs are class scores (N, C) with C > 1 that carry class information (else the
+    cosine of the deviations from the teacher's mean output: compare.no_class_information)."""
+    vacuous = no_class_information(want) if is_class_scores(want) else ""
+    if vacuous:
+        return Score(None, deviation_cosine(got, want), vacuous=vacuous)
+    cosine = F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()
+    classes = got.shape[1] if is_class_scores(want) else 0
+    return Score(top1_agreement(got, want) if classes else None, cosine, classes)
