@@ -288,7 +288,8 @@ class SevenStem(nn.Module):
 
 def test_an_approximate_stem_is_distilled_against_the_model_before_it(monkeypatch):
     from fxrewrite.lowering.exact import default_pipeline
-    from fxrewrite.passes import approx_large_kernel_as_3x3_stack, registered_passes
+    from fxrewrite.passes import registered_passes
+    from fxrewrite.passes.forms import approx_large_kernel_as_3x3_stack
     from fxrewrite.rewrite import canonical_order
 
     # a stack barely fitted: only training against the model before the approximation can repair it

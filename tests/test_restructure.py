@@ -1,5 +1,5 @@
-"""The restructuring planner, RAN-e's collapse (passes/approx_inverted_residual_as_collapsed_block.py) and
-RAN-i's narrow pair (passes/approx_inverted_residual_as_narrow_pair.py), fxrewrite/lowering/restructure.py:
+"""The restructuring planner, RAN-e's collapse (lowering/candidates/approx_inverted_residual_as_collapsed_block.py)
+and RAN-i's narrow pair (lowering/candidates/approx_inverted_residual_as_narrow_pair.py), fxrewrite/lowering/restructure.py:
 blocks found in module and ATen captures, the composed linear map, the pair's initialisation from the
 teacher's channels and its NN-Mass, distilled blocks better than their initialisation, choices within
 the cost and the budget."""
@@ -7,6 +7,7 @@ the cost and the budget."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,15 +22,14 @@ from fxrewrite.ir import annotate_shapes
 from fxrewrite.legality import check
 from fxrewrite.lowering.joint_tuning import outputs_of, tune_jointly
 from fxrewrite.lowering.restructure import Considered, acceptance_order, replacement_name, restructure, swapped
-from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
+from fxrewrite.lowering.candidates import CANDIDATES
+from fxrewrite.lowering.candidates.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
+from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block import (composed_linear_map,
+                                                                                       find_inverted_residuals)
+from fxrewrite.lowering.candidates.approx_inverted_residual_as_narrow_pair import (NarrowPair, narrow_width,
+                                                                                   why_not_narrowable)
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock, fit_least_squares
 from fxrewrite.nn_mass import graph_nn_mass
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
-    CollapsedBlock,
-    composed_linear_map,
-    find_inverted_residuals,
-    fit_least_squares,
-)
-from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, narrow_width, why_not_narrowable
 from fxrewrite.quant import CalibrationData
 from fxrewrite.metrics import no_class_information
 from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
@@ -300,3 +300,17 @@ def test_lower_reports_the_restructuring_and_refuses_a_budget_out_of_range(run_c
     code, out, err = run_cli("lower", spec, "-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib",
                              "synthetic", "--calib-size", "60", "--accuracy-budget", "0", "-o", str(tmp_path / "o.pt2"))
     assert code == 0 and "restructuring" not in out
+
+
+def test_every_candidate_file_is_registered():
+    """A candidate is one file of fxrewrite/lowering/candidates/ with a CANDIDATE the planner's registry holds."""
+    import importlib
+
+    import fxrewrite.lowering.candidates as package
+
+    files = sorted(p.stem for p in Path(package.__file__).parent.glob("*.py")
+                   if p.stem not in ("__init__", "base", "blocks", "collapsed"))
+    found = [importlib.import_module(f"{package.__name__}.{name}").CANDIDATE for name in files]
+    assert sorted(c.name for c in found) == sorted(c.name for c in CANDIDATES)
+    assert all(any(c is registered for registered in CANDIDATES) for c in found)
+    assert [c.name.replace("-", "_") for c in found] == files  # each file is named after its rewrite

@@ -1,10 +1,10 @@
 """The restructuring planner: fewer non-linearities where the chip's cost says it pays, as
 Restructurable Activation Networks do, distilled label-free and kept only within an accuracy budget.
 
-For a legal lowered graph and calibration data, every inverted residual is considered for RAN-e's
-collapse (passes/approx_inverted_residual_as_collapsed_block.py) and for RAN-i's narrow pair
-(passes/approx_inverted_residual_as_narrow_pair.py), every k x k conv -> activation -> 1x1 conv for
-SESR's collapse (passes/approx_conv_act_pointwise_as_conv.py):
+For a legal lowered graph and calibration data, every block a restructuring candidate finds
+(fxrewrite/lowering/candidates/, one file each: every inverted residual for RAN-e's collapse and for
+RAN-i's narrow pair, every k x k conv -> activation -> 1x1 conv for SESR's collapse) is considered
+once, for every candidate that finds it and does not refuse it:
 1. cost: the block's cycles on the target against each replacement's, each compiled alone by
    Vela where the caller gives a `BlockCycles` (fxrewrite.ship.vela_cost on the Ethos-U targets),
    else the target's estimate; a replacement that is not cheaper, or not legal, is dropped;
@@ -38,11 +38,7 @@ from fxrewrite.legality import check
 from fxrewrite.metrics import l2_relative_error, score_between
 from fxrewrite.lowering.joint_tuning import agreement_with, outputs_of, tune_jointly
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
-from fxrewrite.passes.approx_conv_act_pointwise_as_conv import find_conv_act_pointwise
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import NAME as INVERTED_RESIDUAL
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import CollapsedBlock, Collapsible, find_inverted_residuals
-from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NAME as NARROW_PAIR
-from fxrewrite.passes.approx_inverted_residual_as_narrow_pair import NarrowPair, why_not_narrowable
+from fxrewrite.lowering.candidates import CANDIDATES, Candidate, Collapsible
 from fxrewrite.quant import CalibrationData
 from fxrewrite.rewrite.verify import NodeRecorder
 from fxrewrite.target import Target
@@ -195,13 +191,22 @@ def _replacement_cycles(block: Collapsible, rewrite: str, module: nn.Module, sam
                                     block.residual, *shapes))
 
 
-def _replacements(block: Collapsible) -> list[tuple[str, Callable[[], nn.Module]]]:
-    """The replacements a block may take, by rewrite: RAN-e's or SESR's collapse, and RAN-i's pair
-    where the block's expansion can be narrowed."""
-    found: list[tuple[str, Callable[[], nn.Module]]] = [(block.rewrite, lambda: CollapsedBlock(block))]
-    if block.rewrite == INVERTED_RESIDUAL and not why_not_narrowable(block):
-        found.append((NARROW_PAIR, lambda: NarrowPair(block)))
-    return found
+def blocks_and_takers(gm: fx.GraphModule) -> list[tuple[Collapsible, list[Candidate]]]:
+    """Every block some candidate finds in `gm`, once, with the candidates that find it and do not
+    refuse it, in the registry's order; a block inside one found before is left out."""
+    found: dict[str, tuple[Collapsible, list[Candidate]]] = {}
+    claimed: set[fx.Node] = set()
+    for candidate in CANDIDATES:
+        for block in candidate.blocks(gm):
+            key = block.output.name
+            if key not in found and claimed & set(block.nodes):
+                continue  # inside a block considered already
+            if key not in found:
+                claimed |= set(block.nodes)
+                found[key] = (block, [])
+            if found[key][0].nodes == block.nodes and not candidate.refusal(block):
+                found[key][1].append(candidate)
+    return list(found.values())
 
 
 def acceptance_order(rows: dict[Key, Considered], alone: dict[Key, float], samples: int) -> list[Key]:
@@ -219,17 +224,13 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
     docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
     considered: dict[Key, Considered] = {}
     candidates: dict[Key, tuple[Collapsible, nn.Module]] = {}
-    claimed: set[fx.Node] = set()
-    for block in find_inverted_residuals(gm) + find_conv_act_pointwise(gm):
-        if claimed & set(block.nodes):
-            continue  # inside a block considered already
-        claimed |= set(block.nodes)
+    for block, takers in blocks_and_takers(gm):
         sample = torch.zeros(tensor_shape(block.input))
         built = []
-        for rewrite, build in _replacements(block):
+        for candidate in takers:
             torch.manual_seed(seed)
-            module = build()
-            built.append((rewrite, module, _legal(module, sample, target)))
+            module = candidate.build(block)
+            built.append((candidate.name, module, _legal(module, sample, target)))
         # the block is compiled only where some replacement is legal, and then compared by the same measure
         measured = measure if any(not illegal for *_, illegal in built) else None
         before = _block_cycles(block, sample, gm, target, measured)

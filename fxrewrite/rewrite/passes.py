@@ -4,6 +4,8 @@ name (a second registration is an error); `fxrewrite.passes` fills it on import.
 
 from __future__ import annotations
 
+import sys
+
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,13 +98,21 @@ class PatternPass:
 
 
 _REGISTRY: dict[str, Pass] = {}
+_ORIGINS: dict[str, str] = {}
 
 
 def register(pass_: Pass) -> Pass:
     if pass_.name in _REGISTRY:
         raise RuntimeError(f"pass {pass_.name!r} is registered twice")
     _REGISTRY[pass_.name] = pass_
+    # the module that registers it, so that a test can hold one pass per file of passes/
+    _ORIGINS[pass_.name] = sys._getframe(1).f_globals.get("__name__", "")
     return pass_
+
+
+def pass_module(name: str) -> str:
+    """The module that registered the pass `name`."""
+    return _ORIGINS[name]
 
 
 def registered_passes() -> dict[str, Pass]:

@@ -18,19 +18,15 @@ budget allows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import fx, nn
 
 from fxrewrite.ir import op_view
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
-    COMPOSERS,
-    Collapsible,
-    activation_module,
-    before_norm,
-    collapsible,
-    is_conv,
-    weights_of,
-)
+from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible, is_conv,
+                                                  weights_of)
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
 
 NAME = "approx-conv-act-pointwise-as-conv"
 
@@ -49,7 +45,7 @@ def find_conv_act_pointwise(gm: fx.GraphModule) -> list[Collapsible]:
         (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
         if kh != kw or kh < 3 or kh % 2 == 0 or sh != sw or attrs["padding"] != (kh // 2, kw // 2):
             continue
-        block = collapsible(NAME, op_view(conv).inputs[0], (conv, project), nn.Identity(), kh, sh)
+        block = collapsible(NAME, op_view(conv).inputs[0], (conv, project), nn.Identity(), kh, sh, composed_conv)
         if block is not None:
             found.append(block)
     return found
@@ -65,4 +61,21 @@ def composed_conv(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor] | Non
     return torch.einsum("oe,eiuv->oiuv", pointwise, conv).float(), (pointwise @ bias + project_bias).float()
 
 
-COMPOSERS[NAME] = composed_conv
+
+@dataclass(frozen=True)
+class CollapsedConvPair:
+    """SESR's collapse of every k x k conv -> activation -> 1x1 conv (the interface: candidates/base.py)."""
+
+    name: str = NAME
+
+    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
+        return find_conv_act_pointwise(gm)
+
+    def refusal(self, block: Collapsible) -> str:
+        return ""
+
+    def build(self, block: Collapsible) -> nn.Module:
+        return CollapsedBlock(block)
+
+
+CANDIDATE = CollapsedConvPair()

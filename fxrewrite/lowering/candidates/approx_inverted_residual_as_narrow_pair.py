@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from fxrewrite.ir import op_view
-from fxrewrite.passes.approx_inverted_residual_as_collapsed_block import (
-    Collapsible,
-    activation_module,
-    weights_of,
-)
+from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block import find_inverted_residuals
+from fxrewrite.lowering.candidates.blocks import Collapsible, activation_module, weights_of
 
 NAME = "approx-inverted-residual-as-narrow-pair"
 #: the pair's expansion is this share of the teacher block's, rounded up to a multiple of CHANNEL_STEP
@@ -140,3 +138,22 @@ class NarrowPair(nn.Module):
             (F.mse_loss(self(inputs[rows]), outputs[rows]) / scale).backward()
             optimizer.step()
         self.eval()
+
+
+@dataclass(frozen=True)
+class NarrowPairCandidate:
+    """RAN-i's narrow pair for every inverted residual that can be narrowed (the interface: candidates/base.py)."""
+
+    name: str = NAME
+
+    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
+        return find_inverted_residuals(gm)
+
+    def refusal(self, block: Collapsible) -> str:
+        return why_not_narrowable(block)
+
+    def build(self, block: Collapsible) -> nn.Module:
+        return NarrowPair(block)
+
+
+CANDIDATE = NarrowPairCandidate()

@@ -1,0 +1,106 @@
+"""approx-inverted-residual-as-collapsed-block (APPROXIMATE, needs calibration data): RAN-e's collapse.
+
+An inverted residual (MobileNetV2/V3, EfficientNet), with its batch norms folded,
+    y = P(a2(D(a1(E x)))) [+ x],   E: 1x1 expand, D: k x k depthwise (stride s), P: 1x1 project,
+    a1, a2 activations, optionally a squeeze-and-excitation gate g(.) * before P,
+becomes Restructurable Activation Networks' collapsed block
+    y' = W * a(x) + b [+ x],   W: one dense k x k conv (stride s) from C_in to C_out,
+one activation (the block's own first one, a = a1) instead of two, and no expanded tensor. Without
+the activations, E, D and P compose into exactly such a conv, W[o,i](v) = sum_e P[o,e] D[e](v)
+E[e,i] and b = P(d + e sum_v D(v)) + p (as collapse-linear-convs computes; away from the border):
+that is the collapsed block's initialisation. With the activations there is no exact form, so the
+block is then distilled on the calibration data, label-free: the teacher block's own input x and
+output y give W, b = argmin ||unfold(a(x)) [W; b] - (y [- x])||^2, which for a block linear in its
+weights is the training optimum, solved in closed form (a small ridge keeps it well posed), and
+judged on held-out inputs against the initialisation. The residual is kept exactly where
+the teacher block had it (stride 1, C_in = C_out). The restructuring planner
+(fxrewrite/lowering/restructure.py) applies it only with calibration data, only where the target's
+cost says the collapsed block is cheaper, and only within the accuracy budget; it is no pattern pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, after_norm, before_norm,
+                                                  collapsible, is_conv, weights_of)
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
+
+NAME = "approx-inverted-residual-as-collapsed-block"
+
+
+def _main_input(node: fx.Node) -> fx.Node:
+    """Through a squeeze-and-excitation gate, h * g(h), to h."""
+    view = op_view(node)
+    if view.kind == "mul" and len(view.inputs) == 2:
+        shapes = [tensor_shape(n) for n in view.inputs]
+        for candidate, shape in zip(view.inputs, shapes):
+            if shape == view.output_shape:
+                return candidate
+    return node
+
+
+def find_inverted_residuals(gm: fx.GraphModule) -> list[Collapsible]:
+    """Every inverted residual of `gm` (see the module docstring), in graph order."""
+    found = []
+    for project in gm.graph.nodes:
+        if not is_conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
+            continue
+        second = _main_input(op_view(project).inputs[0])
+        depthwise = before_norm(op_view(second).inputs[0]) if activation_module(second) is not None else None
+        if depthwise is None or not is_conv(depthwise, "depthwise"):
+            continue
+        dw = op_view(depthwise).attrs
+        k = dw["kernel"][0]
+        if dw["kernel"] != (k, k) or k % 2 == 0 or dw["stride"][0] != dw["stride"][1] or dw["padding"] != (k // 2,) * 2:
+            continue
+        first = op_view(depthwise).inputs[0]
+        expand = before_norm(op_view(first).inputs[0]) if activation_module(first) is not None else first
+        if is_conv(expand, "dense", (1, 1)) and op_view(expand).attrs["stride"] == (1, 1):
+            x, activation = op_view(expand).inputs[0], activation_module(first)
+        else:  # no expansion (MobileNetV2's first block): the depthwise conv reads the block's input
+            x, activation, expand = first, activation_module(second), first
+        convs = ((expand,) if expand is not x else ()) + (depthwise, project)
+        block = collapsible(NAME, x, convs, activation, dw["kernel"][0], dw["stride"][0], composed_linear_map)
+        if block is not None:
+            found.append(block)
+    return found
+
+
+def composed_linear_map(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The dense conv E, D and P compute without their activations and gate (module docstring)."""
+    weights = weights_of(block)
+    if weights is None:
+        return None
+    (depthwise, d), (project, p) = weights[-2:]
+    taps, projected = depthwise[:, 0], project[:, :, 0, 0]  # (C_e, k, k), (C_out, C_e)
+    if len(weights) == 3:
+        (expand, e) = weights[0]
+        weight = torch.einsum("oe,euv,ei->oiuv", projected, taps, expand[:, :, 0, 0])
+        inner = d + e * taps.sum((1, 2))
+    else:  # no expansion: the depthwise conv reads the block's input
+        weight, inner = torch.einsum("oe,euv->oeuv", projected, taps), d
+    return weight.float(), (projected @ inner + p).float()
+
+
+@dataclass(frozen=True)
+class CollapsedInvertedResidual:
+    """RAN-e's collapse of every inverted residual (the candidate interface: candidates/base.py)."""
+
+    name: str = NAME
+
+    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
+        return find_inverted_residuals(gm)
+
+    def refusal(self, block: Collapsible) -> str:
+        return ""
+
+    def build(self, block: Collapsible) -> nn.Module:
+        return CollapsedBlock(block)
+
+
+CANDIDATE = CollapsedInvertedResidual()
