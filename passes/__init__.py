@@ -1,40 +1,14 @@
-"""The rewrite library: importing this package registers every pass (one rewrite per module)."""
+"""The rewrite library: importing this package registers every pass, one per module of this folder
+(a new pass is one new file; tests/test_registries.py holds each file to the pass it is named after).
+`forms/` holds the graphs a pass chooses between for one op."""
 
-from fxrewrite.passes import (  # noqa: F401
-    add_as_concat_conv,
-    add_as_concat_linear,
-    add_constant_as_batch_norm,
-    approx_gelu_as_tanh,
-    approx_large_kernel,
-    avg_pool_as_conv,
-    batch_norm_as_conv,
-    channels_last_as_channels_first,
-    collapse_linear_convs,
-    conv1x1_as_3x3,
-    decompose_large_kernel,
-    decompose_grouped_conv,
-    decompose_max_pool,
-    embedding_as_one_hot,
-    expand_constant_as_linear,
-    fold_batch_norm,
-    gelu_as_erf,
-    global_avg_pool_as_convs,
-    group_norm_as_primitives,
-    hardsigmoid_as_relu6,
-    hardswish_as_hardsigmoid_mul,
-    layer_norm_as_primitives,
-    mul_constant_as_batch_norm,
-    patch_conv_as_linear,
-    patch_conv_as_strided_3x3,
-    relu6_as_relus,
-    remove_noops,
-    roll_as_slices,
-    sdpa_as_matmul_softmax,
-    silu_as_sigmoid_mul,
-    softmax_as_exp,
-    split_input_channels,
-    upsample_nearest_as_pixel_shuffle,
-)
-from fxrewrite.rewrite.passes import registered_passes
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.ispkg:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+from fxrewrite.rewrite import registered_passes  # noqa: E402
 
 __all__ = ["registered_passes"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import fxrewrite.passes as library
-from fxrewrite.rewrite.passes import pass_module, registered_passes
+from fxrewrite.rewrite.registry import pass_module, registered_passes
 
 FOLDER = Path(library.__file__).parent
 

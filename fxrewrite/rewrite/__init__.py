@@ -6,7 +6,7 @@ from fxrewrite.rewrite.contracts import canonical_order, check_contracts, check_
 from fxrewrite.rewrite.driver import RewriteLoopError, RewriteStats, absorbed_by, apply_rules, origin_of
 from fxrewrite.rewrite.judge import ReplacementJudge
 from fxrewrite.rewrite.manager import Instruments, PassManager
-from fxrewrite.rewrite.passes import Pass, PassContext, PassResult, PatternPass, register, registered_passes
+from fxrewrite.rewrite.registry import Pass, PassContext, PassResult, PatternPass, register, registered_passes
 from fxrewrite.rewrite.pattern import Decline, Match, Pattern, Rule, RuleSet, op, same_shape, tensor_operands
 from fxrewrite.rewrite.rewriter import Rewriter
 from fxrewrite.rewrite.verify import Verification, fresh_inputs, verify, verify_on

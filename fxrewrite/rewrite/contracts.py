@@ -1,7 +1,8 @@
 """Ordering contracts between passes, checked whenever a pipeline is built.
 
 A pass declares the kinds it roots on, reads (inspects beside its roots) and produces, and the
-passes it must run before (`must_precede`). An edge P -> Q is justified when P produces or reads a
+passes it must run before (`must_precede`) or after (`must_follow`: Q.must_follow naming P is the
+edge P -> Q, so a new pass states its place in its own file). An edge P -> Q is justified when P produces or reads a
 kind Q roots on. An edge is missing when P produces or reads a kind Q roots on, Q produces nothing
 P roots on (so the dependency runs one way), and no chain of declared edges leads from P to Q.
 Passes that feed each other (conv -> conv rewrites) are left free: the lowering repeats its rounds
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import networkx as nx
 
 from fxrewrite.errors import PassContractError, UsageError
-from fxrewrite.rewrite.passes import Pass, registered_passes
+from fxrewrite.rewrite.registry import Pass, registered_passes
 
 
 def _feeds(p: Pass, q: Pass) -> frozenset[str]:
@@ -30,6 +31,7 @@ def _declared(passes: Iterable[Pass]) -> nx.DiGraph:
     graph.add_nodes_from(p.name for p in passes)
     names = {p.name for p in passes}
     graph.add_edges_from((p.name, q) for p in passes for q in p.must_precede if q in names)
+    graph.add_edges_from((q, p.name) for p in passes for q in p.must_follow if q in names)
     return graph
 
 
@@ -49,14 +51,16 @@ def _check_contracts(passes: tuple[Pass, ...], registered: int) -> None:
     universe = _universe(passes)
     graph = _declared(universe.values())
     names = {p.name for p in passes}
-    for p in passes:
-        for later in p.must_precede:
-            q = universe.get(later)
-            if q is not None and later in names and not _feeds(p, q):
-                raise PassContractError(
-                    f"pass {p.name} declares it must run before {later}, but it produces or reads nothing {later} "
-                    f"rewrites ({p.name} produces {_kinds(p.produces_ops)}, reads {_kinds(p.reads_ops)}; {later} "
-                    f"roots on {_kinds(q.root_ops)}): drop the edge or declare what {p.name} produces")
+    declared = [(p, later, f"{p.name} declares it must run before {later}") for p in passes for later in p.must_precede]
+    declared += [(universe[earlier], p.name, f"{p.name} declares it must run after {earlier}") for p in passes
+                 for earlier in p.must_follow if earlier in universe]
+    for p, later, said in declared:
+        q = universe.get(later)
+        if q is not None and {p.name, later} <= names and not _feeds(p, q):
+            raise PassContractError(
+                f"pass {said}, but it produces or reads nothing {later} "
+                f"rewrites ({p.name} produces {_kinds(p.produces_ops)}, reads {_kinds(p.reads_ops)}; {later} "
+                f"roots on {_kinds(q.root_ops)}): drop the edge or declare what {p.name} produces")
     try:
         cycle = nx.find_cycle(graph.subgraph(names))
     except nx.NetworkXNoCycle:
@@ -71,7 +75,8 @@ def _check_contracts(passes: tuple[Pass, ...], registered: int) -> None:
                 continue
             raise PassContractError(
                 f"pass {p.name} produces or reads {_kinds(shared)} that {q.name} rewrites, so it must run before "
-                f"{q.name}: add {q.name!r} to the must_precede of {p.name}")
+                f"{q.name}: add {q.name!r} to the must_precede of {p.name}, or {p.name!r} to the must_follow of "
+                f"{q.name}")
 
 
 def _kinds(kinds: frozenset[str]) -> str:
@@ -88,7 +93,7 @@ def canonical_order(passes: Iterable[Pass]) -> list[Pass]:
 
 def _must_precede(p: Pass, q: Pass) -> bool:
     """P must run before Q: declared so, or P feeds Q one way."""
-    return q.name in p.must_precede or (bool(_feeds(p, q)) and not _feeds(q, p))
+    return q.name in p.must_precede or p.name in q.must_follow or (bool(_feeds(p, q)) and not _feeds(q, p))
 
 
 def check_order(passes: Sequence[Pass]) -> None:

@@ -15,7 +15,7 @@ from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.errors import FxrewriteError, VerificationError
 from fxrewrite.files import atomic_write_text
 from fxrewrite.rewrite.contracts import check_contracts
-from fxrewrite.rewrite.passes import Pass, PassContext, PassResult
+from fxrewrite.rewrite.registry import Pass, PassContext, PassResult
 from fxrewrite.rewrite.verify import verify
 
 

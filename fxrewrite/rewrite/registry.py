@@ -62,6 +62,8 @@ class Pass(Protocol):
     reads_ops: frozenset[str]
     produces_ops: frozenset[str]
     must_precede: tuple[str, ...]
+    #: passes it must run after: a new pass states its own place, without editing the passes before it
+    must_follow: tuple[str, ...]
 
     def run(self, gm: fx.GraphModule, ctx: PassContext, recompile: bool = True) -> PassResult: ...
 
@@ -76,6 +78,7 @@ class PatternPass:
     produces_ops: frozenset[str]
     exact: bool = True
     must_precede: tuple[str, ...] = ()
+    must_follow: tuple[str, ...] = ()
     reads_ops: frozenset[str] = frozenset()
     #: "illegal": rewrite nodes the target rejects; "cheaper": rewrite any node when the target's cost drops
     trigger: str = "illegal"
