@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from fxrewrite.cli import build_parser
+from fxrewrite.cli.command import build_parser
 from fxrewrite.passes import registered_passes
 from fxrewrite.rewrite import canonical_order
 from fxrewrite.target import Target, builtin_targets

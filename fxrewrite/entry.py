@@ -8,8 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
+from fxrewrite.cli.exits import EXIT_INTERRUPTED, EXIT_TERMINATED
+
 INTERRUPTED = "fxrewrite: interrupted\n"
 
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _exit_while_importing)
     signal.signal(signal.SIGTERM, _exit_while_importing)
     try:
-        from fxrewrite.cli import main as run  # imports torch: seconds
+        from fxrewrite.cli.command import main as run  # imports torch: seconds
 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _terminate)

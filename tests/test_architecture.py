@@ -31,7 +31,7 @@ LAYERS = (
     ("fxrewrite.report", "fxrewrite.export", "fxrewrite.ship", "fxrewrite.viz"),
     ("fxrewrite.writers",),
     ("fxrewrite.api",),
-    ("fxrewrite.cli_training", "fxrewrite.cli_vela", "fxrewrite.cli_export", "fxrewrite.cli", "fxrewrite.docs",
+    ("fxrewrite.cli", "fxrewrite.docs",
      "fxrewrite.entry", "fxrewrite.__main__", "fxrewrite"),
 )
 

@@ -155,7 +155,7 @@ def test_a_pte_is_quantized_on_the_calibration_inputs_and_judged_on_their_held_o
 
 def test_the_int8_quantizer_calibrates_on_at_most_256_inputs_and_is_judged_on_at_most_500():
     """Its observers take each input alone: all of 6,400 calibration images held one compile for hours."""
-    from fxrewrite.cli_vela import VelaRuns
+    from fxrewrite.cli.vela import VelaRuns
     from fxrewrite.quant import CalibrationData
 
     runs = VelaRuns(None)

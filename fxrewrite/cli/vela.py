@@ -4,7 +4,6 @@ toolchain for the target's Ethos-U accelerator, reported beside fxrewrite's esti
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +14,6 @@ from fxrewrite.quant import CalibrationData
 from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u
 from fxrewrite.ship.ethos_u_toolchain import accelerator_of
 from fxrewrite.target import Target
-
-
-def add_vela_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vela", action="store_true",
-                        help="also compile through ExecuTorch's Arm backend and Vela for the target's Ethos-U "
-                             "accelerator (int8) and report Vela's cycles, time, memory and the ops left on the "
-                             "CPU (needs the ethos-u extra)")
 
 
 def vela_accelerator(target: Target, wanted_by: str | None) -> str | None:
