@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_ILLEGAL, EXIT_OK
-from fxrewrite.cli.options import add_vela_argument
+from fxrewrite.cli.options import add_vela_argument, captured
 from fxrewrite.cli.vela import VelaRuns, vela_accelerator
 from fxrewrite.target import Target
 
@@ -25,8 +25,7 @@ def add(commands: argparse._SubParsersAction, *parents: argparse.ArgumentParser)
 def run(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
     vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else None))
-    gm = api.load_and_capture(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
-                              input_shapes=args.input_shape, frontend=args.frontend, seed=args.seed)
+    gm = captured(args)
     vela.add("teacher", gm, gm.meta["example_inputs"])
     report = replace(api.check(gm, target, name=args.model), vela=vela.numbers())
     print(report.to_json() if args.json else report.to_text() + vela.text())

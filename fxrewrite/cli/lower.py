@@ -11,7 +11,8 @@ from pathlib import Path
 
 from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_ILLEGAL, EXIT_INTERNAL, EXIT_OK
-from fxrewrite.cli.options import add_training_arguments, add_vela_argument, refuse_without_calib, training_keywords
+from fxrewrite.cli.options import (add_training_arguments, add_vela_argument, captured, refuse_without_calib,
+                                   training_keywords)
 from fxrewrite.cli.vela import VelaRuns, vela_accelerator
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars, remove_checkpoint
 from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
@@ -87,8 +88,7 @@ def _lower(args: argparse.Namespace) -> int:
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
-    gm = api.load_and_capture(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
-                              input_shapes=args.input_shape, frontend=args.frontend, seed=args.seed)
+    gm = captured(args)
     if args.calib is not None and vela.accelerator is not None:  # ExecuTorch's int8 quantizer calibrates on them
         vela.calibrate_on(load_calibration(args.calib, gm.meta["example_inputs"][0], args.calib_size, 1, args.seed))
     if args.vela:

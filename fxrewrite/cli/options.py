@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from torch import fx
+
+from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_BAD_INPUT
 from fxrewrite.distill import DEFAULT_STUDENT_BUDGET, SCHEDULES
 from fxrewrite.errors import UsageError
@@ -29,6 +32,12 @@ def common(default: object = False) -> argparse.ArgumentParser:
     common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=default, help="show the Python traceback of an error")
     return common
+
+
+def captured(args: argparse.Namespace) -> fx.GraphModule:
+    """MODEL as its options describe it, loaded and captured (fxrewrite.api.load_and_capture)."""
+    return api.load_and_capture(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
+                                input_shapes=args.input_shape, frontend=args.frontend, seed=args.seed)
 
 
 def add_trust_pickle(parser: argparse.ArgumentParser, what: str) -> None:

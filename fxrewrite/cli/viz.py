@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_OK
+from fxrewrite.cli.options import captured
 from fxrewrite.files import check_outputs, wrote_line
 from fxrewrite.target import Target
 from fxrewrite.viz import dot_text_instead
@@ -27,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
     fallback = dot_text_instead(output)
     check_outputs({"-o": output} | ({"-o's DOT text": fallback} if fallback else {}),
                   api.files_read(args.model, args.weights, target=target))
-    gm = api.load_and_capture(args.model, weights=args.weights, trust_pickle=args.trust_pickle,
-                              input_shapes=args.input_shape, frontend=args.frontend, seed=args.seed)
+    gm = captured(args)
     title = args.model + (f" on {target.name}" if target else "")
     written, note = api.draw(gm, output, target, title)
     if note:
