@@ -70,6 +70,9 @@ class DistillConfig:
     legalize: Legalize | None = None
 
 
+#: the fields of DistillConfig that say where and how a run goes, not what it trains: a checkpoint
+#: written under other values of these is resumed; every other field enters its fingerprint
+RUNTIME = frozenset({"device", "checkpoint_dir", "resume", "progress", "legalize"})
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
 BLOCKWISE_SHARE = 0.6
 #: times fine-tuning meets a growing loss or a fall to chance by rolling back at half the learning rate
@@ -119,9 +122,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
     digest.update(target.name.encode())
     for tensor in list(gm.state_dict().values()) + list(batches):
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
-    options = (config.epochs, config.finetune_epochs, config.lr, config.seed, config.schedule, config.quant,
-               config.student_budget, config.patience, config.time_budget,
-               config.cosine_lr, config.temperature, config.augment, config.blockwise_quant)
+    options = tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in RUNTIME)
     digest.update(repr(options).encode())
     return digest.hexdigest()
 
