@@ -18,15 +18,13 @@ budget allows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import fx, nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible, is_conv,
                                                   weights_of)
-from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
+from fxrewrite.lowering.candidates.collapsed import Collapse
 
 NAME = "approx-conv-act-pointwise-as-conv"
 
@@ -62,20 +60,4 @@ def composed_conv(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor] | Non
 
 
 
-@dataclass(frozen=True)
-class CollapsedConvPair:
-    """SESR's collapse of every k x k conv -> activation -> 1x1 conv (the interface: candidates/base.py)."""
-
-    name: str = NAME
-
-    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
-        return find_conv_act_pointwise(gm)
-
-    def refusal(self, block: Collapsible) -> str:
-        return ""
-
-    def build(self, block: Collapsible) -> nn.Module:
-        return CollapsedBlock(block)
-
-
-CANDIDATE = CollapsedConvPair()
+CANDIDATE = Collapse(NAME, find_conv_act_pointwise)

@@ -20,15 +20,13 @@ cost says the collapsed block is cheaper, and only within the accuracy budget; i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import fx, nn
+from torch import fx
 
 from fxrewrite.ir import op_view, tensor_shape
-from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, after_norm, before_norm,
+from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm,
                                                   collapsible, is_conv, weights_of)
-from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
+from fxrewrite.lowering.candidates.collapsed import Collapse
 
 NAME = "approx-inverted-residual-as-collapsed-block"
 
@@ -87,20 +85,4 @@ def composed_linear_map(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor]
     return weight.float(), (projected @ inner + p).float()
 
 
-@dataclass(frozen=True)
-class CollapsedInvertedResidual:
-    """RAN-e's collapse of every inverted residual (the candidate interface: candidates/base.py)."""
-
-    name: str = NAME
-
-    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
-        return find_inverted_residuals(gm)
-
-    def refusal(self, block: Collapsible) -> str:
-        return ""
-
-    def build(self, block: Collapsible) -> nn.Module:
-        return CollapsedBlock(block)
-
-
-CANDIDATE = CollapsedInvertedResidual()
+CANDIDATE = Collapse(NAME, find_inverted_residuals)

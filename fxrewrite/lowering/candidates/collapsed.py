@@ -4,9 +4,12 @@ block's own input and output (see each collapse's file for its maths)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from fxrewrite.lowering.candidates.blocks import Collapsible
 
@@ -61,3 +64,21 @@ def fit_least_squares(collapsed: CollapsedBlock, inputs: torch.Tensor, outputs: 
     solution = torch.linalg.solve(normal, features.T @ wanted)  # (C_in k k + 1, C_out)
     conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).float())
     conv.bias.copy_(solution[-1].float())
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """A candidate that collapses every block `find` returns into a CollapsedBlock (the interface:
+    candidates/base.py); RAN-e's and SESR's collapses differ only in the blocks they find."""
+
+    name: str
+    find: Callable[[fx.GraphModule], list[Collapsible]]
+
+    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
+        return self.find(gm)
+
+    def refusal(self, block: Collapsible) -> str:
+        return ""
+
+    def build(self, block: Collapsible) -> nn.Module:
+        return CollapsedBlock(block)
