@@ -18,11 +18,11 @@ from fxrewrite.frontend import Frontend, capture, load_model
 from fxrewrite.frontend.inputs import check_inputs
 from fxrewrite.frontend.load import spec_files
 from fxrewrite.legality import CheckReport
-from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions, lower_graph
+from fxrewrite.distill import CALIBRATED_FIELDS, TrainingOptions
+from fxrewrite.lowering import lower_graph
 from fxrewrite.report import LoweringReport
 from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
-from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
-from fxrewrite.ship.vela_cost import VelaBlockCycles
+from fxrewrite.ship.compilers import installed_compiler
 from fxrewrite.target import Target
 from fxrewrite.writers import WRITERS, Program, Written, writer_for
 
@@ -219,9 +219,9 @@ def lower(
     (rewritten in place). Exact rewrites run first; with
     `calib` (a --calib source or a tensor of inputs) what stays illegal is distilled into students,
     quantized in the target's formats when `wbits`/`abits` are given. Further keywords are the
-    fields of `fxrewrite.lowering.TrainingOptions` (epochs, schedule, device, ...). `max_growth`
+    fields of `fxrewrite.distill.options.TrainingOptions` (epochs, schedule, device, ...). `max_growth`
     overrides the target's `performance.growth_max` (how many times the teacher's estimated cycles
-    and MACs the exactly lowered model may cost; see fxrewrite.lowering.budget).
+    and MACs the exactly lowered model may cost; see fxrewrite.lowering.growth_limit).
     """
     chip = _as_target(target)
     if max_growth is not None:
@@ -235,13 +235,14 @@ def lower(
     unknown = sorted(set(training) - {f.name for f in fields(TrainingOptions)})
     if unknown:
         raise UsageError(f"lower() got unknown keywords {', '.join(unknown)}; the training keywords are the fields of "
-                         "fxrewrite.lowering.TrainingOptions")
+                         "fxrewrite.distill.options.TrainingOptions")
     idle = [name for name in CALIBRATED_FIELDS if name in training]
     if calib is None and idle:
         raise UsageError(f"lower() got {', '.join(idle)} without calib: they steer distillation, quantization or "
                          "restructuring, which run only on calibration data; pass calib or leave them out")
-    if calib is not None and chip.vela_accelerator and "block_cycles" not in training and ethos_u_installed():
-        training["block_cycles"] = VelaBlockCycles(chip.vela_accelerator)  # the compiler's cycles, not the estimate
+    compiler = installed_compiler(chip)
+    if calib is not None and compiler is not None and "block_cycles" not in training:
+        training["block_cycles"] = compiler.block_cycles(chip.accelerator)  # the compiler's cycles, not the estimate
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
     label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,

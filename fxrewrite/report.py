@@ -21,7 +21,7 @@ from typing import Any
 
 from fxrewrite.cost import Size
 from fxrewrite.distill import Distilled, Point, Region, StudentResult
-from fxrewrite.distill.regions import MANY_BLOCKS
+from fxrewrite.distill.regions.carving import MANY_BLOCKS
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
 from fxrewrite.lowering.restructure import Restructured
@@ -68,7 +68,7 @@ class RegionReport:
     inputs: tuple[TensorEnd, ...]
     outputs: tuple[TensorEnd, ...]
     teacher_macs: int
-    #: the teacher blocks it spans, and why several where it does (fxrewrite.distill.regions)
+    #: the teacher blocks it spans, and why several where it does (fxrewrite.distill.regions.carving)
     blocks: tuple[str, ...] = ()
     joined_by: str = ""
     #: NN-Mass of the skip joins inside the region (fxrewrite.nn_mass)
@@ -125,6 +125,8 @@ class DistillationReport:
     processes: int = 1
     #: per phase, each rollback to its best epoch at half the learning rate
     rollbacks: dict[str, list[str]] = field(default_factory=dict)
+    #: the options it ran with (fxrewrite.distill.options.TrainingOptions.report_echo)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
@@ -133,7 +135,7 @@ class DistillationReport:
                 "calibration": self.calibration,
                 "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
                 "history": [asdict(p) for p in self.history], "stops": self.stops, "rollbacks": self.rollbacks,
-                "device": self.device, "processes": self.processes}
+                "device": self.device, "processes": self.processes, "options": self.options}
 
     def to_text(self) -> str:
         train, held = self.samples
@@ -227,7 +229,8 @@ class LoweringReport:
         report.distillation = DistillationReport(schedule, trained.quantization, data.source, data.samples, students,
                                                  trained.agreement, trained.before, trained.after, trained.seconds,
                                                  history, stops, data.dropped, outcome.device, outcome.processes,
-                                                 trained.rollbacks if isinstance(trained, Distilled) else {})
+                                                 trained.rollbacks if isinstance(trained, Distilled) else {},
+                                                 outcome.options.report_echo() if outcome.options else {})
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

@@ -9,9 +9,9 @@ from torch import nn
 
 from conftest import chip, symbolic
 from fxrewrite import lower
-from fxrewrite.distill.augment import MIXUP_EVERY, Relabel, augment
-from fxrewrite.distill.regions import carve
-from fxrewrite.distill.recording import region_order
+from fxrewrite.distill.training.augment import MIXUP_EVERY, Relabel, augment
+from fxrewrite.distill.regions.carving import carve
+from fxrewrite.distill.training.recording import region_order
 from fxrewrite.target import Target
 
 

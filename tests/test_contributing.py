@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 import fxrewrite
+from fxrewrite.cost import Cost
+from fxrewrite.distill import synthesize
+from fxrewrite.distill.students import base
 from fxrewrite.frontend import capture
 from fxrewrite.rewrite import registry
 from fxrewrite.target import Target
@@ -78,3 +81,31 @@ def test_the_example_writer_is_found_by_its_suffix(tmp_path, monkeypatch):
     written = lowered.save(tmp_path / "m.npz")
     with np.load(written.path) as arrays:
         assert sorted(arrays.files) == sorted(lowered.gm.state_dict())
+
+
+@pytest.fixture
+def separable_student():
+    """The example student kind, registered for one test (the library's kinds are what every other test sees)."""
+    module = _import("separable_student")
+    try:
+        yield module
+    finally:
+        base._KINDS[:] = [entry for entry in base._KINDS if entry[1] != "contributing_separable_student"]
+
+
+def test_the_example_student_kind_is_asked_before_the_conv_student(separable_student):
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.GELU(), nn.Conv2d(6, 4, 1))
+    region = torch.fx.symbolic_trace(teacher)
+    x = torch.randn(8, 6, 9, 9)
+    sized = synthesize("region_0", [x], [teacher(x).detach()], Cost(1e9, 10**9), Target.load("npu-generic"))
+    student = sized.student
+    assert isinstance(student, separable_student.SeparableStudent) and student.kind == "SeparableStudent"
+    assert sized.size == "separable 3x3 of 6 -> 4"
+    assert student.initialise_from(region) == 2  # the teacher's depthwise 3x3 and its 1x1 conv
+    torch.testing.assert_close(student.depthwise[0].weight, teacher[0].weight)
+    torch.testing.assert_close(student.pointwise[0].bias, teacher[2].bias)
+    assert student(x).shape == (8, 4, 9, 9)
+    # a map that changes size is not its kind: the conv student takes it
+    halved = synthesize("region_0", [x], [torch.randn(8, 4, 5, 5)], Cost(1e9, 10**9), Target.load("npu-generic"))
+    assert halved.student.kind == "ConvStudent"

@@ -11,18 +11,25 @@ from torch import nn
 
 from conftest import chip, symbolic
 from fxrewrite.frontend import capture
-from fxrewrite.distill import DistillConfig, distill
+from fxrewrite.distill import TrainingOptions, distill
 from fxrewrite.errors import DistillError
-from fxrewrite.distill.blockwise_loss import FeatureAdapter
+from fxrewrite.distill.training.losses import FeatureAdapter
 from fxrewrite.distill import seed_from_teacher, synthesize
 from fxrewrite.cost import Cost
 from fxrewrite.distill import Progress
-from fxrewrite.distill.checkpoints import GROW
+from fxrewrite.distill.training.checkpoints import GROW
 from fxrewrite.legality import check
 from fxrewrite import lower
-from fxrewrite.quant import QuantLayer, scheme_for
+from fxrewrite.quant import QuantLayer
 from fxrewrite.distill import carve, find_regions
 from fxrewrite.target import Target
+
+
+def recipe(**options) -> TrainingOptions:
+    """The distiller's options with every stopping rule and recipe extra off unless a test asks for it
+    (fixed epochs, constant learning rate, no soft targets): what these tests were written against."""
+    return TrainingOptions(**{"patience": None, "time_budget": None, "cosine_lr": False, "temperature": None,
+                              **options})
 
 
 class DigitsTeacher(nn.Module):
@@ -66,7 +73,7 @@ def digits_teacher():
 def test_students_make_the_graph_legal_and_agree_with_the_teacher(digits_teacher):
     gm, images, archnet = digits_teacher
     batches = [images[i:i + 64] for i in range(0, 1280, 64)]
-    result = distill(gm, archnet, batches, [images[1400:]], DistillConfig(epochs=20, finetune_epochs=10, seed=0))
+    result = distill(gm, archnet, batches, [images[1400:]], recipe(epochs=20, finetune_epochs=10, seed=0))
     final = lower(result.gm, (images[:64],), target=archnet)
     assert final.legal, [r.reason for r in final.verdicts.illegal]
     assert {"conv2d", "batch_norm", "relu", "cat"} >= {r.kind for r in final.verdicts.rows if r.kind in
@@ -78,7 +85,7 @@ def test_students_make_the_graph_legal_and_agree_with_the_teacher(digits_teacher
 def test_the_same_seed_gives_the_same_student(digits_teacher):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
-    first, second = (distill(gm, archnet, batches, held_out, DistillConfig(epochs=2, finetune_epochs=1, seed=3))
+    first, second = (distill(gm, archnet, batches, held_out, recipe(epochs=2, finetune_epochs=1, seed=3))
                      for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(first.gm.state_dict().values(), second.gm.state_dict().values()))
 
@@ -92,7 +99,7 @@ def test_a_region_no_student_covers_is_an_error_that_says_why():
 def test_quantization_aware_distillation_ends_legal_with_the_helpers_gone(digits_teacher):
     gm, images, archnet = digits_teacher
     batches = [images[i:i + 64] for i in range(0, 640, 64)]
-    config = DistillConfig(epochs=6, finetune_epochs=4, quant=scheme_for(archnet, 4, 4), schedule="progressive")
+    config = recipe(epochs=6, finetune_epochs=4, wbits=4, abits=4, schedule="progressive")
     result = distill(gm, archnet, batches, [images[1400:]], config)
     report = check(result.gm, archnet)
     assert report.all_legal, [r.reason for r in report.illegal]
@@ -120,7 +127,7 @@ def test_blockwise_quantization_trains_quantized_students_and_ends_legal(digits_
 
     monkeypatch.setattr(distiller, "parallel", recording)
     batches = [images[i:i + 64] for i in range(0, 640, 64)]
-    config = DistillConfig(epochs=4, finetune_epochs=3, quant=scheme_for(archnet, 4, 4), blockwise_quant=True)
+    config = recipe(epochs=4, finetune_epochs=3, wbits=4, abits=4, blockwise_quant=True)
     result = distill(gm, archnet, batches, [images[1400:]], config)
     assert wrapped and wrapped[0] > 0
     assert check(result.gm, archnet).all_legal
@@ -144,13 +151,13 @@ def _kill_at(phase: str, epoch: int):
 def test_resuming_after_a_kill_gives_the_weights_of_an_uninterrupted_run(digits_teacher, tmp_path, phase):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
-    options = dict(epochs=3, finetune_epochs=2, quant=scheme_for(archnet, 4, 4), seed=1)
-    whole = distill(gm, archnet, batches, held_out, DistillConfig(**options))
+    options = dict(epochs=3, finetune_epochs=2, wbits=4, abits=4, seed=1)
+    whole = distill(gm, archnet, batches, held_out, recipe(**options))
     with pytest.raises(Interrupt):
-        distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path,
+        distill(gm, archnet, batches, held_out, recipe(**options, checkpoint_dir=tmp_path,
                                                               progress=_kill_at(phase, 2 if "block" in phase else 1)))
     events: list[Progress] = []
-    resumed = distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path, resume=True,
+    resumed = distill(gm, archnet, batches, held_out, recipe(**options, checkpoint_dir=tmp_path, resume=True,
                                                                     progress=events.append))
     assert (events[0].phase, events[0].epoch) == ((phase, 3) if "block" in phase else (phase, 2))
     want, got = whole.gm.state_dict(), resumed.gm.state_dict()
@@ -168,14 +175,14 @@ def test_students_that_miss_grow_one_step_and_a_resumed_run_grows_the_same(digit
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64], images[64:128]], [images[1400:1500]]
     options = dict(epochs=2, finetune_epochs=2, seed=1, student_budget=0.5)
-    whole = distill(gm, archnet, batches, held_out, DistillConfig(**options))
+    whole = distill(gm, archnet, batches, held_out, recipe(**options))
     notes = {r.region: r.growth for r in whole.regions}
     assert any("grew from" in note for note in notes.values()), notes
     assert all(note.startswith("held-out cosine") for note in notes.values())  # grew, or says why it could not
     with pytest.raises(Interrupt):
-        distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path,
+        distill(gm, archnet, batches, held_out, recipe(**options, checkpoint_dir=tmp_path,
                                                               progress=_kill_at(phase, 1)))
-    resumed = distill(gm, archnet, batches, held_out, DistillConfig(**options, checkpoint_dir=tmp_path, resume=True))
+    resumed = distill(gm, archnet, batches, held_out, recipe(**options, checkpoint_dir=tmp_path, resume=True))
     want, got = whole.gm.state_dict(), resumed.gm.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     assert [r.size for r in resumed.regions] == [r.size for r in whole.regions]
@@ -188,7 +195,7 @@ def test_a_grown_student_trains_for_as_many_epochs_as_the_blockwise_phase_ran(di
     monkeypatch.setattr(sizing, "FLOOR_SHARE", 2.0)
     gm, images, archnet = digits_teacher
     events = []
-    config = DistillConfig(epochs=30, finetune_epochs=1, seed=1, student_budget=0.5, patience=1,
+    config = recipe(epochs=30, finetune_epochs=1, seed=1, student_budget=0.5, patience=1,
                            progress=events.append)
     distill(gm, archnet, [images[:64], images[64:128]], [images[1400:1500]], config)
     blockwise = [e.epoch for e in events if e.phase == "blockwise-parallel"]
@@ -199,9 +206,9 @@ def test_a_grown_student_trains_for_as_many_epochs_as_the_blockwise_phase_ran(di
 def test_a_checkpoint_of_another_run_is_refused(digits_teacher, tmp_path):
     gm, images, archnet = digits_teacher
     batches, held_out = [images[:64]], [images[1400:1500]]
-    distill(gm, archnet, batches, held_out, DistillConfig(epochs=1, finetune_epochs=1, checkpoint_dir=tmp_path))
+    distill(gm, archnet, batches, held_out, recipe(epochs=1, finetune_epochs=1, checkpoint_dir=tmp_path))
     with pytest.raises(DistillError, match="written by a run with another model, target, data or options"):
-        distill(gm, archnet, batches, held_out, DistillConfig(epochs=2, finetune_epochs=1, checkpoint_dir=tmp_path,
+        distill(gm, archnet, batches, held_out, recipe(epochs=2, finetune_epochs=1, checkpoint_dir=tmp_path,
                                                               resume=True))
 
 
@@ -223,7 +230,7 @@ def test_a_region_with_two_outputs_gets_a_student_per_output():
     x = torch.randn(256, 4, 6, 6)
     gm = symbolic(TwoHeads(), x[:8])
     assert [len(r.outputs) for r in find_regions(gm, chip_)] == [2]
-    config = DistillConfig(epochs=20, finetune_epochs=5)
+    config = recipe(epochs=20, finetune_epochs=5)
     result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], config)
     assert check(result.gm, chip_).all_legal
     assert result.regions[0].student == "MultiOutputStudent"
@@ -249,7 +256,7 @@ def test_a_model_with_a_structured_output_is_fine_tuned_on_every_tensor_of_it():
     chip_ = chip("[ops.conv2d]\n[ops.relu]\n[ops.add]\n[ops.cat]\n[ops.batch_norm]\n[ops.mean]\n")
     x = torch.randn(128, 4, 6, 6)
     gm = symbolic(TwoOutputs().eval(), x[:8])
-    result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], DistillConfig(epochs=2, finetune_epochs=2))
+    result = distill(gm, chip_, list(x.split(64)), [torch.randn(64, 4, 6, 6)], recipe(epochs=2, finetune_epochs=2))
     assert check(result.gm, chip_).all_legal and result.agreement.cosine > 0.0
 
 
@@ -289,7 +296,7 @@ class SevenStem(nn.Module):
 def test_an_approximate_stem_is_distilled_against_the_model_before_it(monkeypatch):
     from fxrewrite.lowering.exact import default_pipeline
     from fxrewrite.passes import registered_passes
-    from fxrewrite.passes.forms import approx_large_kernel_as_3x3_stack
+    from fxrewrite.passes.approx_large_kernel import dense_3x3_stack as approx_large_kernel_as_3x3_stack
     from fxrewrite.rewrite import canonical_order
 
     # a stack barely fitted: only training against the model before the approximation can repair it

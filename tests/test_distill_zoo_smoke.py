@@ -1,4 +1,4 @@
-"""Smoke coverage of distillation (slow; `make test-slow`): every model of ../shared/zoo_report.py at
+"""Smoke coverage of distillation (slow; `make test-slow`): every torchvision model of the zoo report at
 64x64 and the transformers models of tests/test_capture_models.py, random weights, distilled onto
 archnet with `--calib synthetic` and one epoch of each phase, must come out legal. A model that
 cannot fails with the DistillError naming its region and shapes."""

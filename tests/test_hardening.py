@@ -21,7 +21,7 @@ import fxrewrite
 import zoo
 from fxrewrite.frontend.archives import check_intact
 from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
-from fxrewrite.target.schema import VELA_ACCELERATORS
+from fxrewrite.target.compilers import ACCELERATORS
 
 ZOO = str(Path(zoo.__file__))
 SMALL = ("--input-shape", "1,3,16,16")
@@ -223,7 +223,7 @@ def test_debug_before_the_command_shows_the_traceback(run_cli):
 
 def test_a_target_naming_an_accelerator_vela_lacks_is_refused_on_load(tmp_path, run_cli):
     text = (Path(__file__).parents[1] / "targets" / "ethos-u55-128.toml").read_text()
-    (tmp_path / "t.toml").write_text(text.replace('vela_accelerator = "ethos-u55-128"',
+    (tmp_path / "t.toml").write_text(text.replace('compiler = "vela"\naccelerator = "ethos-u55-128"',
                                                   'vela_accelerator = "ethos-u99-7"'))
     code, _, err = run_cli("check", f"{ZOO}:tiny_cnn", "-t", str(tmp_path / "t.toml"), *SMALL)
     _one_line(code, err, "'ethos-u99-7' is not an accelerator Vela compiles for")
@@ -233,7 +233,7 @@ def test_a_target_naming_an_accelerator_vela_lacks_is_refused_on_load(tmp_path, 
 def test_the_accelerators_known_without_vela_are_vela_s():
     from ethosu.vela.architecture_features import Accelerator
 
-    assert set(VELA_ACCELERATORS) == {a.value for a in Accelerator}
+    assert set(ACCELERATORS["vela"]) == {a.value for a in Accelerator}
 
 
 @pytest.mark.parametrize("option", [("--accuracy-budget", "1"), ("--epochs", "3"), ("--augment",),

@@ -136,10 +136,10 @@ def test_max_growth_overrides_the_target_limit_from_the_cli(tmp_path, run_cli):
 def test_a_growth_budget_not_met_is_said_not_silent(monkeypatch):
     from fxrewrite.lowering import exact
 
-    monkeypatch.setattr(exact, "MAX_BUDGET_ATTEMPTS", 1)  # no second lowering to keep the dear node in
+    monkeypatch.setattr(exact, "MAX_LIMIT_ATTEMPTS", 1)  # no second lowering to keep the dear node in
     x = torch.randn(1, 8, 15, 15)
     lowered = lower(capture(SevenAndAdd().eval(), (x,)), (x,), target=chip(GROWTH_CHIP, "thrifty.toml"))
-    assert any("the growth budget was not met after 1 lowerings" in note and "(limit 2 on test-chip)" in note
+    assert any("the growth limit was not met after 1 lowerings" in note and "(limit 2 on test-chip)" in note
                for note in lowered.report.notes)
 
 
@@ -148,7 +148,7 @@ def test_nodes_a_rewrite_merged_are_kept_together_in_one_more_lowering(monkeypat
     norm alone would leave the conv to be decomposed on its own, over budget again."""
     from fxrewrite.lowering import exact
 
-    monkeypatch.setattr(exact, "MAX_BUDGET_ATTEMPTS", 2)
+    monkeypatch.setattr(exact, "MAX_LIMIT_ATTEMPTS", 2)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 7, padding=3), torch.nn.BatchNorm2d(8)).eval()
     x = torch.randn(1, 8, 15, 15)

@@ -10,8 +10,8 @@ from torchvision.models.convnext import CNBlock
 
 from conftest import exported, symbolic
 from fxrewrite.distill.nearest_legal import nearest_legal
-from fxrewrite.distill.teacher_form import teacher_forms
-from fxrewrite.distill.token_students import runs_on
+from fxrewrite.distill.students.teacher_form import teacher_forms
+from fxrewrite.distill.students.base import runs_on
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.exact import legal_lowering
 from fxrewrite.metrics import relative_error

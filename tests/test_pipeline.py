@@ -8,8 +8,8 @@ from torch import nn
 
 from fxrewrite.errors import FxrewriteError, PassContractError, UsageError, VerificationError
 from fxrewrite.passes import registered_passes
-from fxrewrite.rewrite import (Instruments, PassContext, PassManager, PatternPass, Rule, RuleSet, canonical_order, op,
-                               parse_pipeline)
+from fxrewrite.rewrite import (Instruments, PassContext, PassManager, PatternPass, Rule, RuleSet, canonical_order,
+                               check_contracts, op, parse_pipeline)
 
 from conftest import symbolic
 
@@ -192,3 +192,9 @@ def test_a_pipeline_run_leaves_no_layer_that_no_node_calls():
     called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
     assert {name for name, _ in gm.named_children()} == called
     assert torch.allclose(gm(x), model(x), atol=1e-6)
+
+
+def test_a_contract_naming_no_pass_is_an_error_not_dropped():
+    typo = relu_pass("relu-as-conv", {"conv2d"}, must_precede=("conv1x1-as-3x", ))
+    with pytest.raises(PassContractError, match="relu-as-conv: its must_precede names 'conv1x1-as-3x', which is no pass"):
+        check_contracts([typo])

@@ -67,9 +67,9 @@ def test_a_batch_norm_folded_into_its_conv_is_judged_with_the_conv():
     norm: judged alone, the batch norm went from 0 cycles to the whole conv's (x inf) and mobilenet_v2's
     blocks were distilled instead of folded."""
     from fxrewrite.cost import Cost
-    from fxrewrite.lowering.budget import GrowthBudget
+    from fxrewrite.lowering.growth_limit import GrowthLimit
 
-    budget = GrowthBudget({"conv": Cost(100.0, 1000), "bn": Cost(0.0, 0), "other": Cost(900.0, 9000)}, 1.5, "chip")
+    budget = GrowthLimit({"conv": Cost(100.0, 1000), "bn": Cost(0.0, 0), "other": Cost(900.0, 9000)}, 1.5, "chip")
     lowered = {"bn": Cost(100.0, 1000), "other": Cost(900.0, 9000)}  # the folded conv is charged to the bn
     assert "bn" in budget.dearer_than_students(lowered, {}, 1.0)  # the old judgement, without the merge
     assert budget.dearer_than_students(lowered, {}, 1.0, {"bn": frozenset({"conv"})}) == {}

@@ -16,8 +16,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from fxrewrite.examples import digits_convnext, digits_inputs
-from fxrewrite.distill.checkpoints import Checkpoints
-from fxrewrite.distill.processes import data_parallel, on_main, rank, shard, world_size
+from fxrewrite.distill.training.checkpoints import Checkpoints
+from fxrewrite.distill.training.processes import data_parallel, on_main, rank, shard, world_size
 from fxrewrite.errors import DistillError
 
 

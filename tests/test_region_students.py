@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from conftest import chip
 from fxrewrite.cost import Cost
-from fxrewrite.distill.students import synthesize
-from fxrewrite.distill.token_students import runs_on
+from fxrewrite.distill.synthesis import synthesize
+from fxrewrite.distill.students.base import runs_on
 from fxrewrite.errors import DistillError
 from fxrewrite.target import Target
 

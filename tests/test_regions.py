@@ -15,7 +15,7 @@ from torch import nn
 from conftest import chip, exported, symbolic
 from fxrewrite import lower
 from fxrewrite.distill import carve, find_regions
-from fxrewrite.distill.sharing import data_free
+from fxrewrite.distill.regions.sharing import data_free
 from fxrewrite.ir import tensor_shape
 from fxrewrite.target import Target
 
@@ -400,7 +400,7 @@ def test_rank_4_tensors_that_are_no_maps_stay_inside_regions_where_the_target_ca
     """On archnet (no permute) the channels-last tensors are members and never a region's input or
     output; the tensors after the permute back and the channel shuffle are maps (regression: swin_t
     and maxvit_t were refused at 64x64, their (N, H, W, C) and window tensors crossing regions)."""
-    from fxrewrite.distill.layouts import non_map_tensors
+    from fxrewrite.distill.regions.layouts import non_map_tensors
 
     gm = symbolic(ChannelsLastBlock(), torch.randn(1, 3, 6, 6))
     assert {n.name for n in non_map_tensors(gm)} == {"permute", "norm", "mix", "add"}

@@ -185,7 +185,7 @@ def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
     model = TinyMobileNet().eval()
     lowered = api.lower(model, (torch.randn(1, 3, 13, 13),), target=ETHOS)
     data = _data()
-    result = restructure(lowered.gm, ETHOS, data, budget=100.0)  # any agreement will do
+    result = restructure(lowered.gm, ETHOS, data, accuracy_budget=100.0)  # any agreement will do
     rows = {(c.block, c.rewrite): c for c in result.considered}
     # each block collapsed, the two with an expansion also as narrow pairs
     assert len(rows) == 5 and len({block for block, _ in rows}) == 3
@@ -198,7 +198,7 @@ def test_the_planner_takes_only_cheaper_legal_collapses_within_the_budget():
             assert row.why
     assert any(row.chosen for row in rows.values())
     assert check(result.gm, ETHOS).all_legal  # the collapsed blocks are written as the target's ops
-    nothing = restructure(lowered.gm, ETHOS, data, budget=1e-9)  # no drop allowed: only what keeps every answer
+    nothing = restructure(lowered.gm, ETHOS, data, accuracy_budget=1e-9)  # no drop allowed: only what keeps every answer
     assert all(c.chosen != bool(c.why) for c in nothing.considered)  # each row chosen, or kept with its reason
     held = torch.cat(data.held_out)
     with torch.no_grad():
@@ -226,7 +226,7 @@ def test_the_planner_compares_measured_cycles_where_it_is_given_a_measure():
         def describe(self):
             return "a stub"
 
-    result = restructure(lowered.gm, ETHOS, _data(), budget=100.0, measure=Measure())
+    result = restructure(lowered.gm, ETHOS, _data(), accuracy_budget=100.0, measure=Measure())
     assert calls.count("teacher") == 3 and calls.count("replacement") == 5 and result.costed_by == "a stub"
     assert all(not c.chosen and c.why == "not cheaper on the target" for c in result.considered)
 

@@ -10,7 +10,7 @@ from conftest import symbolic
 from fxrewrite.distill import synthesize
 from fxrewrite.cost import Cost
 from fxrewrite.distill.sizing import FLOOR_SHARE, allowance, module_cost, widths
-from fxrewrite.distill.students import ConvStudent
+from fxrewrite.distill.students.conv import ConvStudent
 from fxrewrite.examples import tiny_convnext
 from fxrewrite.lowering.exact import lower_exact
 from fxrewrite.target import Target

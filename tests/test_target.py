@@ -13,6 +13,7 @@ from torch import nn
 from fxrewrite.cost import node_cycles
 from fxrewrite.errors import TargetError
 from fxrewrite.target import Performance, QuantFormat, Target, builtin_targets
+from fxrewrite.target.target import parse_target
 
 from conftest import CHIP_HEADER, compute_views, symbolic
 
@@ -132,6 +133,12 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
          "quantization.weights.formats: expected formats such as"),
         (('name = "chip"', 'name = 7'), "target.name: expected a string"),
         (('name = "chip"', 'name = "chip"\nvela_accelerator = 128'), "target.vela_accelerator: expected a string"),
+        (('name = "chip"', 'name = "chip"\ncompiler = "tvm"\naccelerator = "x"'),
+         "target.compiler: 'tvm' is no compiler fxrewrite knows; it knows vela"),
+        (('name = "chip"', 'name = "chip"\ncompiler = "vela"\naccelerator = "ethos-u99"'),
+         "target.accelerator: 'ethos-u99' is not an accelerator Vela compiles for"),
+        (('name = "chip"', 'name = "chip"\nvela_accelerator = "ethos-u55-128"\ncompiler = "vela"'),
+         "give either it or target.compiler and target.accelerator, not both"),
         (("[quantization.weights]", "[quantisation.weights]"), "unknown key quantisation"),
         (("[ops.relu]", "[ops.relu"), "not valid TOML"),
         (("[ops.relu]", "[performance]\nmacs = 1\n[ops.relu]"), "unknown key performance.macs"),
@@ -266,3 +273,12 @@ def test_a_bad_extends_is_one_clear_error(body, message, tmp_path):
     with pytest.raises(TargetError) as raised:
         Target.load(tmp_path / "loop.toml")
     assert message in str(raised.value)
+
+
+def test_the_older_spelling_names_the_same_compiler():
+    text = (Path(__file__).parents[1] / "targets" / "ethos-u55-128.toml").read_text()
+    older = text.replace('compiler = "vela"\naccelerator = "ethos-u55-128"', 'vela_accelerator = "ethos-u55-128"')
+    assert older != text
+    chip = parse_target(older.encode(), "older.toml")
+    assert (chip.compiler, chip.accelerator, chip.vela_accelerator) == ("vela", "ethos-u55-128", "ethos-u55-128")
+    assert Target.load("archnet").compiler == "" and Target.load("archnet").vela_accelerator == ""

@@ -10,12 +10,12 @@ from torch import nn
 
 from conftest import exported, symbolic
 from fxrewrite.cost import Cost
-from fxrewrite.distill.blocks import teacher_blocks
-from fxrewrite.distill.regions import carve, find_regions
+from fxrewrite.distill.regions.blocks import teacher_blocks
+from fxrewrite.distill.regions.carving import carve, find_regions
 from fxrewrite.distill.sizing import GROWTH_CAP, module_cost
-from fxrewrite.distill.students import synthesize
-from fxrewrite.distill.teacher_form import MAX_INIT_ERROR, TeacherForm, teacher_forms
-from fxrewrite.distill.token_students import runs_on
+from fxrewrite.distill.synthesis import synthesize
+from fxrewrite.distill.students.teacher_form import MAX_INIT_ERROR, TeacherForm, teacher_forms
+from fxrewrite.distill.students.base import runs_on
 from fxrewrite.lowering.exact import legal_lowering
 from fxrewrite.quant import calibrate, quantize_modules, scheme_for
 from fxrewrite.metrics import relative_error

@@ -9,9 +9,9 @@ from torch import nn
 
 from conftest import chip, symbolic
 from fxrewrite import lower
-from fxrewrite.distill.checkpoints import Checkpoints
-from fxrewrite.distill.loop import lr_factor, train_phase
-from fxrewrite.distill.monitor import Monitor
+from fxrewrite.distill.training.checkpoints import Checkpoints
+from fxrewrite.distill.training.loop import lr_factor, train_phase
+from fxrewrite.distill.training.monitor import Monitor
 from fxrewrite.metrics import Score
 from fxrewrite.quant import load_calibration
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_ILLEGAL, EXIT_OK
 from fxrewrite.cli.options import add_vela_argument, captured
-from fxrewrite.cli.vela import VelaRuns, vela_accelerator
+from fxrewrite.cli.vela import vela_runs
 from fxrewrite.target import Target
 
 
@@ -24,7 +24,7 @@ def add(commands: argparse._SubParsersAction, *parents: argparse.ArgumentParser)
 
 def run(args: argparse.Namespace) -> int:
     target = Target.load(args.target)
-    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else None))
+    vela = vela_runs(target, "--vela" if args.vela else None)
     gm = captured(args)
     vela.add("teacher", gm, gm.meta["example_inputs"])
     report = replace(api.check(gm, target, name=args.model), vela=vela.numbers())

@@ -13,9 +13,9 @@ from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_ILLEGAL, EXIT_INTERNAL, EXIT_OK
 from fxrewrite.cli.options import (add_training_arguments, add_vela_argument, captured, refuse_without_calib,
                                    training_keywords)
-from fxrewrite.cli.vela import VelaRuns, vela_accelerator
+from fxrewrite.cli.vela import vela_runs
 from fxrewrite.distill import CHECKPOINT_NAME, ProgressBars, remove_checkpoint
-from fxrewrite.distill.processes import is_main, launched_processes, start_from_environment, stop
+from fxrewrite.distill.training.processes import is_main, launched_processes, start_from_environment, stop
 from fxrewrite.errors import check_positive
 from fxrewrite.files import atomic_write_text, check_outputs, wrote_line
 from fxrewrite.quant import SOURCES_HELP, load_calibration
@@ -60,7 +60,7 @@ def _default_output(spec: str, target: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Under torchrun, every process lowers and trains its share (fxrewrite.distill.processes); rank 0 writes.
+    """Under torchrun, every process lowers and trains its share (fxrewrite.distill.training.processes); rank 0 writes.
     Without --calib nothing is trained, so no process group is joined (each process would wait for the others)."""
     alone = launched_processes() == 1  # also checks what torchrun sets
     started = not alone and args.calib is not None and start_from_environment(args.device)
@@ -84,12 +84,12 @@ def _lower(args: argparse.Namespace) -> int:
         folders[f"the checkpoint folder of -o {output.name}"] = checkpoint_dir
     check_outputs(outputs, api.files_read(args.model, args.weights, args.calib, target), folders)
     writer.prepare(target, f"-o {output}")
-    vela = VelaRuns(vela_accelerator(target, "--vela" if args.vela else f"-o {output}" if writer.calibrates else None))
+    vela = vela_runs(target, "--vela" if args.vela else f"-o {output}" if writer.calibrates else None)
     if args.calib is not None and args.resume and not (checkpoint_dir / CHECKPOINT_NAME).is_file() and is_main():
         print(f"fxrewrite: no checkpoint in {checkpoint_dir}/ to resume from; starting from the beginning",
               file=sys.stderr)
     gm = captured(args)
-    if args.calib is not None and vela.accelerator is not None:  # ExecuTorch's int8 quantizer calibrates on them
+    if args.calib is not None and vela.compiler is not None:  # ExecuTorch's int8 quantizer calibrates on them
         vela.calibrate_on(load_calibration(args.calib, gm.meta["example_inputs"][0], args.calib_size, 1, args.seed))
     if args.vela:
         vela.add("teacher", gm, gm.meta["example_inputs"])  # before the lowering rewrites gm

@@ -4,22 +4,20 @@ quantization and restructuring, and the keywords it becomes for `fxrewrite.lower
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Any, NoReturn
 
 from torch import fx
 
 from fxrewrite import api
 from fxrewrite.cli.exits import EXIT_BAD_INPUT
-from fxrewrite.distill import SCHEDULES
 from fxrewrite.errors import UsageError
 from fxrewrite.frontend import DEFAULT_INPUT_SHAPE, FRONTENDS
-from fxrewrite.lowering import CALIBRATED_FIELDS, TrainingOptions
-from fxrewrite.quant import METHODS, SOURCES_HELP
+from fxrewrite.distill import CALIBRATED_FIELDS, TrainingOptions
+from fxrewrite.quant import SOURCES_HELP
 
 #: the options of the --calib group, by their names on the parsed arguments and as fields of TrainingOptions
 FIELDS = ("calib", *CALIBRATED_FIELDS)
-#: the group's defaults: TrainingOptions', the API's (one set of defaults for both)
-DEFAULTS = TrainingOptions()
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,55 +64,19 @@ def model_args() -> argparse.ArgumentParser:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --calib group: one option per field of TrainingOptions that has a flag, as the field says."""
     data = parser.add_argument_group("distillation and quantization (need --calib)")
-    data.add_argument("--calib", metavar="DATA", help=f"inputs for distillation and calibration: {SOURCES_HELP}; "
-                                                      "labels are never read")
-    data.add_argument("--calib-size", type=int, metavar="N",
-                      help="use at most the first N inputs (default: all; 1024 for synthetic); the last fifth is "
-                           "held out to judge training and for the report")
-    data.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, metavar="N",
-                      help="training batch size (default %(default)s)")
-    data.add_argument("--wbits", type=int, metavar="B", help="weight bits: one of the target's weight formats")
-    data.add_argument("--abits", type=int, metavar="B", help="activation bits: one of the target's activation formats")
-    data.add_argument("--quant", choices=METHODS, default=DEFAULTS.quant,
-                      help="fake quantization method (default %(default)s)")
-    data.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule,
-                      help="blockwise schedule: all students at once, or Arch-Net's progressive one (default "
-                           "%(default)s)")
-    data.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N",
-                      help="at most N blockwise epochs (default %(default)s); a phase stops earlier on a plateau or the "
-                           "time budget, and keeps its best epoch")
-    data.add_argument("--finetune-epochs", type=int, default=DEFAULTS.finetune_epochs, metavar="N",
-                      help="at most N end-to-end fine-tuning epochs (default %(default)s)")
-    data.add_argument("--patience", type=int, default=DEFAULTS.patience, metavar="N",
-                      help="stop a phase after N epochs without a gain in held-out agreement or cosine (fine-tuning: its "
-                           "training loss also falling by under 5%% over them; default %(default)s)")
-    data.add_argument("--time-budget", type=float, default=DEFAULTS.time_budget, metavar="SECONDS",
-                      help="distillation time: blockwise phases may use 60%%, fine-tuning the rest (default "
-                           "%(default)g)")
-    data.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate (default %(default)g)")
-    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=DEFAULTS.augment,
-                      help="fine-tune on shifted, mirrored and mixed-up inputs relabelled by the teacher "
-                           f"(default {'on' if DEFAULTS.augment else 'off'})")
-    data.add_argument("--blockwise-quant", action=argparse.BooleanOptionalAction,
-                      default=DEFAULTS.blockwise_quant,
-                      help="with --wbits/--abits, train the students quantized from the blockwise phase on, as "
-                           f"Arch-Net does (default {'on' if DEFAULTS.blockwise_quant else 'off'}; off: "
-                           "quantized from the fine-tuning on)")
-    data.add_argument("--student-budget", type=float, default=DEFAULTS.student_budget, metavar="X",
-                      help="each student may cost X times its teacher region's estimated cycles and MACs, and an "
-                           "exact rewrite dearer than X times its node (and at least 5%% of the model) is distilled "
-                           "instead (default %(default)g)")
-    data.add_argument("--accuracy-budget", type=float, default=DEFAULTS.accuracy_budget, metavar="POINTS",
-                      help="on a legal graph, replace blocks by cheaper ones with fewer non-linearities (RAN-e's "
-                           "collapsed inverted residual, RAN-i's narrow pair, SESR's collapsed conv pair) where the "
-                           "target's cost says they are faster, while held-out top-1 agreement with the teacher "
-                           "stays within POINTS of 100%% (for outputs that are not class scores, or scores of one "
-                           "class for every input, the cosine within POINTS/100 of 1; default %(default)g; "
-                           "0: no restructuring)")
-    data.add_argument("--device", default=DEFAULTS.device, help="where to train: cpu or cuda (default %(default)s)")
-    data.add_argument("--resume", action="store_true",
-                      help="continue from the checkpoint in OUT.ckpt/ after an interrupted run")
+    for option in fields(TrainingOptions):
+        about = option.metadata["option"]
+        if not about.cli:
+            continue
+        if about.kind is bool:
+            switch = argparse.BooleanOptionalAction if about.negatable else "store_true"
+            shown = f" (default {'on' if option.default else 'off'})" if about.negatable else ""
+            data.add_argument(flag_of(option.name), action=switch, default=option.default, help=about.help + shown)
+            continue
+        data.add_argument(flag_of(option.name), type=about.kind, default=option.default, metavar=about.metavar,
+                          choices=about.choices, help=about.help)
 
 
 def flag_of(field: str) -> str:

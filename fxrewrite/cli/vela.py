@@ -1,6 +1,6 @@
 """`--vela` for `check` and `lower`: the teacher (and the lowered graph) compiled by Arm's own
-toolchain for the target's Ethos-U accelerator, reported beside fxrewrite's estimate
-(fxrewrite.ship.ethos_u)."""
+toolchain for the target's Ethos-U accelerator (the target's compiler, fxrewrite.ship.compilers.vela),
+reported beside fxrewrite's estimate."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import torch
 from torch import nn
 
 from fxrewrite.quant import CalibrationData
-from fxrewrite.ship.ethos_u import VelaResult, compile_for_ethos_u
-from fxrewrite.ship.ethos_u_toolchain import accelerator_of
+from fxrewrite.ship.compilers import compiler_of
+from fxrewrite.ship.compilers.base import Compiled, VendorCompiler
 from fxrewrite.target import Target
 
 
-def vela_accelerator(target: Target, wanted_by: str | None) -> str | None:
-    """Before any work: the accelerator to compile for, or None where no option (`wanted_by`: --vela,
-    -o X.pte) asks for Vela."""
-    return None if wanted_by is None else accelerator_of(target, wanted_by)
+def vela_runs(target: Target, wanted_by: str | None) -> VelaRuns:
+    """Before any work: the runs of Vela for `target`, refused where it cannot compile for it; none
+    where no option (`wanted_by`: --vela, -o X.pte) asks for Vela."""
+    return VelaRuns(None if wanted_by is None else compiler_of(target, wanted_by, "vela"), target.accelerator)
 
 
 #: inputs ExecuTorch's quantizer calibrates on at most: its histogram observers take each input alone,
@@ -31,10 +31,12 @@ JUDGED_SAMPLES = 500
 
 @dataclass
 class VelaRuns:
-    """The graphs of one command compiled for `accelerator` (nothing when it is None: no `--vela`)."""
+    """The graphs of one command compiled by `compiler` for `accelerator` (nothing when it is None: no
+    `--vela`)."""
 
-    accelerator: str | None
-    results: dict[str, VelaResult] = field(default_factory=dict)
+    compiler: VendorCompiler | None
+    accelerator: str = ""
+    results: dict[str, Compiled] = field(default_factory=dict)
     #: inputs ExecuTorch's quantizer calibrates on, and inputs held out to judge its int8 graph (--calib)
     calibration: tuple[tuple[torch.Tensor, ...], ...] = ()
     held_out: tuple[tuple[torch.Tensor, ...], ...] = ()
@@ -46,11 +48,11 @@ class VelaRuns:
         self.held_out = tuple((one,) for one in torch.cat(data.held_out)[:JUDGED_SAMPLES].split(1))
 
     def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
-            compiled: VelaResult | None = None) -> None:
-        """Compile `module` where an accelerator was asked for (`compiled`: what writing its .pte compiled)."""
-        if self.accelerator is not None:
-            self.results[name] = compiled or compile_for_ethos_u(module, inputs, self.accelerator, self.calibration,
-                                                                 held_out=self.held_out)
+            compiled: Compiled | None = None) -> None:
+        """Compile `module` where a compiler was asked for (`compiled`: what writing its .pte compiled)."""
+        if self.compiler is not None:
+            self.results[name] = compiled or self.compiler.compile(module, inputs, self.accelerator, self.calibration,
+                                                                   held_out=self.held_out)
 
     def numbers(self) -> dict[str, Any] | None:
         """For the JSON report: per graph, Vela's numbers."""

@@ -8,71 +8,35 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.cost import Size
-from fxrewrite.distill.augment import Relabel
-from fxrewrite.distill.blockwise_loss import FeatureAdapter
-from fxrewrite.distill.checkpoints import FINETUNE, GROW, Checkpoints, ProgressCallback
-from fxrewrite.distill.recording import OutputHooks, Recorded, record, region_order
+from fxrewrite.distill.training.augment import Relabel
+from fxrewrite.distill.training.losses import FeatureAdapter
+from fxrewrite.distill.training.checkpoints import FINETUNE, GROW, Checkpoints
+from fxrewrite.distill.training.recording import OutputHooks, Recorded, record, region_order
 from fxrewrite.distill.growth import grow_missing
-from fxrewrite.distill.monitor import Monitor, Point, held_out_score, swapped_score
-from fxrewrite.distill.processes import shard, world_size
-from fxrewrite.distill.regions import carve
-from fxrewrite.distill.sharing import size_only_inputs
-from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, Sized, allowance, module_cost
-from fxrewrite.distill.schedules import SCHEDULES, Schedule, finetune, parallel, progressive
-from fxrewrite.distill.seeding import seed_from_teacher
-from fxrewrite.distill.students import synthesize
-from fxrewrite.distill.teacher_form import Legalize, TeacherForm, layer_count
+from fxrewrite.distill.training.monitor import Monitor, Point, held_out_score, swapped_score
+from fxrewrite.distill.training.processes import shard, world_size
+from fxrewrite.distill.regions.carving import carve
+from fxrewrite.distill.regions.sharing import size_only_inputs
+from fxrewrite.distill.sizing import Sized, allowance, module_cost
+from fxrewrite.distill.options import TrainingOptions
+from fxrewrite.distill.training.schedules import SCHEDULES, finetune, parallel, progressive
+from fxrewrite.distill.synthesis import synthesize
+from fxrewrite.distill.students.teacher_form import Legalize
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import annotate_shapes, op_view
 from fxrewrite.quant import (QuantScheme, calibrate, dequantize_modules, fold_for_quantization, materialize,
-                             quantize_modules, quantizers)
+                             quantize_modules, quantizers, scheme_for)
 from fxrewrite.quant.post_training import CALIBRATION_BATCHES, measure_per_input
 from fxrewrite.metrics import Agreement, agreement
 from fxrewrite.target import Target
 
 
-@dataclass
-class DistillConfig:
-    epochs: int = 20
-    finetune_epochs: int = 10
-    lr: float = 3e-3
-    seed: int = 0
-    schedule: Schedule = "parallel"
-    quant: QuantScheme | None = None
-    device: str = "cpu"
-    checkpoint_dir: Path | None = None
-    resume: bool = False
-    progress: ProgressCallback | None = None
-    #: each student may cost this many times its teacher region's estimated cycles and MACs
-    student_budget: float = DEFAULT_STUDENT_BUDGET
-    #: stop a phase after this many epochs without a held-out gain (None: run every epoch)
-    patience: int | None = None
-    #: seconds for the whole distillation; the blockwise phases may use BLOCKWISE_SHARE of them
-    time_budget: float | None = None
-    #: warm-up then cosine learning rate in every phase (fxrewrite.distill.loop)
-    cosine_lr: bool = False
-    #: soft-target KL at this temperature in the fine-tuning, where the output is class scores
-    temperature: float | None = None
-    #: fine-tune on augmented inputs, relabelled by the teacher (fxrewrite.distill.augment)
-    augment: bool = False
-    #: train the students quantized (the scheme's fake quantizers on their convs and FC layers)
-    #: already in the blockwise phase, as Arch-Net does; they are unwrapped after it, and the stitched
-    #: network, batch norms folded, is quantized and calibrated afresh for fine-tuning
-    blockwise_quant: bool = False
-    #: lowers a region exactly, for teacher-form students (fxrewrite.distill.teacher_form); None: none
-    legalize: Legalize | None = None
-
-
-#: the fields of DistillConfig that say where and how a run goes, not what it trains: a checkpoint
-#: written under other values of these is resumed; every other field enters its fingerprint
-RUNTIME = frozenset({"device", "checkpoint_dir", "resume", "progress", "legalize"})
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
 BLOCKWISE_SHARE = 0.6
 #: times fine-tuning meets a growing loss or a fall to chance by rolling back at half the learning rate
@@ -116,14 +80,14 @@ class Distilled:
     rollbacks: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], config: DistillConfig) -> str:
+def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
+                 config: TrainingOptions) -> str:
     digest = hashlib.sha256()
     digest.update(gm.code.encode())
     digest.update(target.name.encode())
     for tensor in list(gm.state_dict().values()) + list(batches):
         digest.update(repr((tuple(tensor.shape), float(tensor.double().sum()))).encode())
-    options = tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in RUNTIME)
-    digest.update(repr(options).encode())
+    digest.update(repr(sorted(config.trained_echo().items())).encode())
     return digest.hexdigest()
 
 
@@ -146,11 +110,16 @@ def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDi
 
 
 def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor], held_out: Sequence[torch.Tensor],
-            config: DistillConfig | None = None, reference: nn.Module | None = None) -> Distilled:
-    """Replace every region of `gm` by a trained student (see the package docstring). Where `gm` holds
-    approximate rewrites, `reference` is the model before them: the fine-tuning and the agreement
-    measure against its outputs, so the approximations are distilled too."""
-    config = config or DistillConfig()
+            config: TrainingOptions | None = None, reference: nn.Module | None = None,
+            legalize: Legalize | None = None) -> Distilled:
+    """Replace every region of `gm` by a trained student (see the package docstring), quantized in the
+    target's formats where `config` asks for bits. Where `gm` holds approximate rewrites,
+    `reference` is the model before them: the fine-tuning and the agreement measure against its
+    outputs, so the approximations are distilled too. `legalize` lowers a region exactly onto the
+    target, for teacher-form students (fxrewrite.distill.students.teacher_form; passed in, as lowering
+    builds on distillation); None: no teacher forms."""
+    config = config or TrainingOptions()
+    scheme = scheme_for(target, config.wbits, config.abits, config.quant) if config.wants_quantization else None
     if config.schedule not in SCHEDULES:
         raise DistillError(f"schedule {config.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     times: dict[str, float] = {}
@@ -176,24 +145,23 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     first = cache[0].regions if world_size() == 1 else record(teacher, [batches[0].to(device)])[0].regions
     model = module_cost(gm, (cache[0].batch.cpu(),), target)
     # where `gm` holds approximate rewrites its regions are approximations already: students start fresh
-    legalize = config.legalize if reference is None else None
+    legalize = legalize if reference is None else None
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
     sized = {n: synthesize(n, *first[n], region_costs[n], target,
                            allowance(region_costs[n], model, config.student_budget),
                            {op_view(node).kind for node in getattr(teacher, n).graph.nodes},
                            size_only_inputs(getattr(teacher, n)), getattr(teacher, n), legalize) for n in order}
     students = nn.ModuleDict({n: s.student for n, s in sized.items()}).to(device)
-    seeded = {n: layer_count(students[n]) if isinstance(students[n], TeacherForm) else
-              seed_from_teacher(students[n], getattr(teacher, n)) for n in order}
-    kinds = {n: type(getattr(students[n], "student", students[n])).__name__ for n in order}
+    seeded = {n: students[n].initialise_from(getattr(teacher, n)) for n in order}
+    kinds = {n: students[n].kind for n in order}
     adapters = nn.ModuleDict({f"{n}_{i}": FeatureAdapter(out) for n in order
                               for i, out in enumerate(first[n][1])}).to(device)
     times["teacher"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    quantized_blockwise = config.quant is not None and config.blockwise_quant
+    quantized_blockwise = scheme is not None and config.blockwise_quant
     if quantized_blockwise:
-        _quantize_students(students, order, cache[0], config.quant, device)
+        _quantize_students(students, order, cache[0], scheme, device)
     students.train()
     blockwise = Monitor(swapped_score(teacher, order, students, held), began, history,
                         config.patience if config.schedule == "parallel" else None, deadline(BLOCKWISE_SHARE))
@@ -215,7 +183,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    stitched = _stitch(teacher, order, students, cache, config.quant, device)
+    stitched = _stitch(teacher, order, students, cache, scheme, device)
     tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0),
                      ask_loss=True, retries=FINETUNE_RETRIES)
     relabel = Relabel(teacher, order, reference) if config.augment else None
@@ -227,11 +195,11 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     start = time.perf_counter()
     regions = _student_results(stitched, order, held, kinds, seeded, sized, growth)
     stitched = stitched.cpu()
-    flat = materialize(stitched) if config.quant is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
+    flat = materialize(stitched) if scheme is not None else fx.GraphModule(stitched, fx.Tracer().trace(stitched))
     sample = batches[0][:1].cpu()
     flat = annotate_shapes(flat, (sample,))  # one sample: MACs per input
     judged_against = reference.cpu() if reference is not None else gm
-    result = Distilled(flat, config.schedule, config.quant.describe() if config.quant else "float32", regions,
+    result = Distilled(flat, config.schedule, scheme.describe() if scheme else "float32", regions,
                        agreement(flat, judged_against, held_out), measure_per_input(gm, sample),
                        Size.of(flat, count_nodes=False), history=history,
                        stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped},

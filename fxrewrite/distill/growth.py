@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.checkpoints import FINETUNE, GROW, Checkpoints, ProgressCallback
-from fxrewrite.distill.processes import on_main
-from fxrewrite.distill.recording import Recorded, as_tuple
-from fxrewrite.distill.schedules import parallel
+from fxrewrite.distill.training.checkpoints import FINETUNE, GROW, Checkpoints, ProgressCallback
+from fxrewrite.distill.training.processes import on_main
+from fxrewrite.distill.training.recording import Recorded, as_tuple
+from fxrewrite.distill.training.schedules import parallel
 from fxrewrite.distill.sizing import Sized
-from fxrewrite.distill.seeding import seed_from_teacher
 
 GROW_BELOW_COSINE = 0.9
 
@@ -43,7 +42,7 @@ def held_out_cosines(students: nn.ModuleDict, held_out: Sequence[Recorded]) -> d
 def _replace(name: str, bigger: Sized, students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.GraphModule,
              device: torch.device) -> None:
     students[name] = bigger.student.to(device)
-    seed_from_teacher(students[name], getattr(teacher, name))
+    students[name].initialise_from(getattr(teacher, name))
     sized[name] = bigger
 
 

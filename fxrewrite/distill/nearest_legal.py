@@ -1,7 +1,7 @@
 """The nearest legal op for an op a target lacks, where one keeps the teacher's structure (APPROXIMATE).
 
 Arch-Net's students keep their teacher's layers and change what the chip cannot run; so does a
-teacher form (fxrewrite.distill.teacher_form) where a region has no exact legal form:
+teacher form (fxrewrite.distill.students.teacher_form) where a region has no exact legal form:
 - a ReLU-like activation x * g(x) with g rising from 0 to 1 (GELU, SiLU, hardswish, Mish) or a
   smooth ReLU (ELU, SELU, CELU, softplus) becomes ReLU, which agrees with it far from 0;
 - a k x k max pool becomes the largest max pool the target runs at the same stride, where that

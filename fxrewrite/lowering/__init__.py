@@ -2,7 +2,8 @@
 and the flow that adds distillation or post-training quantization when data is given."""
 
 from fxrewrite.lowering.exact import MAX_ROUNDS, ExactLowering, default_pipeline, lower_exact
-from fxrewrite.lowering.flow import CALIBRATED_FIELDS, LoweringOutcome, TrainingOptions, lower_graph, validate
+from fxrewrite.distill import CALIBRATED_FIELDS, TrainingOptions
+from fxrewrite.lowering.flow import LoweringOutcome, lower_graph, validate
 from fxrewrite.lowering.planner import TrialJudge, extract_subgraph
 
 __all__ = ["CALIBRATED_FIELDS", "MAX_ROUNDS", "ExactLowering", "LoweringOutcome", "TrainingOptions", "TrialJudge", "default_pipeline",

@@ -13,16 +13,16 @@ from torch import fx
 import fxrewrite.passes
 from fxrewrite.cost import Size
 from fxrewrite.legality import CheckReport, check
-from fxrewrite.lowering.budget import GrowthBudget, charges, merged_origins, with_merged
+from fxrewrite.lowering.growth_limit import GrowthLimit, charges, merged_origins, with_merged
 from fxrewrite.lowering.planner import TrialJudge
 from fxrewrite.rewrite import (Instruments, Pass, PassContext, PassManager, PassResult, Verification,
                                canonical_order, origin_of, verify)
 from fxrewrite.target import Target
 
 MAX_ROUNDS = 4
-#: lowerings tried while the growth budget keeps more nodes (keeping a node changes what its neighbours
+#: lowerings tried while the growth limit keeps more nodes (keeping a node changes what its neighbours
 #: become, so the first estimate of what to keep can fall short)
-MAX_BUDGET_ATTEMPTS = 8
+MAX_LIMIT_ATTEMPTS = 8
 #: the fresh input the lowered graph is verified on (outputs and every tensor it shares with the teacher)
 VERIFY_SEED = 1
 
@@ -38,10 +38,10 @@ class ExactLowering:
     before: Size
     after: Size
     seconds: dict[str, float]
-    #: teacher nodes the growth budget kept for distillation, with the reason
+    #: teacher nodes the growth limit kept for distillation, with the reason
     kept: dict[str, str] = field(default_factory=dict)
-    #: what the report must say when the budget could not be met (empty when it was)
-    budget_note: str = ""
+    #: what the report must say when the growth limit could not be met (empty when it was)
+    growth_note: str = ""
 
 
 def default_pipeline() -> list[Pass]:
@@ -63,7 +63,7 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
                 passes: list[Pass] | None = None, instruments: Instruments | None = None, model: str = "",
                 debug: bool = False, student_budget: float | None = None) -> ExactLowering:
     """Rewrite `gm` until its illegal nodes are legal or no exact pass applies, within the target's
-    growth budget; the result is `ExactLowering.gm`.
+    growth limit; the result is `ExactLowering.gm`.
 
     Each pass only rewrites nodes the target rejects (or, for passes that fire on cost, nodes it can
     make cheaper); the planner keeps a replacement only when its products end legal after a trial
@@ -72,14 +72,14 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     one rewrite can expose another (an add becomes a 1x1 conv that the target may need as a 3x3).
     When the result costs more than `growth_max` times the teacher, or (given `student_budget`, with
     calibration data) some node's exact rewrites cost a material share more than a student may
-    (fxrewrite.lowering.budget), a copy of the teacher is lowered again with those nodes kept for
+    (fxrewrite.lowering.growth_limit), a copy of the teacher is lowered again with those nodes kept for
     distillation; otherwise `gm` itself is the result, rewritten in place.
     """
     times: dict[str, float] = {}
     start = time.perf_counter()
     teacher = _snapshot(gm)
     before = Size.of(gm, performance=target.performance)
-    budget = GrowthBudget.of(gm, target, target.performance.growth_max)
+    budget = GrowthLimit.of(gm, target, target.performance.growth_max)
     times["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     memo: dict = {}
     kept: dict[str, str] = {}
     all_exact_growth = None
-    for attempt in range(MAX_BUDGET_ATTEMPTS):
+    for attempt in range(MAX_LIMIT_ATTEMPTS):
         if attempt:
             gm = copy.deepcopy(teacher)
         judge = TrialJudge(target, legalize, debug=debug, memo=memo, kept=kept)
@@ -110,8 +110,8 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     times["rewrite"] = time.perf_counter() - start
     cycles_growth, macs_growth = budget.growth(charged)  # of the last lowering, the result
     limit = target.performance.growth_max
-    budget_note = "" if limit is None or max(cycles_growth, macs_growth) <= limit else (
-        f"the growth budget was not met after {MAX_BUDGET_ATTEMPTS} lowerings: the model costs x{cycles_growth:.3g} "
+    growth_note = "" if limit is None or max(cycles_growth, macs_growth) <= limit else (
+        f"the growth limit was not met after {MAX_LIMIT_ATTEMPTS} lowerings: the model costs x{cycles_growth:.3g} "
         f"the teacher's estimated cycles and x{macs_growth:.3g} its MACs (limit {limit:g} on {target.name})")
 
     start = time.perf_counter()
@@ -120,12 +120,12 @@ def lower_exact(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     times["verify"] = time.perf_counter() - start
     # check() has estimated the lowered graph's latency already
     after = replace(Size.of(gm), estimate=verdicts.estimate)
-    return ExactLowering(gm, results, verdicts, verification, before, after, times, kept, budget_note)
+    return ExactLowering(gm, results, verdicts, verification, before, after, times, kept, growth_note)
 
 
 def legal_lowering(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule | None:
     """`gm` lowered exactly with no growth limit (rewritten in place), or None where a node stays
-    illegal: the form of a region a teacher-form student takes (fxrewrite.distill.teacher_form)."""
+    illegal: the form of a region a teacher-form student takes (fxrewrite.distill.students.teacher_form)."""
     unlimited = replace(target, performance=replace(target.performance, growth_max=None))
     lowered = lower_exact(gm, unlimited, example_inputs)
     return None if lowered.verdicts.illegal else lowered.gm
@@ -142,7 +142,7 @@ def _snapshot(gm: fx.GraphModule) -> fx.GraphModule:
 
 
 def _with_budget_reasons(verdicts: CheckReport, gm: fx.GraphModule, kept: dict[str, str]) -> CheckReport:
-    """The verdicts, with the growth budget's reason added to each illegal node it kept."""
+    """The verdicts, with the growth limit's reason added to each illegal node it kept."""
     if not kept:
         return verdicts
     origins = {node.name: origin_of(node) for node in gm.graph.nodes}

@@ -7,74 +7,24 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import torch
 from torch import fx
 
-from fxrewrite.distill import (DEFAULT_STUDENT_BUDGET, DistillConfig, Distilled, ProgressCallback, Region, Schedule,
-                               distill, find_regions)
-from fxrewrite.distill.processes import world_size
+from fxrewrite.distill import Distilled, Region, TrainingOptions, distill, find_regions
+from fxrewrite.distill.training.processes import world_size
 from fxrewrite.errors import UsageError, check_positive
 from fxrewrite.frontend.batch import FIXED_BATCH
 from fxrewrite.frontend.inputs import check_seed
 from fxrewrite.legality import CheckReport, check
 from fxrewrite.lowering.exact import ExactLowering, legal_lowering, lower_exact
 from fxrewrite.lowering.heap import older_objects_frozen
-from fxrewrite.lowering.restructure import DEFAULT_BUDGET, BlockCycles, Restructured, restructure
-from fxrewrite.quant import (SOURCES_HELP, CalibrationData, Method, QuantScheme, load_calibration,
+from fxrewrite.lowering.restructure import Restructured, restructure
+from fxrewrite.quant import (SOURCES_HELP, CalibrationData, QuantScheme, load_calibration,
                              post_training_quantize, scheme_for)
 from fxrewrite.quant.post_training import Calibrated
 from fxrewrite.rewrite import Instruments, Pass, verify_on
 from fxrewrite.target import Target
-
-
-#: the options that act only on calibration data (the CLI's --calib group, less --calib itself)
-CALIBRATED_FIELDS = ("calib_size", "batch_size", "wbits", "abits", "quant", "schedule", "epochs", "finetune_epochs",
-                     "patience", "time_budget", "lr", "augment", "blockwise_quant", "student_budget", "accuracy_budget",
-                     "device", "resume")
-
-
-@dataclass
-class TrainingOptions:
-    """Calibration data and how to use it (the CLI's --calib group)."""
-
-    calib: str | torch.Tensor | None = None
-    #: at most this many calibration inputs (None: all of them; `synthetic` makes SYNTHETIC_SAMPLES)
-    calib_size: int | None = None
-    batch_size: int = 64
-    wbits: int | None = None
-    abits: int | None = None
-    quant: Method = "lsq"
-    schedule: Schedule = "parallel"
-    #: caps: each phase stops earlier on a held-out plateau (`patience` epochs) or the time budget
-    epochs: int = 40
-    finetune_epochs: int = 20
-    lr: float = 3e-3
-    patience: int | None = 3
-    time_budget: float | None = 600.0
-    #: the recipe parts that helped in the MNIST ablation (benchmarks/test_bench_distill_defaults.py)
-    cosine_lr: bool = True
-    temperature: float | None = 4.0
-    #: fine-tune on augmented inputs (shifts, mirroring, mixup) relabelled by the teacher
-    augment: bool = False
-    #: quantize the students already in the blockwise phase (with wbits/abits)
-    blockwise_quant: bool = False
-    student_budget: float = DEFAULT_STUDENT_BUDGET
-    #: points of held-out top-1 agreement the restructuring planner may spend (0: no restructuring)
-    accuracy_budget: float = DEFAULT_BUDGET
-    #: the restructuring planner's cycles per block (None: the target's estimate; `fxrewrite.lower`
-    #: gives Vela's on an Ethos-U target where the ethos-u extra is installed)
-    block_cycles: BlockCycles | None = None
-    device: str = "cpu"
-    seed: int = 0
-    checkpoint_dir: Path | None = None
-    resume: bool = False
-    progress: ProgressCallback | None = None
-
-    @property
-    def wants_quantization(self) -> bool:
-        return self.wbits is not None or self.abits is not None
 
 
 @dataclass
@@ -96,6 +46,8 @@ class LoweringOutcome:
     #: where training ran: the device and the number of processes (torchrun) that shared it
     device: str = "cpu"
     processes: int = 1
+    #: the options training or calibration ran with
+    options: TrainingOptions | None = None
 
 
 def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
@@ -172,7 +124,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
         exact = replace(exact, verification=found)
     regions = find_regions(exact.gm, target) if exact.verdicts.illegal else []
     outcome = LoweringOutcome(model, target, exact, regions, exact.gm, exact.verdicts,
-                              notes=[exact.budget_note] if exact.budget_note else [])
+                              notes=[exact.growth_note] if exact.growth_note else [])
     broken = exact.verification.max_relative_error > tolerance and reference is None
     if data is not None and not exact.verdicts.illegal and not broken and training.accuracy_budget > 0:
         restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed,
@@ -183,19 +135,12 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     if data is None or not needs_training or broken:
         return outcome
     if exact.verdicts.illegal:
-        config = DistillConfig(epochs=training.epochs, finetune_epochs=training.finetune_epochs, lr=training.lr,
-                               student_budget=training.student_budget,
-                               seed=training.seed, schedule=training.schedule, quant=scheme, device=training.device,
-                               checkpoint_dir=training.checkpoint_dir, resume=training.resume,
-                               progress=training.progress, patience=training.patience,
-                               time_budget=training.time_budget, cosine_lr=training.cosine_lr,
-                               temperature=training.temperature, augment=training.augment,
-                               blockwise_quant=training.blockwise_quant, legalize=legal_lowering)
-        trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, config, reference)
+        trained: Distilled | Calibrated = distill(exact.gm, target, data.train, data.held_out, training, reference,
+                                                  legalize=legal_lowering)
         # a float student may hold rewritable ops of its own (1x1 merges): lower them exactly too
         final = trained.gm if scheme is not None else lower_exact(trained.gm, target, (data.train[0][:1],)).gm
     else:
         trained = post_training_quantize(outcome.gm, scheme, data.train, data.held_out)
         final = trained.gm
     return replace(outcome, gm=final, verdicts=check(final, target, model), trained=trained, calibration=data,
-                   device=training.device, processes=world_size())
+                   device=training.device, processes=world_size(), options=training)

@@ -14,9 +14,9 @@ once, for every candidate that finds it and does not refuse it:
 3. accept: in order of cycles saved per point of agreement lost (each replacement alone in the
    network; a knapsack's greedy order, so a large saving that costs much agreement does not spend
    the budget of many cheap ones), each replacement of a block not replaced yet is kept while the
-   network's held-out top-1 agreement with the teacher stays within `budget` points of 100% (the
+   network's held-out top-1 agreement with the teacher stays within `accuracy_budget` points of 100% (the
    teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
-   stays within budget / 100 of 1, and for class scores that carry no class information (the teacher
+   stays within accuracy_budget / 100 of 1, and for class scores that carry no class information (the teacher
    gives one class for every input), the cosine of the outputs' deviations from the teacher's mean;
 4. tune: the replacements taken are trained together in the network on the teacher's outputs
    (fxrewrite/lowering/joint_tuning.py), keeping the held-out agreement's best state.
@@ -32,6 +32,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.cost import nodes_cycles
+from fxrewrite.distill.options import DEFAULT_ACCURACY_BUDGET
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
@@ -43,8 +44,6 @@ from fxrewrite.quant import CalibrationData
 from fxrewrite.rewrite.verify import NodeRecorder
 from fxrewrite.target import Target
 
-#: the default accuracy budget: points of held-out top-1 agreement with the teacher a restructuring may cost
-DEFAULT_BUDGET = 0.5
 #: calibration inputs the least-squares fits read at most (each block's tensors are kept)
 FIT_SAMPLES = 512
 #: held-out inputs the acceptance reads at most
@@ -78,7 +77,8 @@ BlockCycles = Callable[[nn.Module, torch.Tensor, Hashable], float]
 class Restructured:
     gm: fx.GraphModule
     considered: list[Considered]
-    budget: float
+    #: points of held-out top-1 agreement with the teacher the restructuring may cost
+    accuracy_budget: float
     #: held-out agreement (top-1, or cosine for other outputs) of the result with the teacher
     agreement: float | None = None
     #: where the cycles came from
@@ -91,7 +91,7 @@ class Restructured:
     measure: str = "top-1 agreement"
 
     def to_dict(self) -> dict:
-        return {"budget_points": self.budget, "agreement": self.agreement, "measure": self.measure,
+        return {"budget_points": self.accuracy_budget, "agreement": self.agreement, "measure": self.measure,
                 "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
                 "blocks": [asdict(c) for c in self.considered]} | (
                     {"no_class_information": self.vacuous} if self.vacuous else {})
@@ -99,7 +99,7 @@ class Restructured:
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
         blocks = len({c.block for c in self.considered})
-        lines = [f"restructuring (accuracy budget {self.budget:g} points, cycles by {self.costed_by}): "
+        lines = [f"restructuring (accuracy budget {self.accuracy_budget:g} points, cycles by {self.costed_by}): "
                  f"{len(chosen)} of {blocks} blocks replaced"
                  + (f", held-out {self.measure} {self.agreement:.2%}" if self.agreement is not None else "")
                  + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
@@ -218,7 +218,8 @@ def acceptance_order(rows: dict[Key, Considered], alone: dict[Key, float], sampl
     return sorted(rows, key=saved_per_point, reverse=True)
 
 
-def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budget: float = DEFAULT_BUDGET,
+def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
+                accuracy_budget: float = DEFAULT_ACCURACY_BUDGET,
                 seed: int = 0, measure: BlockCycles | None = None) -> Restructured:
     """`gm` (legal on `target`, shapes recorded at batch 1) with the replacements that pay (module
     docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
@@ -245,7 +246,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
                 considered[key], candidates[key] = row, (block, module)
     costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
     if not candidates:
-        return Restructured(gm, list(considered.values()), budget, costed_by=costed_by)
+        return Restructured(gm, list(considered.values()), accuracy_budget, costed_by=costed_by)
     held = _samples(data.held_out, JUDGE_SAMPLES)
     teacher = outputs_of(gm, held)
     scored = score_between(teacher, teacher)
@@ -261,7 +262,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
         module.distil(seen[block.input.name], seen[block.output.name])
         distilled = _relative_error(module, judged[block.input.name], judged[block.output.name])
         considered[key] = replace(considered[key], error_initial=initial, error_distilled=distilled)
-    floor = 1.0 - budget / 100
+    floor = 1.0 - accuracy_budget / 100
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
     agreement = None
@@ -280,10 +281,10 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData, budge
             considered[key] = replace(considered[key], why=f"held-out {judged_by['measure']} would fall to "
                                                             f"{score:.2%}, below the budget's {floor:.2%}")
     if not accepted:
-        return Restructured(gm, list(considered.values()), budget, agreement, costed_by, **judged_by)
+        return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by, **judged_by)
     final = swapped(gm, accepted)
     train_all = torch.cat(data.train)
     separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
                                          outputs_of(gm, train_all), held, teacher, seed)
-    return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), budget, agreement, costed_by,
-                        separately, **judged_by)
+    return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), accuracy_budget, agreement,
+                        costed_by, separately, **judged_by)

@@ -49,6 +49,12 @@ def check_contracts(passes: Sequence[Pass]) -> None:
 def _check_contracts(passes: tuple[Pass, ...], registered: int) -> None:
     # cached: the planner builds a pipeline for every trial; `registered` keys the registry's growth
     universe = _universe(passes)
+    unknown = [(p.name, field, other) for p in passes for field in ("must_precede", "must_follow")
+               for other in getattr(p, field) if other not in universe]
+    if unknown:
+        name, field, other = unknown[0]
+        raise PassContractError(f"pass {name}: its {field} names {other!r}, which is no pass; the passes are "
+                                f"{', '.join(sorted(universe))}")
     graph = _declared(universe.values())
     names = {p.name for p in passes}
     declared = [(p, later, f"{p.name} declares it must run before {later}") for p in passes for later in p.must_precede]

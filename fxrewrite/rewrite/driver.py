@@ -163,7 +163,7 @@ def apply_rules(gm: fx.GraphModule, rules: RuleSet, *, debug: bool = False, max_
         merged.discard(origin)
         for made in best.rewriter.created:
             made.meta[ORIGIN] = origin
-            if MODULE_STACK in node.meta:  # the teacher block it belongs to (fxrewrite.distill.blocks)
+            if MODULE_STACK in node.meta:  # the teacher block it belongs to (fxrewrite.distill.regions.blocks)
                 made.meta.setdefault(MODULE_STACK, node.meta[MODULE_STACK])
             if merged:
                 made.meta[ABSORBED] = frozenset(merged)

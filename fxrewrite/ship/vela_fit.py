@@ -119,7 +119,7 @@ def collect(graphs: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]], 
     """Every graph's Vela cycles (compiled now unless `path` has them) beside its estimate's inputs."""
     from fxrewrite.ship.ethos_u import compile_for_ethos_u
 
-    accelerator = target.vela_accelerator
+    accelerator = target.accelerator
     known = _measured(path, accelerator)
     samples = []
     for name, (factory, shape) in graphs.items():
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     models = collect({name: _model(name, args.resolution) for name in filter(None, args.models.split(","))},
                      target, args.samples)
     fitted = fit(layers, models, target.performance)
-    print(f"[performance] fitted to Vela on {target.vela_accelerator} ({len(layers)} layers, {len(models)} models):")
+    print(f"[performance] fitted to Vela on {target.accelerator} ({len(layers)} layers, {len(models)} models):")
     print(_toml(fitted))
     for label, perf in (("the file's", target.performance), ("fitted", fitted)):
         layer_errors = errors(layers, perf)

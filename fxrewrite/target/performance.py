@@ -39,7 +39,7 @@ class Performance:
     activation_bytes: float = 1.0
     weight_bytes: float = 1.0
     #: exact rewrites may make the model at most this many times the teacher's estimated cycles and
-    #: MACs; the nodes past it are kept for distillation (None: no limit; fxrewrite.lowering.budget)
+    #: MACs; the nodes past it are kept for distillation (None: no limit; fxrewrite.lowering.growth_limit)
     growth_max: float | None = None
 
     def milliseconds(self, cycles: float) -> float:

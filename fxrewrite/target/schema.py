@@ -8,6 +8,7 @@ from typing import Any
 
 from fxrewrite.errors import TargetError
 from fxrewrite.ir import KINDS, STRUCTURAL_KINDS, UNKNOWN
+from fxrewrite.target.compilers import ACCELERATORS
 from fxrewrite.target.constraints import CONSTRAINTS, MAC_KINDS, Invalid, OpRule, choices
 from fxrewrite.target.formats import GRANULARITIES, QuantFormat, QuantSpec
 from fxrewrite.target.performance import Performance
@@ -62,10 +63,26 @@ def _parse_constraints(table: Any, where: str, origin: str, kind: str | None = N
     return constraints
 
 
-#: the accelerators Arm's Vela compiles for (its `Accelerator` enum; tests/test_hardening.py checks the two agree),
-#: known without the ethos-u extra so that a target file naming another is refused on load
-VELA_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
-                     "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
+def _compiler(meta: dict[str, Any], origin: str) -> tuple[str, str]:
+    """The vendor compiler a target names and the accelerator it compiles for (fxrewrite.target.compilers),
+    ("", "") where it names none."""
+    if "vela_accelerator" in meta:  # the older spelling of compiler = "vela" with its accelerator
+        if "compiler" in meta or "accelerator" in meta:
+            raise TargetError(f"{origin}: target.vela_accelerator: give either it or target.compiler and "
+                              "target.accelerator, not both")
+        compiler, accelerator, key = "vela", meta["vela_accelerator"], "vela_accelerator"
+    else:
+        compiler, accelerator, key = meta.get("compiler", ""), meta.get("accelerator", ""), "accelerator"
+    if not compiler and not accelerator:
+        return "", ""
+    if compiler not in ACCELERATORS:
+        raise TargetError(f"{origin}: target.compiler: {compiler!r} is no compiler fxrewrite knows; it knows "
+                          f"{', '.join(ACCELERATORS)}")
+    if accelerator not in ACCELERATORS[compiler]:
+        name = "Vela" if compiler == "vela" else compiler
+        raise TargetError(f"{origin}: target.{key}: {accelerator!r} is not an accelerator {name} compiles for; "
+                          f"{name}'s are {', '.join(ACCELERATORS[compiler])}")
+    return compiler, accelerator
 
 
 def read_target(doc: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -73,14 +90,12 @@ def read_target(doc: dict[str, Any], origin: str) -> dict[str, Any]:
     the file in error messages."""
     _check_keys(doc, ("target", "quantization", "defaults", "performance", "cost", "ops"), "", origin)
     meta = _expect_table(doc.get("target", {}), "target", origin)
-    _check_keys(meta, ("name", "description", "source", "allow_all_ops", "vela_accelerator"), "target.", origin)
-    for key in ("name", "description", "source", "vela_accelerator"):
+    _check_keys(meta, ("name", "description", "source", "allow_all_ops", "compiler", "accelerator",
+                       "vela_accelerator"), "target.", origin)
+    for key in ("name", "description", "source", "compiler", "accelerator", "vela_accelerator"):
         if key in meta and not isinstance(meta[key], str):
             raise TargetError(f"{origin}: target.{key}: expected a string, got {meta[key]!r}")
-    accelerator = meta.get("vela_accelerator", "")
-    if accelerator and accelerator not in VELA_ACCELERATORS:
-        raise TargetError(f"{origin}: target.vela_accelerator: {accelerator!r} is not an accelerator Vela compiles for; "
-                          f"Vela's are {', '.join(VELA_ACCELERATORS)}")
+    compiler, accelerator = _compiler(meta, origin)
     if not meta.get("name"):
         raise TargetError(f"{origin}: target.name: expected a non-empty string")
     allow_all = meta.get("allow_all_ops", False)
@@ -118,7 +133,8 @@ def read_target(doc: dict[str, Any], origin: str) -> dict[str, Any]:
         activations=activations,
         allow_all_ops=allow_all,
         source=meta.get("source", ""),
-        vela_accelerator=meta.get("vela_accelerator", ""),
+        compiler=compiler,
+        accelerator=accelerator,
         defaults=defaults,
         performance=_parse_performance(doc, weights, activations, origin),
     )

@@ -30,13 +30,20 @@ class Target:
     activations: QuantSpec
     allow_all_ops: bool = False
     source: str = ""
-    #: the accelerator Arm's Vela compiles for (`--vela`), e.g. ethos-u55-128; empty for other chips
-    vela_accelerator: str = ""
+    #: the vendor compiler the target is judged by (fxrewrite.target.compilers), e.g. vela; empty: none
+    compiler: str = ""
+    #: the accelerator that compiler compiles for, e.g. ethos-u55-128
+    accelerator: str = ""
     #: shape limits applied to every op, including those allowed by allow_all_ops
     defaults: Mapping[str, Any] = field(default_factory=dict)
     performance: Performance = Performance()
     #: the files the target was read from: its own, then those it extends (none for one parsed from text)
     files: tuple[str, ...] = ()
+
+    @property
+    def vela_accelerator(self) -> str:
+        """The accelerator where the target is judged by Vela, else empty (the older field's name)."""
+        return self.accelerator if self.compiler == "vela" else ""
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Target:

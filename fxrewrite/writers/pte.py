@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fxrewrite.errors import UsageError
-from fxrewrite.ship.ethos_u import compile_for_ethos_u
-from fxrewrite.ship.ethos_u_toolchain import accelerator_of
+from fxrewrite.ship.compilers import compiler_of
 from fxrewrite.target import Target
 from fxrewrite.writers.base import Program, Written
 
@@ -25,12 +24,12 @@ class PteWriter:
         if target is None:
             raise UsageError(f"{flag}: an ExecuTorch program is compiled for a target's Ethos-U accelerator; name the "
                              "target")
-        accelerator_of(target, flag)
+        compiler_of(target, flag, "vela")
 
     def write(self, program: Program, path: Path) -> Written:
-        self.prepare(program.target, f"writing {path}")
-        result = compile_for_ethos_u(program.gm, program.example_inputs, program.target.vela_accelerator,
-                                     program.calibration, path, program.held_out)
+        vela = compiler_of(program.target, f"writing {path}", "vela")
+        result = vela.compile(program.gm, program.example_inputs, program.target.accelerator, program.calibration, path,
+                              program.held_out)
         return Written(path, vela=result)
 
 

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pass_helpers import FORMS, FunctionalConv, captured, conv_kernels, run_pass
-from fxrewrite.passes.forms.approx_large_kernel_as_3x3_stack import compose
+from fxrewrite.passes.approx_large_kernel.dense_3x3_stack import compose
 from fxrewrite.passes import registered_passes
 from fxrewrite.rewrite import PassContext
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering import lower_exact
-from fxrewrite.passes.forms.grouped_conv_as_split_convs import SPLIT_CONVS_RULE
+from fxrewrite.passes.decompose_grouped_conv.split_convs import SPLIT_CONVS_RULE
 from fxrewrite.rewrite import PassContext, PatternPass, RuleSet
 from fxrewrite.target import Target
 
@@ -80,7 +80,7 @@ def test_a_dense_weight_over_budget_is_declined(monkeypatch):
 
 
 def test_more_groups_than_the_split_limit_are_not_split(monkeypatch):
-    from fxrewrite.passes.forms import grouped_conv_as_split_convs
+    from fxrewrite.passes.decompose_grouped_conv import split_convs as grouped_conv_as_split_convs
 
     model = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=6))
     x = torch.randn(1, 12, 9, 9)

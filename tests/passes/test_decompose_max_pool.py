@@ -7,8 +7,8 @@ from pass_helpers import FORMS, assert_same, captured, kinds, run_pass
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.exact import lower_exact
 from fxrewrite.passes import registered_passes
-from fxrewrite.passes.forms.max_pool_as_depthwise_max import DEPTHWISE_MAX_RULE
-from fxrewrite.passes.forms.max_pool_as_smaller_pools import SMALLER_POOLS_RULE
+from fxrewrite.passes.decompose_max_pool.depthwise_max import DEPTHWISE_MAX_RULE
+from fxrewrite.passes.decompose_max_pool.smaller_pools import SMALLER_POOLS_RULE
 from fxrewrite.rewrite import PassContext, PatternPass, RuleSet
 from fxrewrite.target import Target
 

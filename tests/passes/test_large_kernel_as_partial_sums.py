@@ -5,7 +5,7 @@ from torch import nn
 from conftest import chip
 from pass_helpers import LARGE_KERNEL_CASES, FunctionalConv, assert_same, captured, kinds, large_kernel_case
 from fxrewrite.ir import op_view
-from fxrewrite.passes.forms.large_kernel_as_partial_sums import PARTIAL_SUMS_RULE, window_starts
+from fxrewrite.passes.decompose_large_kernel.partial_sums import PARTIAL_SUMS_RULE, window_starts
 from fxrewrite.rewrite import PassContext, PatternPass, RuleSet
 
 

@@ -22,8 +22,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.ir import op_view
-from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible, is_conv,
-                                                  weights_of)
+from fxrewrite.lowering.candidates.blocks import Collapsible, collapsible, conv_act_pointwise, weights_of
 from fxrewrite.lowering.candidates.collapsed import Collapse
 
 NAME = "approx-conv-act-pointwise-as-conv"
@@ -33,17 +32,11 @@ def find_conv_act_pointwise(gm: fx.GraphModule) -> list[Collapsible]:
     """Every k x k conv -> activation -> 1x1 conv of `gm` (k odd, at least 3; see the module docstring)."""
     found = []
     for project in gm.graph.nodes:
-        if not is_conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
+        shape = conv_act_pointwise(project, "dense")
+        if shape is None or shape[2] < 3:
             continue
-        between = op_view(project).inputs[0]
-        conv = before_norm(op_view(between).inputs[0]) if activation_module(between) is not None else None
-        if conv is None or not is_conv(conv, "dense"):
-            continue
-        attrs = op_view(conv).attrs
-        (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
-        if kh != kw or kh < 3 or kh % 2 == 0 or sh != sw or attrs["padding"] != (kh // 2, kw // 2):
-            continue
-        block = collapsible(NAME, op_view(conv).inputs[0], (conv, project), nn.Identity(), kh, sh, composed_conv)
+        _, conv, k, stride = shape
+        block = collapsible(NAME, op_view(conv).inputs[0], (conv, project), nn.Identity(), k, stride, composed_conv)
         if block is not None:
             found.append(block)
     return found

@@ -24,8 +24,8 @@ import torch
 from torch import fx
 
 from fxrewrite.ir import op_view, tensor_shape
-from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm,
-                                                  collapsible, is_conv, weights_of)
+from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible,
+                                                  conv_act_pointwise, is_conv, weights_of)
 from fxrewrite.lowering.candidates.collapsed import Collapse
 
 NAME = "approx-inverted-residual-as-collapsed-block"
@@ -46,16 +46,10 @@ def find_inverted_residuals(gm: fx.GraphModule) -> list[Collapsible]:
     """Every inverted residual of `gm` (see the module docstring), in graph order."""
     found = []
     for project in gm.graph.nodes:
-        if not is_conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
+        shape = conv_act_pointwise(project, "depthwise", _main_input)
+        if shape is None:
             continue
-        second = _main_input(op_view(project).inputs[0])
-        depthwise = before_norm(op_view(second).inputs[0]) if activation_module(second) is not None else None
-        if depthwise is None or not is_conv(depthwise, "depthwise"):
-            continue
-        dw = op_view(depthwise).attrs
-        k = dw["kernel"][0]
-        if dw["kernel"] != (k, k) or k % 2 == 0 or dw["stride"][0] != dw["stride"][1] or dw["padding"] != (k // 2,) * 2:
-            continue
+        second, depthwise, k, stride = shape
         first = op_view(depthwise).inputs[0]
         expand = before_norm(op_view(first).inputs[0]) if activation_module(first) is not None else first
         if is_conv(expand, "dense", (1, 1)) and op_view(expand).attrs["stride"] == (1, 1):
@@ -63,7 +57,7 @@ def find_inverted_residuals(gm: fx.GraphModule) -> list[Collapsible]:
         else:  # no expansion (MobileNetV2's first block): the depthwise conv reads the block's input
             x, activation, expand = first, activation_module(second), first
         convs = ((expand,) if expand is not x else ()) + (depthwise, project)
-        block = collapsible(NAME, x, convs, activation, dw["kernel"][0], dw["stride"][0], composed_linear_map)
+        block = collapsible(NAME, x, convs, activation, k, stride, composed_linear_map)
         if block is not None:
             found.append(block)
     return found

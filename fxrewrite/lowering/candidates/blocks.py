@@ -86,6 +86,24 @@ def after_norm(node: fx.Node) -> fx.Node:
     return users[0] if len(users) == 1 and op_view(users[0]).kind == "batch_norm" else node
 
 
+def conv_act_pointwise(project: fx.Node, grouping: str, gate: Callable[[fx.Node], fx.Node] = lambda node: node
+                       ) -> tuple[fx.Node, fx.Node, int, int] | None:
+    """Where `project` is a stride-1 1x1 dense conv reading an activation (reached through `gate`, such
+    as a squeeze-and-excitation multiply) of a `grouping` conv (through its batch norm) with a square
+    odd kernel k, equal strides s and 'same' padding: (the activation, that conv, k, s); else None."""
+    if not is_conv(project, "dense", (1, 1)) or op_view(project).attrs["stride"] != (1, 1):
+        return None
+    activation = gate(op_view(project).inputs[0])
+    conv = before_norm(op_view(activation).inputs[0]) if activation_module(activation) is not None else None
+    if conv is None or not is_conv(conv, grouping):
+        return None
+    attrs = op_view(conv).attrs
+    (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
+    if kh != kw or kh % 2 == 0 or sh != sw or attrs["padding"] != (kh // 2, kw // 2):
+        return None
+    return activation, conv, kh, sh
+
+
 def collapsible(rewrite: str, x: fx.Node, convs: tuple[fx.Node, ...], activation: nn.Module, kernel: int,
                 stride: int, compose: Callable[[Collapsible], tuple[torch.Tensor, torch.Tensor] | None] | None = None
                 ) -> Collapsible | None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fxrewrite.distill.processes import is_main, world_size
+from fxrewrite.distill.training.processes import is_main, world_size
 from fxrewrite.errors import DistillError, first_line
 from fxrewrite.files import atomic_write_bytes
 

@@ -1,7 +1,7 @@
 """Regions: the nodes a target still rejects, grouped for distillation.
 
 The rejected nodes, with the rest of the teacher blocks they belong to (the module hierarchy
-recorded at capture, fxrewrite.distill.blocks) and the legal nodes they enclose (see
+recorded at capture, fxrewrite.distill.regions.blocks) and the legal nodes they enclose (see
 `region_members`), are grouped into connected partitions whose fusion never creates a cycle
 (`_partitions`); each region is cut at legal tensors and has its input and output tensors. A
 partition is cut once more where a teacher block begins, and after each residual add outside
@@ -21,11 +21,11 @@ from torch import fx
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions
 
 from fxrewrite.cost import nodes_macs
-from fxrewrite.distill.blocks import Blocks, teacher_blocks
-from fxrewrite.distill.layouts import non_map_tensors
-from fxrewrite.distill.partition import components, crossings, levels
-from fxrewrite.distill.reach import Reach, is_token_node, readable, wider_than_convs_read
-from fxrewrite.distill.sharing import data_free, private_sizes
+from fxrewrite.distill.regions.blocks import Blocks, teacher_blocks
+from fxrewrite.distill.regions.layouts import non_map_tensors
+from fxrewrite.distill.regions.partition import components, crossings, levels
+from fxrewrite.distill.regions.reach import Reach, is_token_node, readable, wider_than_convs_read
+from fxrewrite.distill.regions.sharing import data_free, private_sizes
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.nn_mass import nn_mass
 from fxrewrite.rewrite.pattern import reads_an_input
@@ -77,7 +77,7 @@ def _pulled(member: fx.Node, members: set[fx.Node], reach: Reach, non_maps: set[
 
 
 def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node], blocks: Blocks) -> set[fx.Node]:
-    """Every node computing activations in the teacher blocks (fxrewrite.distill.blocks) that `nodes`
+    """Every node computing activations in the teacher blocks (fxrewrite.distill.regions.blocks) that `nodes`
     belong to; size arithmetic and tensors made from parameters alone join by `_absorbed`'s rules."""
     wanted = {blocks[n] for n in nodes} - {None}
     return {n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")
@@ -87,7 +87,7 @@ def _whole_blocks(gm: fx.GraphModule, nodes: set[fx.Node], blocks: Blocks) -> se
 def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node],
                    non_maps: set[fx.Node], blocks: Blocks) -> set[fx.Node]:
     """The illegal nodes with the rest of their teacher blocks (a student replaces a whole block, as
-    Arch-Net's do; fxrewrite.distill.blocks) and, on a target that cannot hold tokens, every node
+    Arch-Net's do; fxrewrite.distill.regions.blocks) and, on a target that cannot hold tokens, every node
     making tokens, grown by the legal nodes `_absorbed` says join them until none does. A legal node enclosed by them
     (every data input from a member, every user a member) merges the regions around it (a ConvNeXt
     block's linear layers between LayerNorm, GELU and the layer scale), so one student replaces the
@@ -95,7 +95,7 @@ def region_members(gm: fx.GraphModule, target: Target, seeds: frozenset[fx.Node]
     Members take some of their users along (`_pulled`). Parameters used only by members join them too.
     `seeds` are members from the start (`_partitions` adds the paths an unreadable tensor would
     cross on), and so are `non_maps`: on a target that cannot permute, the rank-4 tensors laid out
-    otherwise than a map (fxrewrite.distill.layouts), which must not leave a region."""
+    otherwise than a map (fxrewrite.distill.regions.layouts), which must not leave a region."""
     reach = Reach.of(target)
     rejected = {n for n in gm.graph.nodes if not target.verdict(n).legal}
     members = set(seeds) | rejected | {n for n in gm.graph.nodes if not reach.tokens and is_token_node(n)}
@@ -131,7 +131,7 @@ class Region:
     nodes: tuple[fx.Node, ...]
     inputs: tuple[fx.Node, ...]
     outputs: tuple[fx.Node, ...]
-    #: the teacher blocks it holds (fxrewrite.distill.blocks), in graph order
+    #: the teacher blocks it holds (fxrewrite.distill.regions.blocks), in graph order
     blocks: tuple[str, ...] = ()
     #: why it holds several: the first tensor between two of them that no student can make or read
     joined_by: str = ""
@@ -170,7 +170,7 @@ def _is_residual_add(node: fx.Node) -> bool:
 
 def _cut(producer: fx.Node, node: fx.Node, reach: Reach, non_maps: set[fx.Node], blocks: Blocks) -> bool:
     """Whether a region boundary falls between `producer` and its user `node`: where `node` enters a
-    teacher block (fxrewrite.distill.blocks) `producer` is not in, or, where `node` is in no block,
+    teacher block (fxrewrite.distill.regions.blocks) `producer` is not in, or, where `node` is in no block,
     after a residual add (the add a model writes around its blocks goes with the block before it)."""
     if not readable(producer, reach, non_maps):
         return False
@@ -212,7 +212,7 @@ def split_at_blocks(members: list[fx.Node], reach: Reach, non_maps: set[fx.Node]
 
 def _partitions(gm: fx.GraphModule, target: Target) -> list[list[fx.Node]]:
     """The regions' members cut after residual adds, each in graph order, sorted by first node: the
-    members connected by edges within one level (fxrewrite.distill.partition), cut again until no
+    members connected by edges within one level (fxrewrite.distill.regions.partition), cut again until no
     tensor a student could not read crosses between two (`_crossings`); torch's fuser carves them.
     Sizes are made private first (`private_sizes`), which rewrites `gm` without changing what it
     computes."""

@@ -1,10 +1,10 @@
-"""The teacher-form student: the region itself, lowered exactly onto the target, as a trainable block.
+"""The teacher-form student: the region itself, lowered onto the target, as a trainable block.
 
 Arch-Net's students mirror their teacher block and start from its weights (a 1x1 conv as a 3x3 with
 the teacher's weight at the centre tap, a residual add as concat + 3x3 conv), so training starts
 from the teacher's own function and only has to recover what quantization loses. Where every op of
 a region has an exact legal form on the target, that form is such a student: the region's graph is
-lowered by the exact pipeline (`Legalize`) without the growth budget (the budget is what kept it for
+lowered by the exact pipeline (`Legalize`) without the growth limit (the limit is what kept it for
 distillation; the sizing weighs its cost against the other candidates), its batch norms folded into
 the layers before them, and it computes f_student(x) = f_teacher(x) at initialisation up to float32
 rounding (checked: relative error at most MAX_INIT_ERROR on fresh inputs). Batch norms that could
@@ -23,6 +23,7 @@ import torch
 from torch import fx, nn
 
 from fxrewrite.distill.nearest_legal import nearest_legal
+from fxrewrite.distill.students.base import Student
 from fxrewrite.quant.prepare import fold_for_quantization
 from fxrewrite.metrics import relative_error
 from fxrewrite.target import Target
@@ -32,14 +33,22 @@ MAX_INIT_ERROR = 1e-4
 TEACHER_FORM_LABEL = "teacher form (the region's own layers as legal ops, from its weights)"
 
 
-class TeacherForm(nn.Module):
-    """The region's exact legal lowering (module docstring); its batch norms stay in eval mode."""
+class TeacherForm(Student):
+    """The region's legal lowering (module docstring); its batch norms stay in eval mode. It starts
+    from every teacher layer: they are its own."""
 
     def __init__(self, lowered: fx.GraphModule, approximations: tuple[str, ...] = ()):
         super().__init__()
         self.graph_module = lowered
         #: the nearest legal ops taken where an op had no exact form (fxrewrite.distill.nearest_legal)
         self.approximations = approximations
+
+    @property
+    def starts_at_teacher(self) -> bool:
+        return not self.approximations
+
+    def initialise_from(self, region: fx.GraphModule) -> int:
+        return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in self.modules())
 
     @property
     def label(self) -> str:
@@ -100,7 +109,3 @@ def _form(graph: fx.GraphModule, approximations: tuple[str, ...], sample: tuple[
     with torch.no_grad():
         return TeacherForm(fold_for_quantization(lowered, sample), approximations).eval()
 
-
-def layer_count(module: nn.Module) -> int:
-    """The convs and FC layers of `module` (all of a teacher form's start from the teacher)."""
-    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules())

@@ -21,7 +21,7 @@ import torch
 
 from fxrewrite.cost import node_macs, nodes_macs
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
-from fxrewrite.passes.forms.large_kernel_as_partial_sums import PARTIAL_SUMS_RULE
+from fxrewrite.passes.decompose_large_kernel.partial_sums import PARTIAL_SUMS_RULE
 from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d, odd_square_conv
 
 

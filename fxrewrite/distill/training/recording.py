@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from fxrewrite.distill.regions import REGION_PREFIX
+from fxrewrite.distill.regions.carving import REGION_PREFIX
 
 #: per region (submodule name): its input tensors and output tensors on one batch
 Records = dict[str, tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]

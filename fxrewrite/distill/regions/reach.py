@@ -26,7 +26,7 @@ class Reach:
     tokens: bool
     maps: bool
     widest: float
-    #: whether students may make rank-4 tensors of other layouts than maps (fxrewrite.distill.layouts)
+    #: whether students may make rank-4 tensors of other layouts than maps (fxrewrite.distill.regions.layouts)
     permutes: bool
 
     @classmethod

@@ -8,7 +8,7 @@ when its weight would exceed MAX_DENSE_WEIGHT_ELEMENTS.
 """
 
 from fxrewrite.cost import node_macs
-from fxrewrite.passes.forms.grouped_conv_as_split_convs import GROUPED_CONV, SPLIT_CONVS_RULE
+from fxrewrite.passes.decompose_grouped_conv.split_convs import GROUPED_CONV, SPLIT_CONVS_RULE
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
 from fxrewrite.rewrite.building import block_diagonal, conv2d, plain_conv_weights
 #: largest dense weight this pass builds (64 MB of float32); beyond it distillation is the better answer

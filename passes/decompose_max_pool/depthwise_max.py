@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from fxrewrite.passes.forms.max_pool_as_relu_max import running_max_rule
+from fxrewrite.passes.decompose_max_pool.relu_max import running_max_rule
 from fxrewrite.rewrite import Rewriter
 from fxrewrite.rewrite.building import conv2d
 

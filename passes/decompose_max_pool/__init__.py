@@ -11,9 +11,9 @@ legalized in a trial and the one with the fewest estimated cycles wins; without 
 form every conv chip can take) is built.
 """
 
-from fxrewrite.passes.forms.max_pool_as_depthwise_max import DEPTHWISE_MAX_RULE
-from fxrewrite.passes.forms.max_pool_as_relu_max import NON_NEGATIVE_PRODUCERS, RELU_MAX_RULE
-from fxrewrite.passes.forms.max_pool_as_smaller_pools import SMALLER_POOLS_RULE
+from fxrewrite.passes.decompose_max_pool.depthwise_max import DEPTHWISE_MAX_RULE
+from fxrewrite.passes.decompose_max_pool.relu_max import NON_NEGATIVE_PRODUCERS, RELU_MAX_RULE
+from fxrewrite.passes.decompose_max_pool.smaller_pools import SMALLER_POOLS_RULE
 from fxrewrite.rewrite import PatternPass, RuleSet, register
 
 register(PatternPass(

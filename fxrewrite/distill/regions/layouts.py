@@ -3,7 +3,7 @@
 Students read and write image maps. A rank-4 tensor in another layout (swin's channels-last
 (N, H, W, C), attention's (N, heads, L, d), maxvit's window partitions (N, windows, tokens, C)) is
 none, and on a target without permute no student could make or read it: it stays inside a region
-(fxrewrite.distill.regions), as tokens do on a target without reshape.
+(fxrewrite.distill.regions.carving), as tokens do on a target without reshape.
 
 A rank-4 tensor's layout is followed through the graph as the order of NCHW's dims it holds. Convs,
 pools and batch norms write maps from maps (over a channels-last tensor, as an exact

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fxrewrite.cost import node_macs, nodes_macs
-from fxrewrite.passes.forms.approx_large_kernel_as_3x3_stack import DENSE_STACK_RULE, same_padded_odd_square
+from fxrewrite.passes.approx_large_kernel.dense_3x3_stack import DENSE_STACK_RULE, same_padded_odd_square
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, register
 from fxrewrite.rewrite.building import LARGE_KERNEL_CONV, conv2d
 

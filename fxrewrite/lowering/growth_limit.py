@@ -1,9 +1,9 @@
-"""The growth budget: with exact rewrites alone, no model ends dearer on its target than the target's
+"""The growth limit: with exact rewrites alone, no model ends dearer on its target than the target's
 `growth_max` times the teacher, in estimated cycles or in MACs.
 
 Every node a rewrite builds inherits the origin of the node it replaced (fxrewrite.rewrite.origin_of:
 the teacher node's name), so the lowered graph's cycles and MACs can be charged to the teacher's
-nodes. When the lowered model is over budget, the teacher nodes whose exact rewrites add the most,
+nodes. When the lowered model is over the limit, the teacher nodes whose exact rewrites add the most,
 as a share of the teacher's cycles or MACs (the larger of the two), are kept as they were until the
 rest fits; the lowering runs again with them kept, and they are reported for distillation with the
 reason. A per-rewrite limit would judge a rewrite against the illegal op's hypothetical cost (SiLU
@@ -91,7 +91,7 @@ def _total(charged: Charges) -> Cost:
 
 
 @dataclass(frozen=True)
-class GrowthBudget:
+class GrowthLimit:
     """The teacher's charges and the limit; `over` and `dearer_than_students` say which teacher nodes
     to keep, given the charges of a lowering."""
 
@@ -102,7 +102,7 @@ class GrowthBudget:
     integer_readers: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, teacher: fx.GraphModule, target: Target, limit: float | None) -> GrowthBudget:
+    def of(cls, teacher: fx.GraphModule, target: Target, limit: float | None) -> GrowthLimit:
         readers = frozenset(n.name for n in teacher.graph.nodes if any(
             (meta := a.meta.get("tensor_meta")) is not None and hasattr(meta, "dtype")
             and not meta.dtype.is_floating_point for a in n.all_input_nodes))

@@ -7,10 +7,10 @@
 - fine-tuning: the stitched network end to end, on a cosine loss and normalized MSE on the final
   output, plus 0.5 x the per-block MSE, and where the output is class scores and a temperature is
   given, the KL divergence of the student's softened scores from the teacher's (times T^2, as in
-  Hinton et al.'s distillation); optionally on augmented inputs (fxrewrite.distill.augment).
+  Hinton et al.'s distillation); optionally on augmented inputs (fxrewrite.distill.training.augment).
 
 Each phase takes an optional monitor (stop on a held-out plateau or deadline, end in the best state)
-and a cosine learning-rate curve (fxrewrite.distill.loop).
+and a cosine learning-rate curve (fxrewrite.distill.training.loop).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from fxrewrite.distill.augment import augment
-from fxrewrite.distill.blockwise_loss import block_loss, normalized_mse
-from fxrewrite.distill.checkpoints import FINETUNE, PARALLEL, PROGRESSIVE, Checkpoints, ProgressCallback
-from fxrewrite.distill.loop import train_phase
-from fxrewrite.distill.monitor import Monitor
-from fxrewrite.distill.recording import OutputHooks, Recorded, as_tuple
-from fxrewrite.distill.teacher_form import TeacherForm
+from fxrewrite.distill.training.augment import augment
+from fxrewrite.distill.training.losses import block_loss, normalized_mse
+from fxrewrite.distill.training.checkpoints import FINETUNE, PARALLEL, PROGRESSIVE, Checkpoints, ProgressCallback
+from fxrewrite.distill.training.loop import train_phase
+from fxrewrite.distill.training.monitor import Monitor
+from fxrewrite.distill.training.recording import OutputHooks, Recorded, as_tuple
 from fxrewrite.ir import tensor_leaves
 
 Schedule = Literal["parallel", "progressive"]
@@ -53,9 +52,9 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     """Every student (or those in `names`, the rest kept as they are) on its own region's recorded data."""
     trained = nn.ModuleDict({"students": students, "adapters": adapters})  # all of it goes in the checkpoint
     names = list(students) if names is None else list(names)
-    # a student that starts as its teacher block (an exact fxrewrite.distill.teacher_form) takes smaller
+    # a student that starts as its teacher block (an exact teacher form) takes smaller
     # steps: it only has to recover what quantization loses, and the full rate throws that start away
-    starts_exact = {n for n in names if isinstance(students[n], TeacherForm) and not students[n].approximations}
+    starts_exact = {n for n in names if students[n].starts_at_teacher}
     exact = [p for n in starts_exact for p in students[n].parameters()]
     parameters = [p for n in names if n not in starts_exact for p in students[n].parameters()]
     parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names
@@ -104,7 +103,7 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
              checkpoints: Checkpoints, progress: ProgressCallback | None, monitor: Monitor | None = None,
              cosine_lr: bool = False, temperature: float | None = None,
              relabel: Callable[[torch.Tensor], Recorded] | None = None, seed: int = 0) -> None:
-    """With `relabel`, every batch is augmented (fxrewrite.distill.augment) and its targets are the
+    """With `relabel`, every batch is augmented (fxrewrite.distill.training.augment) and its targets are the
     teacher's outputs on the augmented inputs."""
     optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
     positions = {id(entry): index for index, entry in enumerate(cache)}

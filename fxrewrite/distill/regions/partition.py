@@ -1,4 +1,4 @@
-"""Cutting a set of nodes into connected groups that fuse without a cycle (for fxrewrite.distill.regions).
+"""Cutting a set of nodes into connected groups that fuse without a cycle (for fxrewrite.distill.regions.carving).
 
 By hand, since torch's partitioner (CapabilityBasedPartitioner) proposes such cycle-free groups in
 time quadratic in their size (0.9 s of maxvit_t's 3 s lowering).

@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from fxrewrite.distill.processes import on_main
+from fxrewrite.distill.training.processes import on_main
 from fxrewrite.errors import TrainingDiverged
 from fxrewrite.ir import tensor_leaves
 from fxrewrite.metrics import Score, score_between

@@ -1,7 +1,7 @@
 """The one training loop every phase uses: epochs over the cached batches, a loss per batch, a
 checkpoint after every epoch (a resumed phase continues where it stopped), a progress event.
 
-With a monitor (fxrewrite.distill.monitor) the epochs are a cap: the phase stops on a held-out
+With a monitor (fxrewrite.distill.training.monitor) the epochs are a cap: the phase stops on a held-out
 plateau or its deadline and ends in its best state. With `cosine_lr` the learning rate warms up
 linearly over the first WARMUP_SHARE of the phase's steps, then follows a half cosine to zero at
 the cap; it is a function of the step alone, so a resumed phase continues the same curve.
@@ -16,18 +16,18 @@ from typing import TypeVar
 
 import torch
 
-from fxrewrite.distill.checkpoints import Checkpoints, Progress, ProgressCallback
-from fxrewrite.distill.monitor import DIVERGED_ADVICE, Monitor
-from fxrewrite.distill.processes import data_parallel, is_main
+from fxrewrite.distill.training.checkpoints import Checkpoints, Progress, ProgressCallback
+from fxrewrite.distill.training.monitor import DIVERGED_ADVICE, Monitor
+from fxrewrite.distill.training.processes import data_parallel, is_main
 from fxrewrite.errors import TrainingDiverged
 
 Batch = TypeVar("Batch")
 
 #: the share of a phase's steps (at its epoch cap) spent warming the learning rate up
 WARMUP_SHARE = 0.05
-#: the learning rate's multiple after a rollback (fxrewrite.distill.monitor: retries)
+#: the learning rate's multiple after a rollback (fxrewrite.distill.training.monitor: retries)
 RETRY_FACTOR = 0.5
-#: the batches timed at the start of a phase to know its speed (fxrewrite.distill.monitor.Monitor.speed)
+#: the batches timed at the start of a phase to know its speed (fxrewrite.distill.training.monitor.Monitor.speed)
 SPEED_BATCHES = 8
 
 

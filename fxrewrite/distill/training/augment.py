@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxrewrite.distill.recording import OutputHooks, Recorded
+from fxrewrite.distill.training.recording import OutputHooks, Recorded
 
 MIXUP_EVERY = 10
 #: the largest shift, as a share of each side

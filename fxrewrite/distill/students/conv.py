@@ -1,7 +1,5 @@
-"""Student blocks: legal ops only, the region's input and output shapes, started from the teacher.
+"""The conv student, for regions whose output is an image map (N, C, H, W).
 
-Policy for image-map outputs (fxrewrite.distill.token_students has the others; the size within the
-budget is chosen by fxrewrite.distill.sizing):
 - NCHW -> NCHW (same or halved map): `depth` layers of 3x3 conv + batch norm + ReLU of `width`
   channels and a last 3x3 conv; one stride-2 conv per halving of the map. The widest width is
   max(input, output channels), capped by the target's in_channels_max; depth runs from the
@@ -11,24 +9,25 @@ budget is chosen by fxrewrite.distill.sizing):
   otherwise a batch norm follows it.
 - Merges: inputs finer than the others (an FPN or U-Net level) first pass their own stride-2
   3x3 conv + batch norm + ReLU layers, one per halving, down to the coarsest map that feeds the
-  body; inputs coarser than the body by an integer factor are enlarged by the target's own ops
-  (fxrewrite.distill.upsampling: nearest resize, or a phase conv and pixel shuffle) and join the
-  concat; where the target has no such op they are left out (the body learns from the rest), and
-  a region of only such inputs is refused with its shapes and that reason.
+  body; inputs coarser than the body by an integer factor r are enlarged with the target's own ops
+  and join the concat, in the first of these forms the target runs (checked by tracing a probe
+  through the target's verdicts):
+  1. nearest `upsample` by r, where the target resizes maps (the Ethos-U targets);
+  2. a 3x3 conv writing r^2 phases per channel, then `pixel_shuffle(r)` (depth to space), where the
+     target runs that but no resize (npu-generic): depthwise with channel multiplier r^2 where the
+     target runs depthwise convs, dense otherwise. It starts as nearest upsampling (centre tap 1)
+     and, trained, can learn smoother phases (bilinear's 3/4-1/4 weights are 3x3 phase kernels);
+  3. none (archnet: no op makes a map larger): the input is left out (the body learns from the
+     rest), and a region of only such inputs is refused with its shapes and that reason.
 - Gates: vector inputs (N, C, 1, 1) or (N, C) beside a map (squeeze-and-excitation) multiply the
   body's output through a 1x1 conv started as the identity (the teacher's gate as it is) where
   the target multiplies a map by a per-channel vector; elsewhere they are left out, and the body
   learns the gate from the map it squeezes.
-- A region with several outputs gets one student per output, all reading every input, each
-  with an equal share of the budget.
-
 - Channel limits: where the maps the body concatenates exceed the channels the target's convs
   read, each first passes a 3x3 conv + batch norm + ReLU narrowing it in proportion, so every
   student is legal by construction.
 
-A region that reads no input computes the same tensors for every sample: its student is them, recorded
-once. Where the region has an exact legal form, that is the student instead (fxrewrite.distill.teacher_form);
-generic students start from the teacher's layers where shapes allow (fxrewrite.distill.seeding).
+It starts from the teacher's layers where shapes allow (the default of fxrewrite.distill.students.base).
 """
 
 from __future__ import annotations
@@ -37,18 +36,47 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import fx, nn
+from torch import nn
 
-from fxrewrite.cost import Cost
-from fxrewrite.distill.sizing import (DEFAULT_STUDENT_BUDGET, GROWTH_CAP, MIN_WIDTH, Sized, first_within_budget,
-                                     module_cost, widths)
-from fxrewrite.distill.teacher_form import Legalize, teacher_forms
-from fxrewrite.distill.token_students import Candidates, runs_on, skip_input, token_candidates
-from fxrewrite.distill.upsampling import factor_between, legal_form, upsampler
+from fxrewrite.distill.sizing import MIN_WIDTH, widths
+from fxrewrite.distill.students.base import Candidates, Request, Student, runs_on, skip_input, student_kind
 from fxrewrite.errors import DistillError
+from fxrewrite.rewrite.building import block_diagonal
 from fxrewrite.target import Target
 
 MAX_DEPTH = 3
+
+
+#: the forms, in the order they are tried
+FORMS = ("nearest", "depthwise-phases", "dense-phases")
+
+
+def upsampler(form: str, channels: int, factor: int) -> nn.Module:
+    """A layer enlarging (N, channels, H, W) to (N, channels, factor H, factor W), started as nearest."""
+    if form == "nearest":
+        return nn.Upsample(scale_factor=factor, mode="nearest")
+    depthwise = form == "depthwise-phases"
+    copies = torch.zeros(channels * factor * factor, 1, 3, 3)
+    copies[:, :, 1, 1] = 1.0  # each channel written to its factor^2 phases, as nearest does
+    conv = nn.Conv2d(channels, len(copies), 3, padding=1, groups=channels if depthwise else 1)
+    with torch.no_grad():
+        conv.weight.copy_(copies if depthwise else block_diagonal(copies, channels))
+        conv.bias.zero_()
+    return nn.Sequential(conv, nn.PixelShuffle(factor))
+
+
+def legal_form(target: Target, coarse: torch.Tensor, factor: int) -> str | None:
+    """The first form (FORMS) the target runs on a map like `coarse` enlarged by `factor`, or None."""
+    sample = coarse[:1]
+    return next((form for form in FORMS if runs_on(target, upsampler(form, sample.shape[1], factor), [sample])), None)
+
+
+def factor_between(coarse: tuple[int, ...], fine: tuple[int, ...]) -> int | None:
+    """The one integer factor r >= 2 with fine == r * coarse along both sides, or None."""
+    if any(c < 1 or f % c for c, f in zip(coarse, fine)):
+        return None
+    ratios = {f // c for c, f in zip(coarse, fine)}
+    return ratios.pop() if len(ratios) == 1 and min(ratios) >= 2 else None
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool, padding: int = 1) -> list[nn.Module]:
@@ -56,7 +84,7 @@ def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool, padding: int = 1)
     return layers + [nn.ReLU()] if relu else layers
 
 
-class ConvStudent(nn.Module):
+class ConvStudent(Student):
     """Conv layers over the maps it reads (`maps`: input position -> the paddings of the stride-2
     layers taking it to the body's size; `halvings`: those of the body's; `ups`: input position ->
     the upsampling form and factor taking a coarser map to the body's size), the output optionally
@@ -106,44 +134,6 @@ class ConvStudent(nn.Module):
         return out * self.gate(torch.cat(vectors, 1) if len(vectors) > 1 else vectors[0])
 
 
-class MultiOutputStudent(nn.Module):
-    """One student per output of a region with several, each reading every input."""
-
-    def __init__(self, students: Sequence[nn.Module]):
-        super().__init__()
-        self.heads = nn.ModuleList(students)
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(head(*inputs) for head in self.heads)
-
-
-class TensorInputs(nn.Module):
-    """A student of the region's tensor inputs alone: sizes read at run time (the batch size a
-    reshape needs) reach a region as inputs too, and the student does not need them."""
-
-    def __init__(self, student: nn.Module, positions: Sequence[int]):
-        super().__init__()
-        self.student, self.positions = student, tuple(positions)
-
-    def forward(self, *inputs: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        return self.student(*(inputs[i] for i in self.positions))
-
-
-class ConstantOutputs(nn.Module):
-    """A region that reads no input (a relative position bias gathered from its table) computes the
-    same tensors for every sample: its student is those tensors, recorded once, exactly."""
-
-    def __init__(self, outputs: Sequence[torch.Tensor]):
-        super().__init__()
-        for index, value in enumerate(outputs):
-            self.register_buffer(f"output_{index}", value.detach().clone())
-        self.count = len(outputs)
-
-    def forward(self, *_: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        values = tuple(getattr(self, f"output_{index}") for index in range(self.count))
-        return values[0] if self.count == 1 else values
-
-
 def _halvings(size: Sequence[int], to: Sequence[int]) -> tuple[int, ...] | None:
     """The paddings of stride-2 3x3 conv layers taking a map of `size` to `to`, fewest layers first,
     padding 1 (n -> ceil(n / 2)) before 0 (n -> floor((n - 1) / 2), an unpadded pool's size); None
@@ -158,7 +148,12 @@ def _halvings(size: Sequence[int], to: Sequence[int]) -> tuple[int, ...] | None:
     return None
 
 
-def _map_candidates(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, target: Target) -> Candidates:
+@student_kind(rank=40)
+def candidates(request: Request) -> Candidates | None:
+    """Conv students for an image-map output (module docstring), widest first; None for any other output."""
+    name, inputs, output, target = request.name, request.inputs, request.output, request.target
+    if output.dim() != 4:
+        return None
     shapes = [tuple(t.shape) for t in inputs]
     out_shape = tuple(output.shape)
     vectors = [i for i, s in enumerate(shapes) if len(s) == 2 or (len(s) == 4 and s[2:] == (1, 1) != out_shape[2:])]
@@ -222,73 +217,3 @@ def _upsamplers(coarse: dict[int, torch.Tensor], size: Sequence[int], target: Ta
         if form is not None:
             found[i] = (form, factor)
     return found
-
-
-def _one_student(name: str, inputs: Sequence[torch.Tensor], output: torch.Tensor, region_kinds: set[str],
-                 teacher: Cost, allowed: Cost, target: Target) -> Sized:
-    candidates = token_candidates(name, inputs, output, region_kinds, target)
-    if candidates is None:
-        candidates = _map_candidates(name, inputs, output, target)
-    return first_within_budget(candidates, inputs, teacher, allowed, target)
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {str(value.dtype).removeprefix('torch.')} tensor"
-    return f"a {type(value).__name__}"
-
-
-def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tensor], teacher: Cost,
-               target: Target, allowed: Cost | None = None, region_kinds: set[str] | None = None,
-               size_only: frozenset[int] = frozenset(), region: fx.GraphModule | None = None,
-               legalize: Legalize | None = None) -> Sized:
-    """A student for one region from its recorded inputs and output tensors (see the module policy),
-    costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
-    times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
-    tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
-    token ids, for the batch size): the student does not read them, as it reads no int. Where the teacher
-    `region` has an exact or approximate legal form by `legalize` (fxrewrite.distill.teacher_form), that
-    form (the exact one first) is the student when it costs at most what the target lets exact rewrites cost (`growth_max`, at least
-    GROWTH_CAP) times `allowed`: it is the teacher's own maths and starts there, where a cheaper
-    generic student starts from scratch; else when no other candidate fits and it is the cheaper."""
-    unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
-    if unreal or not outputs:
-        raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "
-                           "student of legal ops writes real floating-point tensors; keep such ops (complex "
-                           "numbers, sort indices, sizes) outside what the target must run, or rewrite them")
-    if not inputs:
-        return Sized(ConstantOutputs(outputs), "constant (the region reads no input: its outputs, recorded once)", 0.0)
-    # a tensor without the batch (a position table made from parameters) is the same for every sample:
-    # a student learns its effect as a constant, so it reads only the per-sample tensors
-    batch = outputs[0].shape[0] if outputs[0].dim() else None
-    positions = [i for i, value in enumerate(inputs) if isinstance(value, torch.Tensor) and i not in size_only
-                 and (batch is None or (value.dim() > 0 and value.shape[0] == batch))]
-    tensors = [inputs[i] for i in positions]
-    integers = [tuple(t.shape) for t in tensors if not t.is_floating_point()]
-    if integers:
-        raise DistillError(f"{name}: no student for integer inputs {integers} (token ids) on {target.name}: a "
-                           "student's layers read floats, and the target has no one-hot encoding (one_hot and "
-                           "cast, as archnet-transformer declares) to turn ids into them")
-    allowed = allowed or teacher.scaled(DEFAULT_STUDENT_BUDGET)
-    # a teacher form reads what its region reads (an image for its batch size alone is a legal shape read)
-    every = [value for value in inputs if isinstance(value, torch.Tensor)]
-    forms = teacher_forms(region, every, target, legalize) if region is not None and legalize is not None \
-        and len(every) == len(inputs) else []
-    costs = [module_cost(form, every, target) for form in forms]
-    for form, cost in zip(forms, costs):  # the exact form first
-        if cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
-            return Sized(form, form.label, cost.ratio(teacher))
-    parts = len(outputs)
-    sized = [_one_student(name, tensors, out, region_kinds or set(), teacher.divided(parts), allowed.divided(parts),
-                          target) for out in outputs]
-    student = sized[0].student if len(sized) == 1 else MultiOutputStudent([s.student for s in sized])
-    if len(positions) != len(inputs):
-        student = TensorInputs(student, positions)
-    simple = len(sized) == 1 and len(positions) == len(inputs)  # only a plain student is regrown as it is
-    generic = Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
-                    sized[0].larger if simple else None, all(s.fits for s in sized))
-    # where no generic student fits either, a form that starts as the teacher is taken if it is cheaper
-    cheapest = min(zip(costs, forms), key=lambda pair: pair[0].ratio(teacher), default=None)
-    if cheapest is not None and not generic.fits and cheapest[0].ratio(teacher) < generic.cost_ratio:
-        return Sized(cheapest[1], cheapest[1].label, cheapest[0].ratio(teacher))
-    return generic
