@@ -54,7 +54,8 @@ def test_check_json(run_cli):
 def test_targets_list_and_report(run_cli):
     code, out, _ = run_cli("targets")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
-        "archnet", "archnet-transformer", "cpu-reference", "ethos-u55-128", "ethos-u55-256", "ethos-u85-256", "npu-generic"]
+        "archnet", "archnet-transformer", "cpu-reference", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256",
+        "ethos-u65-512", "ethos-u85-256", "npu-generic"]
     code, out, _ = run_cli("targets", "archnet")
     assert code == 0
     assert "conv2d      kernel in {3x3}; stride in {1, 2}" in out

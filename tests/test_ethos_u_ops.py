@@ -16,7 +16,7 @@ from torch import nn
 from fxrewrite import api
 from fxrewrite.target import Target
 
-TARGETS = ["ethos-u55-128", "ethos-u55-256", "ethos-u85-256"]
+TARGETS = ["ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512", "ethos-u85-256"]
 Op = Callable[[torch.Tensor], torch.Tensor]
 
 

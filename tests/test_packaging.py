@@ -39,5 +39,6 @@ def test_targets_are_found_from_an_installed_wheel(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(site)}, check=True)
     location, listed, loaded = result.stdout.splitlines()
     assert location.startswith(str(site)), "the wheel's copy must be imported, not the source tree"
-    assert listed == "['archnet', 'archnet-transformer', 'cpu-reference', 'ethos-u55-128', 'ethos-u55-256', 'ethos-u85-256', 'npu-generic']"
+    assert listed == ("['archnet', 'archnet-transformer', 'cpu-reference', 'ethos-u55-128', 'ethos-u55-256', "
+                      "'ethos-u65-256', 'ethos-u65-512', 'ethos-u85-256', 'npu-generic']")
     assert loaded == "ethos-u55-256"  # it extends ethos-u55-128, found inside the wheel too

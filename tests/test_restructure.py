@@ -314,3 +314,43 @@ def test_every_candidate_file_is_registered():
     assert sorted(c.name for c in found) == sorted(c.name for c in CANDIDATES)
     assert all(any(c is registered for registered in CANDIDATES) for c in found)
     assert [c.name.replace("-", "_") for c in found] == files  # each file is named after its rewrite
+
+
+def test_cycles_are_costed_at_the_deployment_shape_and_agreement_on_the_calibration_data():
+    torch.manual_seed(0)
+    gm = annotate_shapes(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"),
+                         (torch.zeros(1, 3, 13, 13),))
+    small = restructure(gm, ETHOS, _data(), accuracy_budget=100.0)
+    large = restructure(gm, ETHOS, _data(), accuracy_budget=100.0, deploy_shape=(1, 3, 52, 52))
+    assert small.costed_at == "the input shape 1x3x13x13"
+    assert large.costed_at == ("the deployment shape 1x3x52x52, agreement judged on the calibration inputs at "
+                               "1x3x13x13")
+    by_block = {(c.block, c.rewrite): c for c in small.considered}
+    for row in large.considered:  # 16 times the pixels: every block and replacement costs more
+        assert row.cycles_before > 4 * by_block[row.block, row.rewrite].cycles_before
+        assert row.cycles_after > 4 * by_block[row.block, row.rewrite].cycles_after
+    assert large.agreement is not None and large.to_dict()["costed_at"] == large.costed_at
+
+
+def test_a_deployment_shape_the_model_cannot_take_is_refused_before_any_work(run_cli, tmp_path, capsys):
+    spec = f"{__file__}:TinyMobileNet"
+    common = ("-t", "ethos-u55-128", "--input-shape", "1,3,13,13", "--calib", "synthetic", "-o", str(tmp_path / "m.pt2"))
+    code, _, err = run_cli("lower", spec, *common, "--deploy-shape", "1,3,224")
+    assert code == 2 and "--deploy-shape 1,3,224: give the model's input shape at deployment, such as 1,3,224,224" in err
+    with pytest.raises(SystemExit) as parsed:  # argparse's own refusal, in one line
+        run_cli("lower", spec, *common, "--deploy-shape", "1,3,2x4,224")
+    assert parsed.value.code == 2 and "'1,3,2x4,224' is no shape" in capsys.readouterr().err
+    code, _, err = run_cli("lower", f"{__file__}:FixedSize", *common, "--deploy-shape", "1,3,32,32")
+    assert code == 2 and "--deploy-shape 1,3,32,32: the model does not run at that shape (it is not resolution-free" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.pt2").exists()
+
+
+class FixedSize(nn.Module):
+    """Flattened into a linear layer: it runs at the size it was built for only."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 13 * 13, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))

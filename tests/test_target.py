@@ -17,7 +17,8 @@ from fxrewrite.target.target import parse_target
 
 from conftest import CHIP_HEADER, compute_views, symbolic
 
-BUILTINS = ["archnet", "archnet-transformer", "cpu-reference", "ethos-u55-128", "ethos-u55-256", "ethos-u85-256", "npu-generic"]
+BUILTINS = ["archnet", "archnet-transformer", "cpu-reference", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256",
+            "ethos-u65-512", "ethos-u85-256", "npu-generic"]
 
 
 def only_view(module: nn.Module, *shape: int):
@@ -185,7 +186,7 @@ def test_node_cycles_are_the_slower_of_compute_and_memory_plus_overhead():
 
 
 def test_unknown_target_name_lists_the_builtins():
-    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, archnet-transformer, cpu-reference, ethos-u55-128, ethos-u55-256, ethos-u85-256, npu-generic"):
+    with pytest.raises(TargetError, match="unknown target 'tpu'.*archnet, archnet-transformer, cpu-reference, ethos-u55-128, ethos-u55-256, ethos-u65-256, ethos-u65-512, ethos-u85-256, npu-generic"):
         Target.load("tpu")
 
 
@@ -282,3 +283,12 @@ def test_the_older_spelling_names_the_same_compiler():
     chip = parse_target(older.encode(), "older.toml")
     assert (chip.compiler, chip.accelerator, chip.vela_accelerator) == ("vela", "ethos-u55-128", "ethos-u55-128")
     assert Target.load("archnet").compiler == "" and Target.load("archnet").vela_accelerator == ""
+
+
+@pytest.mark.parametrize("name", ["ethos-u65-256", "ethos-u65-512"])
+def test_the_u65_targets_take_the_u55_ops_at_their_own_clock(name):
+    """ExecuTorch lowers the U65 with the U55's TOSA profile: the same ops and formats; Vela's
+    Ethos_U65_High_End runs at 1 GHz."""
+    u55, u65 = Target.load("ethos-u55-128"), Target.load(name)
+    assert u65.ops == u55.ops and (u65.weights, u65.activations) == (u55.weights, u55.activations)
+    assert (u65.compiler, u65.accelerator) == ("vela", name) and u65.performance.clock_mhz == 1000

@@ -35,7 +35,7 @@ def test_without_the_extra_vela_is_one_line_saying_what_to_install(run_cli, monk
 
 def test_vela_on_a_target_without_an_accelerator_names_the_ethos_u_targets(run_cli, tmp_path):
     code, _, stderr = run_cli("check", MODEL, "-t", "archnet", "--vela", *SMALL)
-    assert code == 2 and "--vela: target archnet names no Vela accelerator" in stderr and "are ethos-u55-128, ethos-u55-256, ethos-u85-256" in stderr
+    assert code == 2 and "--vela: target archnet names no Vela accelerator" in stderr and "are ethos-u55-128, ethos-u55-256, ethos-u65-256, ethos-u65-512, ethos-u85-256" in stderr
     code, _, stderr = run_cli("lower", MODEL, "-t", "archnet", *SMALL, "-o", str(tmp_path / "m.pte"))
     assert code == 2 and "m.pte: target archnet names no Vela accelerator" in stderr
 

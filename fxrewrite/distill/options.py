@@ -9,6 +9,7 @@ fxrewrite.distill.distiller) and the report's echo of the options a run trained 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,15 @@ from fxrewrite.quant import METHODS, SOURCES_HELP, Method
 #: what a field steers: the calibration data, quantization, training, the restructuring planner, or
 #: where and how a run goes (runtime: a checkpoint written under other values is resumed)
 Part = Literal["data", "quantization", "training", "planner", "runtime"]
+def shape_of(text: str) -> tuple[int, ...]:
+    """`1,3,224,224` -> (1, 3, 224, 224), for the CLI."""
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no shape: give sizes separated by commas, such as "
+                                         "1,3,224,224") from None
+
+
 #: the parts that change what is trained, so a checkpoint's fingerprint holds them
 TRAINED_PARTS = frozenset({"quantization", "training"})
 
@@ -102,6 +112,10 @@ class TrainingOptions:
         "the target's cost says they are faster, while held-out top-1 agreement with the teacher stays within POINTS "
         "of 100%% (for outputs that are not class scores, or scores of one class for every input, the cosine within "
         "POINTS/100 of 1; default %(default)g; 0: no restructuring)", float, "POINTS")
+    deploy_shape: tuple[int, ...] | None = _option(
+        None, "planner", "cost the restructuring at the input shape the network is deployed at, such as "
+        "1,3,224,224, while agreement is judged on the calibration data (a resolution-free network calibrated at "
+        "another size; default: the captured input shape)", shape_of, "SHAPE")
     #: a block's cycles on the chip (module, input, signature) -> cycles; None: the target's estimate, or
     #: Vela's on an Ethos-U target where the ethos-u extra is installed (fxrewrite.lower)
     block_cycles: Callable[..., float] | None = _option(None, "planner", "the restructuring planner's cycles per "
@@ -130,7 +144,7 @@ class TrainingOptions:
                 continue
             value = getattr(self, f.name)
             plain = value is None or isinstance(value, (bool, int, float, str))
-            echo[f.name] = value if plain else type(value).__name__
+            echo[f.name] = value if plain else list(value) if isinstance(value, tuple) else type(value).__name__
         return echo
 
 

@@ -83,6 +83,8 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
     for flag in ("lr", "time_budget", "student_budget"):
         if getattr(options, flag) is not None:
             check_positive(f"--{flag.replace('_', '-')}", getattr(options, flag))
+    if options.deploy_shape is not None:
+        _check_deploy_shape(options.deploy_shape, gm, example_inputs)
     budget = options.accuracy_budget
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100:
         raise UsageError(f"--accuracy-budget {budget}: give points of top-1 agreement from 0 (no restructuring) "
@@ -90,6 +92,27 @@ def validate(options: TrainingOptions, target: Target, gm: fx.GraphModule,
     if not options.wants_quantization:
         return None
     return scheme_for(target, options.wbits, options.abits, options.quant)
+
+
+def _check_deploy_shape(shape: object, gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> None:
+    """Refuse a deployment shape that is no shape of the model's input, or that the model cannot take
+    (a layer fixed to the size it was captured at: the network is not resolution-free)."""
+    captured = tuple(example_inputs[0].shape)
+    written = ",".join(map(str, shape)) if isinstance(shape, (tuple, list)) else str(shape)
+    shape = tuple(shape) if isinstance(shape, list) else shape
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+            and len(shape) == len(captured) and shape[1:2] == captured[1:2]):
+        raise UsageError(f"--deploy-shape {written}: give the model's input shape at deployment, such as "
+                         f"{','.join(map(str, (1, *captured[1:2], *(224,) * (len(captured) - 2))))} (the captured "
+                         f"input is {','.join(map(str, captured))}: the same rank and channels)")
+    try:
+        with torch.no_grad():
+            copy.deepcopy(gm).eval()(torch.zeros(shape, dtype=example_inputs[0].dtype))
+    except Exception as exc:  # noqa: BLE001 - any failure means the model does not run at that shape
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UsageError(f"--deploy-shape {written}: the model does not run at that shape (it is not resolution-free: "
+                         f"{first}); cost it at the shape it was captured at, "
+                         f"{','.join(map(str, captured))}, by leaving --deploy-shape out") from None
 
 
 #: the calibration inputs an exact lowering is verified on where a random input is past its range
@@ -128,7 +151,7 @@ def lower_graph(gm: fx.GraphModule, target: Target, example_inputs: tuple[torch.
     broken = exact.verification.max_relative_error > tolerance and reference is None
     if data is not None and not exact.verdicts.illegal and not broken and training.accuracy_budget > 0:
         restructured = restructure(exact.gm, target, data, training.accuracy_budget, training.seed,
-                                   training.block_cycles)
+                                   training.block_cycles, training.deploy_shape)
         verdicts = exact.verdicts if restructured.gm is exact.gm else check(restructured.gm, target, model)
         outcome = replace(outcome, gm=restructured.gm, verdicts=verdicts, restructured=restructured, calibration=data)
     needs_training = bool(exact.verdicts.illegal) or scheme is not None

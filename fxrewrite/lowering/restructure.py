@@ -89,17 +89,21 @@ class Restructured:
     vacuous: str = ""
     #: what `agreement` measures
     measure: str = "top-1 agreement"
+    #: the input shape the cycles are for (the deployment shape, or the shapes recorded on the graph)
+    costed_at: str = ""
 
     def to_dict(self) -> dict:
         return {"budget_points": self.accuracy_budget, "agreement": self.agreement, "measure": self.measure,
                 "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
+                "costed_at": self.costed_at,
                 "blocks": [asdict(c) for c in self.considered]} | (
                     {"no_class_information": self.vacuous} if self.vacuous else {})
 
     def to_text(self) -> str:
         chosen = [c for c in self.considered if c.chosen]
         blocks = len({c.block for c in self.considered})
-        lines = [f"restructuring (accuracy budget {self.accuracy_budget:g} points, cycles by {self.costed_by}): "
+        lines = [f"restructuring (accuracy budget {self.accuracy_budget:g} points, cycles by {self.costed_by} at "
+                 f"{self.costed_at}): "
                  f"{len(chosen)} of {blocks} blocks replaced"
                  + (f", held-out {self.measure} {self.agreement:.2%}" if self.agreement is not None else "")
                  + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
@@ -173,20 +177,24 @@ def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
     return "; ".join(f"{row.kind}: {row.reason}" for row in check(graph, target).illegal)
 
 
-def _block_cycles(block: Collapsible, sample: torch.Tensor, gm: fx.GraphModule, target: Target,
+def _block_cycles(block: Collapsible, sample: torch.Tensor, costed: fx.GraphModule, target: Target,
                   measure: BlockCycles | None) -> float:
-    """The teacher block's cycles, measured where `measure` is given, else estimated."""
+    """The teacher block's cycles in `costed` (the graph with the shapes it is costed at), measured
+    where `measure` is given, else estimated."""
+    by_name = {node.name: node for node in costed.graph.nodes}
+    nodes = [by_name[n.name] for n in block.nodes]
     if measure is None:
-        return nodes_cycles(block.nodes, target.performance)
-    teacher, _ = extract_subgraph(gm, [n for n in block.nodes if n.op != "get_attr"])
-    return measure(teacher, sample, ("teacher", products_signature(list(block.nodes))))
+        return nodes_cycles(nodes, target.performance)
+    teacher, _ = extract_subgraph(costed, [n for n in nodes if n.op != "get_attr"])
+    return measure(teacher, sample, ("teacher", products_signature(nodes), tuple(sample.shape)))
 
 
 def _replacement_cycles(block: Collapsible, rewrite: str, module: nn.Module, sample: torch.Tensor, target: Target,
                         measure: BlockCycles | None) -> float:
     if measure is None:
         return module_cost(module, (sample,), target).cycles
-    shapes = (tuple(sample.shape), tuple(tensor_shape(block.output)))
+    with torch.no_grad():
+        shapes = (tuple(sample.shape), tuple(module(sample).shape))
     return measure(module, sample, ("replacement", rewrite, *module.signature(), block.kernel, block.stride,
                                     block.residual, *shapes))
 
@@ -220,23 +228,34 @@ def acceptance_order(rows: dict[Key, Considered], alone: dict[Key, float], sampl
 
 def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                 accuracy_budget: float = DEFAULT_ACCURACY_BUDGET,
-                seed: int = 0, measure: BlockCycles | None = None) -> Restructured:
+                seed: int = 0, measure: BlockCycles | None = None,
+                deploy_shape: tuple[int, ...] | None = None) -> Restructured:
     """`gm` (legal on `target`, shapes recorded at batch 1) with the replacements that pay (module
-    docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it)."""
+    docstring); `measure` gives the cycles where the estimate should not (its `describe()` names it).
+    With `deploy_shape` the cycles are those of the network run at that input shape (a resolution-free
+    network calibrated at another size), while agreement is judged on the calibration data."""
     considered: dict[Key, Considered] = {}
     candidates: dict[Key, tuple[Collapsible, nn.Module]] = {}
+    costed = gm if deploy_shape is None else annotate_shapes(copy.deepcopy(gm), (torch.zeros(deploy_shape),))
+    costed_inputs = {node.name: node for node in costed.graph.nodes}
+    recorded = "x".join(map(str, tensor_shape(next(n for n in gm.graph.nodes if n.op == "placeholder"))))
+    costed_at = (f"the deployment shape {'x'.join(map(str, deploy_shape))}, agreement judged on the calibration "
+                 f"inputs at {recorded}" if deploy_shape is not None else f"the input shape {recorded}")
     for block, takers in blocks_and_takers(gm):
         sample = torch.zeros(tensor_shape(block.input))
+        cost_sample = torch.zeros(tensor_shape(costed_inputs[block.input.name]))
         built = []
         for candidate in takers:
             torch.manual_seed(seed)
             module = candidate.build(block)
-            built.append((candidate.name, module, _legal(module, sample, target)))
+            illegal = _legal(module, sample, target) or (_legal(module, cost_sample, target)
+                                                         if deploy_shape is not None else "")
+            built.append((candidate.name, module, illegal))
         # the block is compiled only where some replacement is legal, and then compared by the same measure
         measured = measure if any(not illegal for *_, illegal in built) else None
-        before = _block_cycles(block, sample, gm, target, measured)
+        before = _block_cycles(block, cost_sample, costed, target, measured)
         for rewrite, module, illegal in built:
-            after = _replacement_cycles(block, rewrite, module, sample, target, None if illegal else measured)
+            after = _replacement_cycles(block, rewrite, module, cost_sample, target, None if illegal else measured)
             key, row = (block.output.name, rewrite), Considered(block.output.name, rewrite, before, after)
             if illegal:
                 considered[key] = replace(row, why=f"not legal on {target.name}: {illegal}")
@@ -246,7 +265,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                 considered[key], candidates[key] = row, (block, module)
     costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
     if not candidates:
-        return Restructured(gm, list(considered.values()), accuracy_budget, costed_by=costed_by)
+        return Restructured(gm, list(considered.values()), accuracy_budget, costed_by=costed_by, costed_at=costed_at)
     held = _samples(data.held_out, JUDGE_SAMPLES)
     teacher = outputs_of(gm, held)
     scored = score_between(teacher, teacher)
@@ -281,10 +300,11 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
             considered[key] = replace(considered[key], why=f"held-out {judged_by['measure']} would fall to "
                                                             f"{score:.2%}, below the budget's {floor:.2%}")
     if not accepted:
-        return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by, **judged_by)
+        return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by, **judged_by,
+                            costed_at=costed_at)
     final = swapped(gm, accepted)
     train_all = torch.cat(data.train)
     separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
                                          outputs_of(gm, train_all), held, teacher, seed)
     return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), accuracy_budget, agreement,
-                        costed_by, separately, **judged_by)
+                        costed_by, separately, **judged_by, costed_at=costed_at)
