@@ -71,6 +71,21 @@ def top1_agreement(got: torch.Tensor, want: torch.Tensor) -> float:
 NEAR_CONSTANT = 1e-3
 
 
+#: z of the one-sided 95% confidence an agreement's lower bound holds at
+CONFIDENCE_Z = 1.645
+
+
+def agreement_lower_bound(agreement: float, samples: int, z: float = CONFIDENCE_Z) -> float:
+    """The Wilson score lower bound of a top-1 agreement p measured on n = `samples` inputs,
+    (p + z^2/2n - z sqrt(p (1 - p)/n + z^2/4n^2)) / (1 + z^2/n): the agreement that inputs drawn like
+    them reach at one-sided 95% confidence. A few hundred held-out inputs measure agreement to about
+    a point; a budget of half a point spent on the measured figure is spent on that noise."""
+    n = max(samples, 1)
+    centre = agreement + z * z / (2 * n)
+    spread = z * math.sqrt(max(agreement * (1 - agreement), 0.0) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
 def no_class_information(want: torch.Tensor) -> str:
     """Why top-1 agreement with the teacher's class scores `want` (N, C), C > 1, would mean nothing, else
     '': the teacher gives one class for every input (a randomly initialised network on random inputs

@@ -31,7 +31,7 @@ from fxrewrite.lowering.candidates.approx_inverted_residual_as_narrow_pair impor
 from fxrewrite.lowering.candidates.collapsed import CollapsedBlock, fit_least_squares
 from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.quant import CalibrationData
-from fxrewrite.metrics import no_class_information
+from fxrewrite.metrics import agreement_lower_bound, no_class_information
 from fxrewrite.ship.ethos_u_toolchain import ethos_u_installed
 from fxrewrite.target import Target
 
@@ -354,3 +354,45 @@ class FixedSize(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_the_budget_holds_on_digits_the_teacher_never_saw():
+    """A TinyMobileNet trained with labels on 1,200 of scikit-learn's digits, restructured at budget B
+    on them (960 to fit, 240 held out), ends within B points of the teacher's top-1 on the other 597.
+    Measured over seeds 0-4 at 1 and 2 threads: at B = 5 the drop is 1.3-3.4 points with one block
+    replaced; spending B on the measured held-out agreement instead of its lower 95% bound let a
+    run at B = 8 end 8.2 points below, its held-out agreement 92.1%."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = F.interpolate(torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16, size=(16, 16),
+                      mode="bilinear").repeat(1, 3, 1, 1)
+    y = torch.tensor(digits.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    torch.manual_seed(0)
+    teacher = TinyMobileNet()
+    optimizer = torch.optim.Adam(teacher.parameters(), 3e-3)
+    for epoch in range(15):
+        for rows in torch.randperm(1200, generator=torch.Generator().manual_seed(epoch)).split(64):
+            optimizer.zero_grad()
+            F.cross_entropy(teacher(x[rows]), y[rows]).backward()
+            optimizer.step()
+    teacher.eval()
+    gm = annotate_shapes(capture(teacher, (x[:1],), "symbolic"), (x[:1],))
+    data = CalibrationData(tuple(x[:960].split(64)), tuple(x[960:1200].split(64)), "digits")
+    budget = 5.0
+    result = restructure(gm, ETHOS, data, accuracy_budget=budget)
+    assert any(c.chosen for c in result.considered)  # something was spent, or the bound is vacuous
+    with torch.no_grad():
+        unseen = slice(1200, None)
+        drop = ((teacher(x[unseen]).argmax(1) == y[unseen]).float().mean()
+                - (result.gm(x[unseen]).argmax(1) == y[unseen]).float().mean()).item()
+    assert drop * 100 <= budget
+    assert result.agreement_bound < result.agreement and result.to_dict()["agreement_lower_bound"] is not None
+
+
+def test_the_agreement_bound_is_wilsons_lower_bound():
+    assert agreement_lower_bound(1.0, 1000) == pytest.approx(1 / (1 + 1.645 ** 2 / 1000))
+    assert agreement_lower_bound(0.975, 240) == pytest.approx(0.95239, abs=1e-5)
+    assert agreement_lower_bound(0.975, 240) < agreement_lower_bound(0.975, 2400) < 0.975

@@ -36,7 +36,7 @@ from fxrewrite.distill.options import DEFAULT_ACCURACY_BUDGET
 from fxrewrite.distill.sizing import module_cost
 from fxrewrite.ir import annotate_shapes, tensor_shape
 from fxrewrite.legality import check
-from fxrewrite.metrics import l2_relative_error, score_between
+from fxrewrite.metrics import agreement_lower_bound, l2_relative_error, score_between
 from fxrewrite.lowering.joint_tuning import agreement_with, outputs_of, tune_jointly
 from fxrewrite.lowering.planner import extract_subgraph, products_signature
 from fxrewrite.lowering.candidates import CANDIDATES, Candidate, Collapsible
@@ -91,11 +91,14 @@ class Restructured:
     measure: str = "top-1 agreement"
     #: the input shape the cycles are for (the deployment shape, or the shapes recorded on the graph)
     costed_at: str = ""
+    #: the agreement the budget is held to: the lower 95% bound of `agreement` over the held-out inputs
+    #: (fxrewrite.metrics.agreement_lower_bound); None where the measure is a cosine
+    agreement_bound: float | None = None
 
     def to_dict(self) -> dict:
         return {"budget_points": self.accuracy_budget, "agreement": self.agreement, "measure": self.measure,
                 "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
-                "costed_at": self.costed_at,
+                "costed_at": self.costed_at, "agreement_lower_bound": self.agreement_bound,
                 "blocks": [asdict(c) for c in self.considered]} | (
                     {"no_class_information": self.vacuous} if self.vacuous else {})
 
@@ -107,7 +110,9 @@ class Restructured:
                  f"{len(chosen)} of {blocks} blocks replaced"
                  + (f", held-out {self.measure} {self.agreement:.2%}" if self.agreement is not None else "")
                  + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
-                    if self.agreement_separately is not None else "")]
+                    if self.agreement_separately is not None else "")
+                 + (f"; at least {self.agreement_bound:.2%} at 95% confidence, what the budget holds"
+                    if self.agreement_bound is not None else "")]
         if self.vacuous:
             lines.append(f"  no top-1 agreement: {self.vacuous}, so any replacement would agree 100%; the budget is "
                          f"spent on the {self.measure} instead")
@@ -282,6 +287,11 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
         distilled = _relative_error(module, judged[block.input.name], judged[block.output.name])
         considered[key] = replace(considered[key], error_initial=initial, error_distilled=distilled)
     floor = 1.0 - accuracy_budget / 100
+    top1 = scored.agreement is not None
+
+    def bound(score: float) -> float:  # what the budget holds: top-1 agreement at 95% confidence
+        return agreement_lower_bound(score, len(held)) if top1 else score
+
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
     agreement = None
@@ -293,12 +303,14 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
             continue
         trial = swapped(gm, accepted | {name: candidates[key]})
         score = agreement_with(trial, held, teacher)
-        if score >= floor:
+        if bound(score) >= floor:
             accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
             considered[key] = replace(considered[key], chosen=True)
         else:
             considered[key] = replace(considered[key], why=f"held-out {judged_by['measure']} would fall to "
-                                                            f"{score:.2%}, below the budget's {floor:.2%}")
+                                                            f"{score:.2%}" + (f" (at least {bound(score):.2%} at 95% "
+                                                                              "confidence)" if top1 else "")
+                                                            + f", below the budget's {floor:.2%}")
     if not accepted:
         return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by, **judged_by,
                             costed_at=costed_at)
@@ -307,4 +319,5 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
     separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
                                          outputs_of(gm, train_all), held, teacher, seed)
     return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), accuracy_budget, agreement,
-                        costed_by, separately, **judged_by, costed_at=costed_at)
+                        costed_by, separately, **judged_by, costed_at=costed_at,
+                        agreement_bound=bound(agreement) if top1 else None)
