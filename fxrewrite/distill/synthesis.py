@@ -52,11 +52,12 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     costing at most `allowed` where any candidate does (default: the teacher region's cost `teacher`
     times DEFAULT_STUDENT_BUDGET); `region_kinds` are the teacher region's op kinds (whether it mixes
     tokens). The inputs at `size_only` positions are read by the region for their sizes alone (BERT's
-    token ids, for the batch size): the student does not read them, as it reads no int. Where the teacher
-    `region` has an exact or approximate legal form by `legalize` (fxrewrite.distill.students.teacher_form), that
-    form (the exact one first) is the student when it costs at most what the target lets exact rewrites cost (`growth_max`, at least
-    GROWTH_CAP) times `allowed`: it is the teacher's own maths and starts there, where a cheaper
-    generic student starts from scratch; else when no other candidate fits and it is the cheaper."""
+    token ids, for the batch size): the student does not read them, as it reads no int. Where the
+    teacher `region` has an exact or approximate legal form by `legalize`
+    (fxrewrite.distill.students.teacher_form), that form (the exact one first) is the student when it
+    costs at most what the target lets exact rewrites cost (`growth_max`, at least GROWTH_CAP) times
+    `allowed`: it is the teacher's own maths and starts there, where a cheaper generic student starts
+    from scratch; else when no other candidate fits and it is the cheaper."""
     unreal = [_describe(o) for o in outputs if not (isinstance(o, torch.Tensor) and o.is_floating_point())]
     if unreal or not outputs:
         raise DistillError(f"{name}: no student for a region that outputs {', '.join(unreal) or 'no tensor'}: a "

@@ -2,9 +2,8 @@
 and the flow that adds distillation or post-training quantization when data is given."""
 
 from fxrewrite.lowering.exact import MAX_ROUNDS, ExactLowering, default_pipeline, lower_exact
-from fxrewrite.distill import CALIBRATED_FIELDS, TrainingOptions
 from fxrewrite.lowering.flow import LoweringOutcome, lower_graph, validate
 from fxrewrite.lowering.planner import TrialJudge, extract_subgraph
 
-__all__ = ["CALIBRATED_FIELDS", "MAX_ROUNDS", "ExactLowering", "LoweringOutcome", "TrainingOptions", "TrialJudge", "default_pipeline",
-           "extract_subgraph", "lower_exact", "lower_graph", "validate"]
+__all__ = ["MAX_ROUNDS", "ExactLowering", "LoweringOutcome", "TrialJudge", "default_pipeline", "extract_subgraph",
+           "lower_exact", "lower_graph", "validate"]
