@@ -396,3 +396,47 @@ def test_the_agreement_bound_is_wilsons_lower_bound():
     assert agreement_lower_bound(1.0, 1000) == pytest.approx(1 / (1 + 1.645 ** 2 / 1000))
     assert agreement_lower_bound(0.975, 240) == pytest.approx(0.95239, abs=1e-5)
     assert agreement_lower_bound(0.975, 240) < agreement_lower_bound(0.975, 2400) < 0.975
+
+
+class _InContext:
+    """A measure whose block costs say every replacement pays, and whose whole-network cost says only
+    networks with at most `keeps` replacements inlined gain."""
+
+    def __init__(self, keeps: int):
+        self.keeps, self.networks = keeps, []
+
+    def __call__(self, module, sample, signature) -> float:
+        return 100.0 if signature[0] == "teacher" else 10.0
+
+    def network(self, module, sample) -> float:
+        replaced = sum(name.startswith("restructured_") for name, _ in module.named_children())
+        self.networks.append(replaced)
+        return 1000.0 - 10 * min(replaced, self.keeps) + 50 * max(replaced - self.keeps, 0)
+
+
+def test_a_replacement_is_kept_only_where_the_whole_network_gains():
+    torch.manual_seed(0)
+    gm = annotate_shapes(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"),
+                         (torch.zeros(1, 3, 13, 13),))
+    measure = _InContext(keeps=1)
+    result = restructure(gm, ETHOS, _data(), accuracy_budget=100.0, measure=measure)
+    chosen = [c for c in result.considered if c.chosen]
+    refused = [c for c in result.considered if c.why.startswith("not faster in the whole network")]
+    assert len(chosen) == 1 and refused and "(1,040 cycles with it, 990 without)" in refused[0].why
+    assert result.network_cycles == (1000.0, 990.0) and measure.networks[0] == 0  # the teacher, compiled first
+    assert result.to_dict()["network_cycles"] == [1000.0, 990.0]
+
+
+@pytest.mark.skipif(not ethos_u_installed(), reason="needs the ethos-u extra")
+def test_the_whole_network_cycles_are_vela_s_for_the_teacher_and_the_result():
+    from fxrewrite.ship.ethos_u import compile_for_ethos_u
+    from fxrewrite.ship.vela_cost import VelaBlockCycles
+
+    torch.manual_seed(0)
+    gm = annotate_shapes(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"),
+                         (torch.zeros(1, 3, 13, 13),))
+    result = restructure(gm, ETHOS, _data(), accuracy_budget=100.0, measure=VelaBlockCycles("ethos-u55-128"))
+    teacher = compile_for_ethos_u(gm, (torch.zeros(1, 3, 13, 13),), "ethos-u55-128").cycles_total
+    assert result.network_cycles is not None and result.network_cycles[0] == teacher
+    assert any(c.chosen for c in result.considered) == (result.network_cycles[1] < teacher)
+    assert "whole networks)" in result.costed_by

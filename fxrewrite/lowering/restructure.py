@@ -14,10 +14,15 @@ once, for every candidate that finds it and does not refuse it:
 3. accept: in order of cycles saved per point of agreement lost (each replacement alone in the
    network; a knapsack's greedy order, so a large saving that costs much agreement does not spend
    the budget of many cheap ones), each replacement of a block not replaced yet is kept while the
-   network's held-out top-1 agreement with the teacher stays within `accuracy_budget` points of 100% (the
-   teacher agrees with itself); for outputs that are not class scores, while the held-out cosine
-   stays within accuracy_budget / 100 of 1, and for class scores that carry no class information (the teacher
-   gives one class for every input), the cosine of the outputs' deviations from the teacher's mean;
+   network's held-out top-1 agreement with the teacher, at its lower 95% bound over the held-out
+   inputs (fxrewrite.metrics.agreement_lower_bound), stays within `accuracy_budget` points of 100%
+   (the teacher agrees with itself); for outputs that are not class scores, while the held-out
+   cosine stays within accuracy_budget / 100 of 1, and for class scores that carry no class
+   information (the teacher gives one class for every input), the cosine of the outputs' deviations
+   from the teacher's mean. Where the measure also compiles whole networks (`measure.network`: Vela on the Ethos-U targets), a
+   replacement within the budget is kept only if the whole network with it, and with those kept
+   before it, compiles to fewer cycles than without it (costed in context: compiled alone, a block
+   does not show what it saves or costs the blocks around it);
 4. tune: the replacements taken are trained together in the network on the teacher's outputs
    (fxrewrite/lowering/joint_tuning.py), keeping the held-out agreement's best state.
 """
@@ -94,11 +99,15 @@ class Restructured:
     #: the agreement the budget is held to: the lower 95% bound of `agreement` over the held-out inputs
     #: (fxrewrite.metrics.agreement_lower_bound); None where the measure is a cosine
     agreement_bound: float | None = None
+    #: the whole network's cycles, the teacher's and with the replacements kept, where the measure
+    #: compiles whole networks (None where blocks alone were costed)
+    network_cycles: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return {"budget_points": self.accuracy_budget, "agreement": self.agreement, "measure": self.measure,
                 "agreement_before_joint_tuning": self.agreement_separately, "costed_by": self.costed_by,
                 "costed_at": self.costed_at, "agreement_lower_bound": self.agreement_bound,
+                "network_cycles": list(self.network_cycles) if self.network_cycles else None,
                 "blocks": [asdict(c) for c in self.considered]} | (
                     {"no_class_information": self.vacuous} if self.vacuous else {})
 
@@ -112,7 +121,9 @@ class Restructured:
                  + (f" ({self.agreement_separately:.2%} before the replacements were tuned together)"
                     if self.agreement_separately is not None else "")
                  + (f"; at least {self.agreement_bound:.2%} at 95% confidence, what the budget holds"
-                    if self.agreement_bound is not None else "")]
+                    if self.agreement_bound is not None else "")
+                 + ("; whole network {:,.0f} -> {:,.0f} cycles".format(*self.network_cycles)
+                    if self.network_cycles else "")]
         if self.vacuous:
             lines.append(f"  no top-1 agreement: {self.vacuous}, so any replacement would agree 100%; the budget is "
                          f"spent on the {self.measure} instead")
@@ -268,9 +279,11 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                 considered[key] = replace(row, why="not cheaper on the target")
             else:
                 considered[key], candidates[key] = row, (block, module)
-    costed_by = measure.describe() if hasattr(measure, "describe") else "the target's estimate"
+    def costed_by() -> str:
+        return measure.describe() if hasattr(measure, "describe") else "the target's estimate"
+
     if not candidates:
-        return Restructured(gm, list(considered.values()), accuracy_budget, costed_by=costed_by, costed_at=costed_at)
+        return Restructured(gm, list(considered.values()), accuracy_budget, costed_by=costed_by(), costed_at=costed_at)
     held = _samples(data.held_out, JUDGE_SAMPLES)
     teacher = outputs_of(gm, held)
     scored = score_between(teacher, teacher)
@@ -295,6 +308,10 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
     accepted: dict[str, tuple[Collapsible, nn.Module]] = {}
     accepted_by: dict[str, str] = {}
     agreement = None
+    network = getattr(measure, "network", None)  # costing in context (module docstring, step 3)
+    whole_input = torch.zeros(deploy_shape or tensor_shape(next(n for n in gm.graph.nodes if n.op == "placeholder")))
+    current: float | None = None  # the whole network's cycles with what is kept so far, compiled when first asked
+    network_cycles = None
     alone = {key: agreement_with(swapped(gm, {key[0]: candidates[key]}), held, teacher) for key in candidates}
     for key in acceptance_order({key: considered[key] for key in candidates}, alone, len(held)):
         name = key[0]
@@ -304,6 +321,16 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
         trial = swapped(gm, accepted | {name: candidates[key]})
         score = agreement_with(trial, held, teacher)
         if bound(score) >= floor:
+            if network is not None:
+                current = network(costed, whole_input) if current is None else current
+                network_cycles = network_cycles or (current, current)
+                cycles = network(swapped(costed, accepted | {name: candidates[key]}), whole_input)
+                if cycles >= current:
+                    considered[key] = replace(considered[key], why=f"not faster in the whole network ({cycles:,.0f} "
+                                                                    f"cycles with it, {current:,.0f} without)")
+                    continue
+                current = cycles
+                network_cycles = (network_cycles[0], cycles)
             accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
             considered[key] = replace(considered[key], chosen=True)
         else:
@@ -312,12 +339,13 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                                                                               "confidence)" if top1 else "")
                                                             + f", below the budget's {floor:.2%}")
     if not accepted:
-        return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by, **judged_by,
-                            costed_at=costed_at)
+        return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by(), **judged_by,
+                            costed_at=costed_at, network_cycles=network_cycles)
     final = swapped(gm, accepted)
     train_all = torch.cat(data.train)
     separately, agreement = tune_jointly(final, [final.get_submodule(replacement_name(n)) for n in accepted], train_all,
                                          outputs_of(gm, train_all), held, teacher, seed)
     return Restructured(annotate_shapes(final, (held[:1],)), list(considered.values()), accuracy_budget, agreement,
-                        costed_by, separately, **judged_by, costed_at=costed_at,
-                        agreement_bound=bound(agreement) if top1 else None)
+                        costed_by(), separately, **judged_by, costed_at=costed_at,
+                        agreement_bound=bound(agreement) if top1 else None,
+                        network_cycles=network_cycles)

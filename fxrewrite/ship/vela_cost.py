@@ -20,11 +20,19 @@ class VelaBlockCycles:
     def __init__(self, accelerator: str):
         self.accelerator = accelerator
         self.cache: dict[Hashable, float] = {}
+        self.networks = 0
 
     def __call__(self, module: nn.Module, sample: torch.Tensor, signature: Hashable) -> float:
         if signature not in self.cache:
             self.cache[signature] = float(compile_for_ethos_u(module.eval(), (sample,), self.accelerator).cycles_total)
         return self.cache[signature]
 
+    def network(self, module: nn.Module, sample: torch.Tensor) -> float:
+        """Vela's total cycles for a whole network (the teacher with replacements in place); each is
+        another network, so nothing is cached."""
+        self.networks += 1
+        return float(compile_for_ethos_u(module.eval(), (sample,), self.accelerator).cycles_total)
+
     def describe(self) -> str:
-        return f"Vela on {self.accelerator} ({len(self.cache)} blocks compiled)"
+        networks = f", {self.networks} whole networks" if self.networks else ""
+        return f"Vela on {self.accelerator} ({len(self.cache)} blocks compiled{networks})"

@@ -33,6 +33,9 @@ class BlockCycles(Protocol):
 
     def __call__(self, module: nn.Module, sample: torch.Tensor, signature: Hashable) -> float: ...
 
+    def network(self, module: nn.Module, sample: torch.Tensor) -> float:
+        """A whole network's cycles (the planner keeps a replacement only where the network gains)."""
+
     def describe(self) -> str: ...
 
 
