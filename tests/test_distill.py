@@ -332,3 +332,16 @@ def test_a_time_budget_too_short_for_a_plateau_is_said_after_the_first_epoch(dig
     assert notes[0].startswith("blockwise-parallel: an epoch takes") and notes[1].startswith("finetune:")
     stops = lowered.report.distillation.stops
     assert stops["blockwise"].startswith("time budget reached (blockwise-parallel: an epoch takes")
+
+
+def test_a_teacher_output_without_the_batch_is_compared_with_every_sample():
+    import warnings
+
+    from fxrewrite.distill.training.losses import normalized_mse
+
+    want = torch.randn(1, 2, 4, 4)
+    got = want.repeat(5, 1, 1, 1) + 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's broadcasting warning would fail the test
+        loss = normalized_mse(got, want)
+    torch.testing.assert_close(loss, torch.tensor(0.01) / want.var())

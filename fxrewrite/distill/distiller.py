@@ -231,7 +231,7 @@ def _student_results(stitched: nn.Module, order: Sequence[str], held_out: Sequen
             hooks.remove()
             for name in order:
                 for got, want in zip(hooks.values[name], entry.regions[name][1]):
-                    errors[name].append((F.mse_loss(got, want).item(),
+                    errors[name].append((F.mse_loss(*torch.broadcast_tensors(got, want)).item(),
                                          F.cosine_similarity(got.flatten(1), want.flatten(1)).mean().item()))
     return [StudentResult(name, kinds[name], sized[name].size, round(sized[name].cost_ratio, 3), growth.get(name, ""),
                           seeded[name],

@@ -50,8 +50,10 @@ class FeatureAdapter(nn.Module):
 
 
 def normalized_mse(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
-    """MSE divided by the teacher's variance, so that blocks of any scale weigh alike."""
-    return F.mse_loss(got, want) / want.detach().var().clamp_min(1e-8)
+    """MSE divided by the teacher's variance, so that blocks of any scale weigh alike. A teacher output
+    without the batch (batch 1: the same tensor for every sample, as maxvit's position tables) is
+    compared with each sample's."""
+    return F.mse_loss(*torch.broadcast_tensors(got, want)) / want.detach().var().clamp_min(1e-8)
 
 
 def block_loss(student: torch.Tensor, teacher: torch.Tensor, adapter: FeatureAdapter | None) -> torch.Tensor:
