@@ -193,11 +193,10 @@ def _legal(module: nn.Module, sample: torch.Tensor, target: Target) -> str:
     return "; ".join(f"{row.kind}: {row.reason}" for row in check(graph, target).illegal)
 
 
-def _block_cycles(block: Collapsible, sample: torch.Tensor, costed: fx.GraphModule, target: Target,
-                  measure: BlockCycles | None) -> float:
-    """The teacher block's cycles in `costed` (the graph with the shapes it is costed at), measured
-    where `measure` is given, else estimated."""
-    by_name = {node.name: node for node in costed.graph.nodes}
+def _block_cycles(block: Collapsible, sample: torch.Tensor, costed: fx.GraphModule, by_name: dict[str, fx.Node],
+                  target: Target, measure: BlockCycles | None) -> float:
+    """The teacher block's cycles in `costed` (the graph with the shapes it is costed at, its nodes
+    `by_name`), measured where `measure` is given, else estimated."""
     nodes = [by_name[n.name] for n in block.nodes]
     if measure is None:
         return nodes_cycles(nodes, target.performance)
@@ -253,13 +252,14 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
     considered: dict[Key, Considered] = {}
     candidates: dict[Key, tuple[Collapsible, nn.Module]] = {}
     costed = gm if deploy_shape is None else annotate_shapes(copy.deepcopy(gm), (torch.zeros(deploy_shape),))
-    costed_inputs = {node.name: node for node in costed.graph.nodes}
-    recorded = "x".join(map(str, tensor_shape(next(n for n in gm.graph.nodes if n.op == "placeholder"))))
+    costed_nodes = {node.name: node for node in costed.graph.nodes}
+    recorded = tuple(tensor_shape(next(n for n in gm.graph.nodes if n.op == "placeholder")))
     costed_at = (f"the deployment shape {'x'.join(map(str, deploy_shape))}, agreement judged on the calibration "
-                 f"inputs at {recorded}" if deploy_shape is not None else f"the input shape {recorded}")
+                 f"inputs at {'x'.join(map(str, recorded))}" if deploy_shape is not None else
+                 f"the input shape {'x'.join(map(str, recorded))}")
     for block, takers in blocks_and_takers(gm):
         sample = torch.zeros(tensor_shape(block.input))
-        cost_sample = torch.zeros(tensor_shape(costed_inputs[block.input.name]))
+        cost_sample = torch.zeros(tensor_shape(costed_nodes[block.input.name]))
         built = []
         for candidate in takers:
             torch.manual_seed(seed)
@@ -269,7 +269,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
             built.append((candidate.name, module, illegal))
         # the block is compiled only where some replacement is legal, and then compared by the same measure
         measured = measure if any(not illegal for *_, illegal in built) else None
-        before = _block_cycles(block, cost_sample, costed, target, measured)
+        before = _block_cycles(block, cost_sample, costed, costed_nodes, target, measured)
         for rewrite, module, illegal in built:
             after = _replacement_cycles(block, rewrite, module, cost_sample, target, None if illegal else measured)
             key, row = (block.output.name, rewrite), Considered(block.output.name, rewrite, before, after)
@@ -309,9 +309,10 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
     accepted_by: dict[str, str] = {}
     agreement = None
     network = getattr(measure, "network", None)  # costing in context (module docstring, step 3)
-    whole_input = torch.zeros(deploy_shape or tensor_shape(next(n for n in gm.graph.nodes if n.op == "placeholder")))
-    current: float | None = None  # the whole network's cycles with what is kept so far, compiled when first asked
-    network_cycles = None
+    whole_input = torch.zeros(deploy_shape or recorded)
+    # the whole network's cycles: the teacher's (compiled when first asked), and with what is kept so far
+    baseline: float | None = None
+    current: float | None = None
     alone = {key: agreement_with(swapped(gm, {key[0]: candidates[key]}), held, teacher) for key in candidates}
     for key in acceptance_order({key: considered[key] for key in candidates}, alone, len(held)):
         name = key[0]
@@ -322,15 +323,15 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
         score = agreement_with(trial, held, teacher)
         if bound(score) >= floor:
             if network is not None:
-                current = network(costed, whole_input) if current is None else current
-                network_cycles = network_cycles or (current, current)
-                cycles = network(swapped(costed, accepted | {name: candidates[key]}), whole_input)
+                if baseline is None:
+                    baseline = current = network(costed, whole_input)
+                cycles = network(trial if costed is gm else swapped(costed, accepted | {name: candidates[key]}),
+                                 whole_input)
                 if cycles >= current:
                     considered[key] = replace(considered[key], why=f"not faster in the whole network ({cycles:,.0f} "
                                                                     f"cycles with it, {current:,.0f} without)")
                     continue
                 current = cycles
-                network_cycles = (network_cycles[0], cycles)
             accepted[name], accepted_by[name], agreement = candidates[key], key[1], score
             considered[key] = replace(considered[key], chosen=True)
         else:
@@ -338,6 +339,7 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                                                             f"{score:.2%}" + (f" (at least {bound(score):.2%} at 95% "
                                                                               "confidence)" if top1 else "")
                                                             + f", below the budget's {floor:.2%}")
+    network_cycles = (baseline, current) if baseline is not None else None
     if not accepted:
         return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by(), **judged_by,
                             costed_at=costed_at, network_cycles=network_cycles)
