@@ -89,9 +89,7 @@ def refuse_without_calib(args: argparse.Namespace) -> None:
     not: each would do nothing, as nothing is distilled, quantized or restructured without data."""
     if args.calib is not None:
         return
-    defaults = argparse.ArgumentParser()
-    add_training_arguments(defaults)
-    default = vars(defaults.parse_args([]))
+    default = {option.name: option.default for option in fields(TrainingOptions)}  # the group's defaults are these
     idle = [flag_of(name) for name in FIELDS if getattr(args, name) != default[name]]
     if idle:
         one = len(idle) == 1

@@ -25,6 +25,13 @@ from fxrewrite.quant import METHODS, SOURCES_HELP, Method
 #: what a field steers: the calibration data, quantization, training, the restructuring planner, or
 #: where and how a run goes (runtime: a checkpoint written under other values is resumed)
 Part = Literal["data", "quantization", "training", "planner", "runtime"]
+#: the parts that change what is trained, so a checkpoint's fingerprint holds them
+TRAINED_PARTS = frozenset({"quantization", "training"})
+
+#: points of held-out top-1 agreement the restructuring planner may spend by default
+DEFAULT_ACCURACY_BUDGET = 0.5
+
+
 def shape_of(text: str) -> tuple[int, ...]:
     """`1,3,224,224` -> (1, 3, 224, 224), for the CLI."""
     try:
@@ -32,13 +39,6 @@ def shape_of(text: str) -> tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is no shape: give sizes separated by commas, such as "
                                          "1,3,224,224") from None
-
-
-#: the parts that change what is trained, so a checkpoint's fingerprint holds them
-TRAINED_PARTS = frozenset({"quantization", "training"})
-
-#: points of held-out top-1 agreement the restructuring planner may spend by default
-DEFAULT_ACCURACY_BUDGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,14 @@ class TrainingOptions:
 
     def trained_echo(self) -> dict[str, Any]:
         """The fields that change what is trained, by name (the checkpoint's fingerprint)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if option_of(f.name).part in TRAINED_PARTS}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["option"].part in TRAINED_PARTS}
 
     def report_echo(self) -> dict[str, Any]:
         """Every option a run used but where it ran and the data itself (its source is reported beside
         it), with the values a report can hold (a planner's cycles function is named by its class)."""
         echo = {}
         for f in fields(self):
-            if option_of(f.name).part == "runtime" or f.name == "calib":
+            if f.metadata["option"].part == "runtime" or f.name == "calib":
                 continue
             value = getattr(self, f.name)
             plain = value is None or isinstance(value, (bool, int, float, str))
