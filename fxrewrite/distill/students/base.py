@@ -94,6 +94,14 @@ class Request:
     region_kinds: frozenset[str]
     target: Target
 
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(t.shape) for t in self.inputs]
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return tuple(self.output.shape)
+
 
 #: builds a kind's candidates for a request, or None where the output is not its kind
 KindRule = Callable[[Request], "Candidates | None"]

@@ -154,8 +154,7 @@ def candidates(request: Request) -> Candidates | None:
     name, inputs, output, target = request.name, request.inputs, request.output, request.target
     if output.dim() != 4:
         return None
-    shapes = [tuple(t.shape) for t in inputs]
-    out_shape = tuple(output.shape)
+    shapes, out_shape = request.shapes, request.out_shape
     vectors = [i for i, s in enumerate(shapes) if len(s) == 2 or (len(s) == 4 and s[2:] == (1, 1) != out_shape[2:])]
     to_output = {i: _halvings(s[2:], out_shape[2:]) for i, s in enumerate(shapes) if len(s) == 4 and i not in vectors}
     reachable = {i: paddings for i, paddings in to_output.items() if paddings is not None}

@@ -28,8 +28,7 @@ class GridTokens(Student):
 def candidates(request: Request) -> Candidates | None:
     """Token students over the grid's positions, on a target with FC layers but no convs; None elsewhere."""
     name, inputs, output, target = request.name, request.inputs, request.output, request.target
-    shapes = [tuple(t.shape) for t in inputs]
-    out_shape = tuple(output.shape)
+    shapes, out_shape = request.shapes, request.out_shape
     fc_without_convs = "linear" in target.ops and "conv2d" not in target.ops and not target.allow_all_ops
     if len(out_shape) != 4 or not fc_without_convs or not shapes or \
             not all(len(s) == 4 and s[:3] == out_shape[:3] for s in shapes):

@@ -42,9 +42,8 @@ class MlpStudent(Student):
 @student_kind(rank=30)
 def candidates(request: Request) -> Candidates | None:
     """MLP students for any output but an image map (module docstring), widest first."""
-    name, inputs, output, target = request.name, request.inputs, request.output, request.target
-    shapes = [tuple(t.shape) for t in inputs]
-    out_shape = tuple(output.shape)
+    name, inputs, target = request.name, request.inputs, request.target
+    shapes, out_shape = request.shapes, request.out_shape
     if len(out_shape) == 4:
         return None
     if len(out_shape) == 2 and all(len(s) == 2 for s in shapes):

@@ -112,8 +112,7 @@ def _mixer(name: str, region_kinds: set[str], inputs: Sequence[torch.Tensor], di
 def candidates(request: Request) -> Candidates | None:
     """Token students for a token output from token inputs of its length, widest first; None otherwise."""
     name, inputs, output, target = request.name, request.inputs, request.output, request.target
-    shapes = [tuple(t.shape) for t in inputs]
-    out_shape = tuple(output.shape)
+    shapes, out_shape = request.shapes, request.out_shape
     if len(out_shape) != 3 or not all(len(s) == 3 and s[:2] == out_shape[:2] for s in shapes):
         return None
     in_dim, length = sum(s[-1] for s in shapes), out_shape[1]
