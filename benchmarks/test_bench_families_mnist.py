@@ -40,6 +40,8 @@ FAMILIES = {
     "mobilenet_v2": partial(torchvision.models.mobilenet_v2, num_classes=10),
     "mobilenet_v3_small": partial(torchvision.models.mobilenet_v3_small, num_classes=10),
     "efficientnet_b0": partial(torchvision.models.efficientnet_b0, num_classes=10),
+    # RANs' baseline, built offline without weights (timm: the dev extra)
+    "efficientnet_lite0": lambda: __import__("timm").create_model("efficientnet_lite0", num_classes=10),
     # the ConvNeXt block, two stages
     "convnext": partial(torchvision.models.ConvNeXt, [CNBlockConfig(32, 64, 2), CNBlockConfig(64, None, 2)],
                         num_classes=10),

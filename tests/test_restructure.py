@@ -28,7 +28,7 @@ from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block i
                                                                                        find_inverted_residuals)
 from fxrewrite.lowering.candidates.approx_inverted_residual_as_narrow_pair import (NarrowPair, narrow_width,
                                                                                    why_not_narrowable)
-from fxrewrite.lowering.candidates.collapsed import CollapsedBlock, fit_least_squares
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
 from fxrewrite.nn_mass import graph_nn_mass
 from fxrewrite.quant import CalibrationData
 from fxrewrite.metrics import agreement_lower_bound, no_class_information
@@ -175,7 +175,7 @@ def test_a_conv_act_pointwise_chain_is_found_and_its_linear_part_composes(fronte
     with torch.no_grad():
         y = lowered.gm(x)
         initial = (collapsed(x) - y).norm()
-    fit_least_squares(collapsed, x, y)
+    collapsed.distil(x, y)
     with torch.no_grad():
         assert (collapsed(x) - y).norm() < initial
 
@@ -309,7 +309,7 @@ def test_every_candidate_file_is_registered():
     import fxrewrite.lowering.candidates as package
 
     files = sorted(p.stem for p in Path(package.__file__).parent.glob("*.py")
-                   if p.stem not in ("__init__", "base", "blocks", "collapsed"))
+                   if p.stem not in ("__init__", "base", "blocks", "collapsed", "fitting"))
     found = [importlib.import_module(f"{package.__name__}.{name}").CANDIDATE for name in files]
     assert sorted(c.name for c in found) == sorted(c.name for c in CANDIDATES)
     assert all(any(c is registered for registered in CANDIDATES) for c in found)

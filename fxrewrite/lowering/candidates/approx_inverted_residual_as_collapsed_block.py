@@ -23,30 +23,19 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from fxrewrite.ir import op_view, tensor_shape
+from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible,
-                                                  conv_act_pointwise, is_conv, weights_of)
+                                                  conv_act_pointwise, gated_input, is_conv, weights_of)
 from fxrewrite.lowering.candidates.collapsed import Collapse
 
 NAME = "approx-inverted-residual-as-collapsed-block"
-
-
-def _main_input(node: fx.Node) -> fx.Node:
-    """Through a squeeze-and-excitation gate, h * g(h), to h."""
-    view = op_view(node)
-    if view.kind == "mul" and len(view.inputs) == 2:
-        shapes = [tensor_shape(n) for n in view.inputs]
-        for candidate, shape in zip(view.inputs, shapes):
-            if shape == view.output_shape:
-                return candidate
-    return node
 
 
 def find_inverted_residuals(gm: fx.GraphModule) -> list[Collapsible]:
     """Every inverted residual of `gm` (see the module docstring), in graph order."""
     found = []
     for project in gm.graph.nodes:
-        shape = conv_act_pointwise(project, "depthwise", _main_input)
+        shape = conv_act_pointwise(project, "depthwise", gated_input)
         if shape is None:
             continue
         second, depthwise, k, stride = shape

@@ -30,21 +30,17 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block import find_inverted_residuals
 from fxrewrite.lowering.candidates.blocks import Collapsible, activation_module, weights_of
+from fxrewrite.lowering.candidates.fitting import BATCH, fit_by_adam
 
 NAME = "approx-inverted-residual-as-narrow-pair"
 #: the pair's expansion is this share of the teacher block's, rounded up to a multiple of CHANNEL_STEP
 SHARE = 3
 CHANNEL_STEP = 8
-#: Adam steps, batch size and learning rate of the label-free distillation
-STEPS = 300
-BATCH = 32
-LR = 2e-3
 
 
 def narrow_width(expanded: int) -> int:
@@ -125,19 +121,7 @@ class NarrowPair(nn.Module):
         self.teacher_weights = None  # read once: not carried into the graph the pair is written into
 
     def distil(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-        """Adam on the mean squared error to the teacher block's outputs, relative to their variance."""
-        optimizer = torch.optim.Adam(self.parameters(), LR)
-        scale = outputs.var().clamp_min(1e-12)
-        generator = torch.Generator().manual_seed(0)
-        self.train()
-        for step in range(STEPS):
-            rows = torch.randint(len(inputs), (BATCH,), generator=generator)
-            for group in optimizer.param_groups:  # a half cosine to zero: the last steps settle
-                group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * step / STEPS))
-            optimizer.zero_grad()
-            (F.mse_loss(self(inputs[rows]), outputs[rows]) / scale).backward()
-            optimizer.step()
-        self.eval()
+        fit_by_adam(self, inputs, outputs)
 
 
 @dataclass(frozen=True)

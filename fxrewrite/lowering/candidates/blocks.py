@@ -16,6 +16,8 @@ from fxrewrite.rewrite.building import batch_norm_affine, conv_weights
 
 #: activations a block may use, as modules a replacement can hold
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU}
+#: the functions a squeeze-and-excitation gate ends in
+GATES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,45 @@ def before_norm(node: fx.Node) -> fx.Node:
 def after_norm(node: fx.Node) -> fx.Node:
     users = list(node.users)
     return users[0] if len(users) == 1 and op_view(users[0]).kind == "batch_norm" else node
+
+
+def gated_input(node: fx.Node) -> fx.Node:
+    """Through a squeeze-and-excitation gate, h * g(h), to h (the factor of the output's own shape)."""
+    view = op_view(node)
+    if view.kind == "mul" and len(view.inputs) == 2:
+        for factor in view.inputs:
+            if tensor_shape(factor) == view.output_shape:
+                return factor
+    return node
+
+
+@dataclass(frozen=True)
+class SqueezeExcitation:
+    """A gate g(h) = gate(F2 act(F1 mean_hw(h))): the squeeze's width (F1's outputs), its activation
+    and the gate's function."""
+
+    width: int
+    activation: nn.Module
+    gate: nn.Module
+
+
+def squeeze_excitation(block: Collapsible) -> SqueezeExcitation | None:
+    """The block's squeeze-and-excitation gate where it has one written as mean, 1x1 conv,
+    activation, 1x1 conv, sigmoid or hard sigmoid, multiply; else None."""
+    for node in block.nodes:
+        view = op_view(node)
+        gate = next((factor for factor in view.inputs if factor is not gated_input(node)), None)
+        if view.kind != "mul" or gate is None or tuple((tensor_shape(gate) or ())[2:]) != (1, 1):
+            continue  # not a gate of one factor per channel
+        if op_view(gate).kind not in GATES or not is_conv(expand := op_view(gate).inputs[0], "dense", (1, 1)):
+            return None
+        squeezed = op_view(expand).inputs[0]
+        activation = activation_module(squeezed)
+        reduce = op_view(squeezed).inputs[0] if activation is not None else None
+        if reduce is None or not is_conv(reduce, "dense", (1, 1)):
+            return None
+        return SqueezeExcitation(op_view(reduce).output_shape[1], activation, GATES[op_view(gate).kind]())
+    return None
 
 
 def conv_act_pointwise(project: fx.Node, grouping: str, gate: Callable[[fx.Node], fx.Node] = lambda node: node

@@ -8,15 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from fxrewrite.lowering.candidates.blocks import Collapsible
-
-#: ridge of the least-squares fit, relative to the mean diagonal of the normal matrix
-RIDGE = 1e-4
-#: rows (output pixels) the fit reads at most
-FIT_ROWS = 50_000
+from fxrewrite.lowering.candidates.fitting import fit_least_squares
 
 
 class CollapsedBlock(nn.Module):
@@ -44,26 +39,7 @@ class CollapsedBlock(nn.Module):
         """Initialised from the composed linear map already, at construction."""
 
     def distil(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-        fit_least_squares(self, inputs, outputs)
-
-
-@torch.no_grad()
-def fit_least_squares(collapsed: CollapsedBlock, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
-    """Set the collapsed conv to the least-squares map from act(x)'s patches to y (- x)."""
-    conv = collapsed.conv
-    target = outputs - inputs if collapsed.residual else outputs
-    patches = F.unfold(collapsed.act(inputs), conv.kernel_size, padding=conv.padding, stride=conv.stride)
-    features = patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
-    wanted = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1]).double()
-    if features.shape[0] > FIT_ROWS:
-        rows = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))[:FIT_ROWS]
-        features, wanted = features[rows], wanted[rows]
-    features = torch.cat([features, torch.ones(features.shape[0], 1, dtype=features.dtype)], 1)
-    normal = features.T @ features
-    normal += torch.eye(normal.shape[0], dtype=normal.dtype) * RIDGE * normal.diagonal().mean()
-    solution = torch.linalg.solve(normal, features.T @ wanted)  # (C_in k k + 1, C_out)
-    conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).float())
-    conv.bias.copy_(solution[-1].float())
+        fit_least_squares(self.conv, self.act(inputs), outputs - inputs if self.residual else outputs)
 
 
 @dataclass(frozen=True)
