@@ -23,7 +23,8 @@ from torch import fx, nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.blocks import Collapsible, collapsible, conv_act_pointwise, weights_of
-from fxrewrite.lowering.candidates.collapsed import Collapse
+from fxrewrite.lowering.candidates.base import BlockRewrite
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
 
 NAME = "approx-conv-act-pointwise-as-conv"
 
@@ -52,5 +53,4 @@ def composed_conv(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor] | Non
     return torch.einsum("oe,eiuv->oiuv", pointwise, conv).float(), (pointwise @ bias + project_bias).float()
 
 
-
-CANDIDATE = Collapse(NAME, find_conv_act_pointwise)
+CANDIDATE = BlockRewrite(NAME, find_conv_act_pointwise, CollapsedBlock)

@@ -26,7 +26,8 @@ from torch import fx
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible,
                                                   conv_act_pointwise, gated_input, is_conv, weights_of)
-from fxrewrite.lowering.candidates.collapsed import Collapse
+from fxrewrite.lowering.candidates.base import BlockRewrite
+from fxrewrite.lowering.candidates.collapsed import CollapsedBlock
 
 NAME = "approx-inverted-residual-as-collapsed-block"
 
@@ -68,4 +69,4 @@ def composed_linear_map(block: Collapsible) -> tuple[torch.Tensor, torch.Tensor]
     return weight.float(), (projected @ inner + p).float()
 
 
-CANDIDATE = Collapse(NAME, find_inverted_residuals)
+CANDIDATE = BlockRewrite(NAME, find_inverted_residuals, CollapsedBlock)

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block import find_inverted_residuals
+from fxrewrite.lowering.candidates.base import BlockRewrite
 from fxrewrite.lowering.candidates.blocks import Collapsible, activation_module, weights_of
 from fxrewrite.lowering.candidates.fitting import BATCH, fit_by_adam
 
@@ -124,20 +124,4 @@ class NarrowPair(nn.Module):
         fit_by_adam(self, inputs, outputs)
 
 
-@dataclass(frozen=True)
-class NarrowPairCandidate:
-    """RAN-i's narrow pair for every inverted residual that can be narrowed (the interface: candidates/base.py)."""
-
-    name: str = NAME
-
-    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
-        return find_inverted_residuals(gm)
-
-    def refusal(self, block: Collapsible) -> str:
-        return why_not_narrowable(block)
-
-    def build(self, block: Collapsible) -> nn.Module:
-        return NarrowPair(block)
-
-
-CANDIDATE = NarrowPairCandidate()
+CANDIDATE = BlockRewrite(NAME, find_inverted_residuals, NarrowPair, why_not_narrowable)

@@ -26,12 +26,11 @@ against the collapse without the gate by cycles saved per point of agreement los
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import fx, nn
+from torch import nn
 
 from fxrewrite.lowering.candidates.approx_inverted_residual_as_collapsed_block import find_inverted_residuals
+from fxrewrite.lowering.candidates.base import BlockRewrite
 from fxrewrite.lowering.candidates.blocks import Collapsible, squeeze_excitation
 from fxrewrite.lowering.candidates.fitting import fit_by_adam, fit_least_squares
 
@@ -84,21 +83,8 @@ class GatedCollapse(nn.Module):
         fit_by_adam(self, inputs, outputs)
 
 
-@dataclass(frozen=True)
-class GatedCollapseCandidate:
-    """The gated collapse for every inverted residual with a squeeze-and-excitation gate (the
-    interface: candidates/base.py)."""
-
-    name: str = NAME
-
-    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
-        return find_inverted_residuals(gm)
-
-    def refusal(self, block: Collapsible) -> str:
-        return "" if squeeze_excitation(block) is not None else "no squeeze-and-excitation gate to keep"
-
-    def build(self, block: Collapsible) -> nn.Module:
-        return GatedCollapse(block)
+def why_no_gate(block: Collapsible) -> str:
+    return "" if squeeze_excitation(block) is not None else "no squeeze-and-excitation gate to keep"
 
 
-CANDIDATE = GatedCollapseCandidate()
+CANDIDATE = BlockRewrite(NAME, find_inverted_residuals, GatedCollapse, why_no_gate)

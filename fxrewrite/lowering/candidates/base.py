@@ -5,10 +5,12 @@ block's own input and output (`distil`) and names its structure for the cost cac
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from fxrewrite.lowering.candidates.blocks import Collapsible
 
@@ -38,3 +40,24 @@ class Candidate(Protocol):
 
     def build(self, block: Collapsible) -> Replacement:
         """The replacement of `block`."""
+
+
+def refuses_none(block: Collapsible) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class BlockRewrite:
+    """A candidate from its parts: the blocks `find` returns, the replacement `build` makes of one,
+    and why `refuse` turns one down ('' where it does not)."""
+
+    name: str
+    find: Callable[[fx.GraphModule], list[Collapsible]]
+    build: Callable[[Collapsible], nn.Module]
+    refuse: Callable[[Collapsible], str] = refuses_none
+
+    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
+        return self.find(gm)
+
+    def refusal(self, block: Collapsible) -> str:
+        return self.refuse(block)

@@ -4,11 +4,8 @@ block's own input and output (see each collapse's file for its maths)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
-from torch import fx, nn
+from torch import nn
 
 from fxrewrite.lowering.candidates.blocks import Collapsible
 from fxrewrite.lowering.candidates.fitting import fit_least_squares
@@ -41,20 +38,3 @@ class CollapsedBlock(nn.Module):
     def distil(self, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
         fit_least_squares(self.conv, self.act(inputs), outputs - inputs if self.residual else outputs)
 
-
-@dataclass(frozen=True)
-class Collapse:
-    """A candidate that collapses every block `find` returns into a CollapsedBlock (the interface:
-    candidates/base.py); RAN-e's and SESR's collapses differ only in the blocks they find."""
-
-    name: str
-    find: Callable[[fx.GraphModule], list[Collapsible]]
-
-    def blocks(self, gm: fx.GraphModule) -> list[Collapsible]:
-        return self.find(gm)
-
-    def refusal(self, block: Collapsible) -> str:
-        return ""
-
-    def build(self, block: Collapsible) -> nn.Module:
-        return CollapsedBlock(block)
