@@ -402,8 +402,8 @@ class _InContext:
     """A measure whose block costs say every replacement pays, and whose whole-network cost says only
     networks with at most `keeps` replacements inlined gain."""
 
-    def __init__(self, keeps: int):
-        self.keeps, self.networks = keeps, []
+    def __init__(self, keeps: int, gain: float = 100.0):
+        self.keeps, self.gain, self.networks = keeps, gain, []
 
     def __call__(self, module, sample, signature) -> float:
         return 100.0 if signature[0] == "teacher" else 10.0
@@ -411,7 +411,7 @@ class _InContext:
     def network(self, module, sample) -> float:
         replaced = sum(name.startswith("restructured_") for name, _ in module.named_children())
         self.networks.append(replaced)
-        return 1000.0 - 10 * min(replaced, self.keeps) + 50 * max(replaced - self.keeps, 0)
+        return 1000.0 - self.gain * min(replaced, self.keeps) + 50 * max(replaced - self.keeps, 0)
 
 
 def test_a_replacement_is_kept_only_where_the_whole_network_gains():
@@ -422,9 +422,20 @@ def test_a_replacement_is_kept_only_where_the_whole_network_gains():
     result = restructure(gm, ETHOS, _data(), accuracy_budget=100.0, measure=measure)
     chosen = [c for c in result.considered if c.chosen]
     refused = [c for c in result.considered if c.why.startswith("not faster in the whole network")]
-    assert len(chosen) == 1 and refused and "(1,040 cycles with it, 990 without)" in refused[0].why
-    assert result.network_cycles == (1000.0, 990.0) and measure.networks[0] == 0  # the teacher, compiled first
-    assert result.to_dict()["network_cycles"] == [1000.0, 990.0]
+    assert len(chosen) == 1 and refused and "(950 cycles with it, 900 without)" in refused[0].why
+    assert result.network_cycles == (1000.0, 900.0) and measure.networks[0] == 0  # the teacher, compiled first
+    assert result.to_dict()["network_cycles"] == [1000.0, 900.0]
+
+
+def test_replacements_that_gain_the_network_less_than_the_margin_are_dropped_together():
+    torch.manual_seed(0)
+    gm = annotate_shapes(capture(TinyMobileNet().eval(), (torch.randn(1, 3, 13, 13),), "symbolic"),
+                         (torch.zeros(1, 3, 13, 13),))
+    result = restructure(gm, ETHOS, _data(), accuracy_budget=100.0, measure=_InContext(keeps=2, gain=10.0))
+    assert result.gm is gm and not any(c.chosen for c in result.considered)  # 1000 -> 980 cycles: x1.020
+    dropped = [c for c in result.considered if c.why.startswith("the whole network would gain only x1.020")]
+    assert len(dropped) == 2 and "(1,000 -> 980 cycles), less than the 3% two compiles" in dropped[0].why
+    assert result.network_cycles == (1000.0, 1000.0)
 
 
 @pytest.mark.skipif(not ethos_u_installed(), reason="needs the ethos-u extra")

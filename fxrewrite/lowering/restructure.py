@@ -22,7 +22,9 @@ once, for every candidate that finds it and does not refuse it:
    from the teacher's mean. Where the measure also compiles whole networks (`measure.network`: Vela on the Ethos-U targets), a
    replacement within the budget is kept only if the whole network with it, and with those kept
    before it, compiles to fewer cycles than without it (costed in context: compiled alone, a block
-   does not show what it saves or costs the blocks around it);
+   does not show what it saves or costs the blocks around it), and the replacements kept are dropped
+   together where the whole network gains less than NETWORK_MARGIN (two compiles of one network, with
+   other calibration inputs or weights, differ by that much: measured 1-3% on MobileNetV2);
 4. tune: the replacements taken are trained together in the network on the teacher's outputs
    (fxrewrite/lowering/joint_tuning.py), keeping the held-out agreement's best state.
 """
@@ -54,6 +56,8 @@ FIT_SAMPLES = 512
 #: held-out inputs the acceptance reads at most
 JUDGE_SAMPLES = 1000
 BATCH = 64
+#: the least share of the whole network's cycles the replacements must save together (module docstring)
+NETWORK_MARGIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,12 @@ def restructure(gm: fx.GraphModule, target: Target, data: CalibrationData,
                                                             f"{score:.2%}" + (f" (at least {bound(score):.2%} at 95% "
                                                                               "confidence)" if top1 else "")
                                                             + f", below the budget's {floor:.2%}")
+    if accepted and baseline is not None and current > baseline * (1 - NETWORK_MARGIN):
+        why = (f"the whole network would gain only x{baseline / current:.3f} ({baseline:,.0f} -> {current:,.0f} "
+               f"cycles), less than the {NETWORK_MARGIN:.0%} two compiles of one network differ by")
+        for name, rewrite in accepted_by.items():
+            considered[(name, rewrite)] = replace(considered[(name, rewrite)], chosen=False, why=why)
+        accepted, current, agreement = {}, baseline, None
     network_cycles = (baseline, current) if baseline is not None else None
     if not accepted:
         return Restructured(gm, list(considered.values()), accuracy_budget, agreement, costed_by(), **judged_by,
