@@ -23,6 +23,7 @@ from fxrewrite.lowering import lower_graph
 from fxrewrite.report import LoweringReport
 from fxrewrite.rewrite import Instruments, Pass, parse_pipeline
 from fxrewrite.ship.compilers import installed_compiler
+from fxrewrite.ship.host_latency import HostLatency
 from fxrewrite.target import Target
 from fxrewrite.writers import WRITERS, Program, Written, writer_for
 
@@ -243,6 +244,8 @@ def lower(
     compiler = installed_compiler(chip)
     if calib is not None and compiler is not None and "block_cycles" not in training:
         training["block_cycles"] = compiler.block_cycles(chip.accelerator)  # the compiler's cycles, not the estimate
+    elif calib is not None and chip.performance.measured_by == "host-latency" and "block_cycles" not in training:
+        training["block_cycles"] = HostLatency(chip.performance.clock_mhz)
     options = TrainingOptions(calib=calib, wbits=wbits, abits=abits, **training)
     label = name or _label(model)
     outcome = lower_graph(gm, chip, inputs, model=label, passes=pipeline, instruments=instruments,

@@ -41,6 +41,9 @@ class Performance:
     #: exact rewrites may make the model at most this many times the teacher's estimated cycles and
     #: MACs; the nodes past it are kept for distillation (None: no limit; fxrewrite.lowering.growth_limit)
     growth_max: float | None = None
+    #: how the restructuring planner costs the target without a vendor compiler: "estimate" (this
+    #: model) or "host-latency" (the target is this CPU: latency measured here, fxrewrite.ship.host_latency)
+    measured_by: str = "estimate"
 
     def milliseconds(self, cycles: float) -> float:
         return cycles / (self.clock_mhz * 1e3)
