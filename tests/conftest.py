@@ -57,3 +57,16 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def held_out_errors(replacement: nn.Module, x: torch.Tensor, y: torch.Tensor, fitted: int = 160) -> tuple[float, float]:
+    """A restructuring replacement's L2 relative error to the teacher block's outputs `y` on the
+    inputs after the first `fitted`, once initialised and once distilled on those `fitted`."""
+    def error() -> float:
+        with torch.no_grad():
+            return ((replacement(x[fitted:]) - y[fitted:]).norm() / y[fitted:].norm()).item()
+
+    replacement.initialise(x[:fitted])
+    initial = error()
+    replacement.distil(x[:fitted], y[:fitted])
+    return initial, error()
