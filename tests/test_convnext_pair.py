@@ -94,8 +94,10 @@ def test_host_latency_times_each_signature_once(monkeypatch):
     assert measure.describe().startswith("latency measured on this CPU by torch (median of 15 runs, as cycles at 500 MHz")
 
 
-def test_real_timing_is_positive():
-    assert host_latency.median_seconds(nn.Conv2d(3, 8, 3), torch.zeros(1, 3, 16, 16)) > 0
+def test_real_timing_is_positive_for_modules_and_exported_programs():
+    conv, x = nn.Conv2d(3, 8, 3), torch.zeros(1, 3, 16, 16)
+    assert host_latency.median_seconds(conv, x) > 0
+    assert host_latency.median_seconds(torch.export.export(conv, (x,)).module(), x) > 0  # it refuses eval()
 
 
 class TinyConvNeXt(nn.Module):
