@@ -55,6 +55,12 @@ def test_the_gate_is_found_with_its_width_activation_and_function(family, fronte
     assert CANDIDATE.refusal(block) == ""
 
 
+def test_the_gate_is_found_where_the_block_ends_at_one_pixel():
+    teacher, channels = _teacher("mobilenet_v3")  # stride 2: 2x2 pixels in, 1x1 out, as the gate's own shape
+    block = _block(teacher, torch.randn(1, channels, 2, 2))
+    assert squeeze_excitation(block).width == teacher.block[2].fc1.out_channels
+
+
 def test_a_block_without_a_gate_is_refused():
     block = torchvision.models.mobilenet_v2().features[2].eval()
     [found] = find_inverted_residuals(capture(block, (torch.randn(1, 16, 9, 9),), "symbolic"))

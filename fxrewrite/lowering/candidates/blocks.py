@@ -89,12 +89,14 @@ def after_norm(node: fx.Node) -> fx.Node:
 
 
 def gated_input(node: fx.Node) -> fx.Node:
-    """Through a squeeze-and-excitation gate, h * g(h), to h (the factor of the output's own shape)."""
+    """Through a squeeze-and-excitation gate, h * g(h), to h: the factor of the output's own shape,
+    and where both are (at 1x1 pixels), the one no sigmoid or hard sigmoid gives."""
     view = op_view(node)
     if view.kind == "mul" and len(view.inputs) == 2:
-        for factor in view.inputs:
-            if tensor_shape(factor) == view.output_shape:
-                return factor
+        shaped = [factor for factor in view.inputs if tensor_shape(factor) == view.output_shape]
+        ungated = [factor for factor in shaped if op_view(factor).kind not in GATES]
+        if shaped:
+            return (ungated or shaped)[0]
     return node
 
 
