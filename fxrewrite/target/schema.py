@@ -140,10 +140,10 @@ def read_target(doc: dict[str, Any], origin: str) -> dict[str, Any]:
     )
 
 
-#: numeric keys of the [performance] table
 #: how the restructuring planner costs a target without a vendor compiler: by the estimate below, or
 #: (a target that is this CPU) by latency measured here (fxrewrite.ship.host_latency)
 MEASURES = ("estimate", "host-latency")
+#: numeric keys of the [performance] table
 PERFORMANCE_NUMBERS = ("clock_mhz", "dense_macs_per_cycle", "depthwise_macs_per_cycle", "pooling_per_cycle",
                        "elementwise_per_cycle", "lut_per_cycle", "bytes_per_cycle", "weight_bytes_per_cycle",
                        "op_overhead_cycles", "growth_max")
@@ -172,7 +172,8 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
         raise TargetError(f"{origin}: the [cost] table was replaced by [performance] (throughputs per cycle, "
                           "bandwidth, clock, per-op overhead, growth_max); see the README's target file section")
     table = _expect_table(doc.get("performance", {}), "performance", origin)
-    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops", "fused_ops", "free_ops", "measured_by"), "performance.", origin)
+    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops", "fused_ops", "free_ops", "measured_by"), "performance.",
+                origin)
     measured_by = table.get("measured_by", "estimate")
     if measured_by not in MEASURES:
         raise TargetError(f"{origin}: performance.measured_by: expected one of {', '.join(map(repr, MEASURES))}, "

@@ -22,13 +22,14 @@ are cheaper and the accuracy budget allows.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import fx, nn
 
 from fxrewrite.ir import op_view
 from fxrewrite.lowering.candidates.base import BlockRewrite
-from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible, is_conv,
-                                                  weights_of)
+from fxrewrite.lowering.candidates.blocks import (Collapsible, activation_module, before_norm, collapsible,
+                                                  same_padded, weights_of)
 from fxrewrite.lowering.candidates.fitting import fit_by_adam
 
 NAME = "approx-basic-block-as-low-rank-convs"
@@ -36,28 +37,23 @@ NAME = "approx-basic-block-as-low-rank-convs"
 RANK_SHARE = 2
 
 
-def _same_padding_stride_1(conv: fx.Node) -> int | None:
+def _kernel_at_stride_1(conv: fx.Node) -> int | None:
     """k where `conv` is a dense k x k conv (k odd) at stride 1 with 'same' padding, else None."""
-    if not is_conv(conv, "dense"):
-        return None
-    attrs = op_view(conv).attrs
-    (kh, kw) = attrs["kernel"]
-    if kh != kw or kh % 2 == 0 or attrs["stride"] != (1, 1) or attrs["padding"] != (kh // 2, kw // 2):
-        return None
-    return kh
+    found = same_padded(conv, "dense")
+    return found[0] if found is not None and found[1] == 1 else None
 
 
 def find_basic_blocks(gm: fx.GraphModule) -> list[Collapsible]:
     """Every k x k conv -> activation -> k x k conv -> + x of `gm` with an identity skip, in graph order."""
     found = []
     for second in gm.graph.nodes:
-        kernel = _same_padding_stride_1(second)
+        kernel = _kernel_at_stride_1(second)
         if kernel is None:
             continue
         activated = op_view(second).inputs[0]
         activation = activation_module(activated)
         first = before_norm(op_view(activated).inputs[0]) if activation is not None else None
-        if first is None or _same_padding_stride_1(first) != kernel:
+        if first is None or _kernel_at_stride_1(first) != kernel:
             continue
         block = collapsible(NAME, op_view(first).inputs[0], (first, second), activation, kernel, 1)
         if block is not None and block.residual:

@@ -32,7 +32,7 @@ from torch import fx, nn
 
 from fxrewrite.ir import op_view, tensor_shape
 from fxrewrite.lowering.candidates.base import BlockRewrite
-from fxrewrite.lowering.candidates.blocks import Collapsible, activation_module, is_conv, nodes_between
+from fxrewrite.lowering.candidates.blocks import Collapsible, activation_module, nodes_between, same_padded
 from fxrewrite.lowering.candidates.fitting import BATCH, fit_by_adam
 from fxrewrite.rewrite import Decline
 from fxrewrite.rewrite.building import constant_operand, conv_weights
@@ -71,7 +71,7 @@ def _parts(add: fx.Node) -> tuple[fx.Node, tuple[fx.Node, ...], fx.Node, torch.T
         norm = _back(expand, "linear") if expand is not None else None
         channels_last = _back(norm, "layer_norm") if norm is not None else None
         depthwise = _back(channels_last, "permute") if channels_last is not None else None
-        if depthwise is not None and is_conv(depthwise, "depthwise") and op_view(depthwise).inputs[0] is x:
+        if depthwise is not None and op_view(depthwise).kind == "conv2d" and op_view(depthwise).inputs[0] is x:
             return x, (depthwise, norm, expand, project), activated, scale
     return None
 
@@ -82,14 +82,11 @@ def _convnext_block(add: fx.Node) -> Collapsible | None:
     if parts is None:
         return None
     x, layers, hidden, _ = parts
-    attrs, shape = op_view(layers[0]).attrs, tensor_shape(x)
-    (k, kw) = attrs["kernel"]
-    if k != kw or k % 2 == 0 or attrs["stride"] != (1, 1) or attrs["padding"] != (k // 2, k // 2):
-        return None
-    nodes = nodes_between(x, add)
+    found, shape = same_padded(layers[0], "depthwise"), tensor_shape(x)
+    nodes = nodes_between(x, add) if found is not None and found[1] == 1 else None
     if nodes is None or shape is None or len(shape) != 4:
         return None
-    return Collapsible(NAME, x, add, nodes, layers, activation_module(hidden), k, 1, shape[1], shape[1], True)
+    return Collapsible(NAME, x, add, nodes, layers, activation_module(hidden), found[0], 1, shape[1], shape[1], True)
 
 
 def find_convnext_blocks(gm: fx.GraphModule) -> list[Collapsible]:

@@ -19,9 +19,9 @@ output y, label-free: first W, b by least squares with the gate constant (the co
 form), then every weight by Adam on the relative mean squared error; judged on held-out inputs
 against the initialisation. Measured on random MobileNetV3 and EfficientNet-B0 blocks, even an
 oracle gate (the best scale per sample and output channel) removes under a tenth of the collapse's
-error, most of which is the dropped activation: the planner keeps the gate only where the network's
-agreement says it pays. The restructuring planner (fxrewrite/lowering/restructure.py) weighs it
-against the collapse without the gate by cycles saved per point of agreement lost.
+error, most of which is the dropped activation. The restructuring planner
+(fxrewrite/lowering/restructure.py) weighs it against the collapse without the gate by cycles saved
+per point of agreement lost.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from fxrewrite.lowering.candidates.blocks import Collapsible, squeeze_excitation
 from fxrewrite.lowering.candidates.fitting import fit_by_adam, fit_least_squares
 
 NAME = "approx-se-inverted-residual-as-gated-collapse"
-#: the gate's starting logit: s(OPEN) = 1 for the hard sigmoid
+#: the gate's starting logit, where both gates are 1/2 and have slope
 OPEN = 0.0
 
 

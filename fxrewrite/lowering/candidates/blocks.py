@@ -114,8 +114,8 @@ def squeeze_excitation(block: Collapsible) -> SqueezeExcitation | None:
     """The block's squeeze-and-excitation gate where it has one written as mean, 1x1 conv,
     activation, 1x1 conv, sigmoid or hard sigmoid, multiply; else None."""
     for node in block.nodes:
-        view = op_view(node)
-        gate = next((factor for factor in view.inputs if factor is not gated_input(node)), None)
+        view, main = op_view(node), gated_input(node)
+        gate = next((factor for factor in view.inputs if factor is not main), None)
         if view.kind != "mul" or gate is None or tuple((tensor_shape(gate) or ())[2:]) != (1, 1):
             continue  # not a gate of one factor per channel
         if op_view(gate).kind not in GATES or not is_conv(expand := op_view(gate).inputs[0], "dense", (1, 1)):
@@ -138,13 +138,20 @@ def conv_act_pointwise(project: fx.Node, grouping: str, gate: Callable[[fx.Node]
         return None
     activation = gate(op_view(project).inputs[0])
     conv = before_norm(op_view(activation).inputs[0]) if activation_module(activation) is not None else None
-    if conv is None or not is_conv(conv, grouping):
+    found = same_padded(conv, grouping) if conv is not None else None
+    return None if found is None else (activation, conv, *found)
+
+
+def same_padded(conv: fx.Node, grouping: str) -> tuple[int, int] | None:
+    """(k, s) where `conv` is a `grouping` conv with a square odd kernel k, equal strides s and 'same'
+    padding k // 2; else None."""
+    if not is_conv(conv, grouping):
         return None
     attrs = op_view(conv).attrs
     (kh, kw), (sh, sw) = attrs["kernel"], attrs["stride"]
     if kh != kw or kh % 2 == 0 or sh != sw or attrs["padding"] != (kh // 2, kw // 2):
         return None
-    return activation, conv, kh, sh
+    return kh, sh
 
 
 def collapsible(rewrite: str, x: fx.Node, convs: tuple[fx.Node, ...], activation: nn.Module, kernel: int,
