@@ -10,6 +10,7 @@ import torch
 
 from fxrewrite.ir import tensor_shape
 from fxrewrite.rewrite import Decline, Match, PatternPass, Rewriter, Rule, RuleSet, op, register
+from fxrewrite.rewrite.building import sliced
 
 
 def _as_slices(match: Match, rewriter: Rewriter):
@@ -24,8 +25,8 @@ def _as_slices(match: Match, rewriter: Rewriter):
         r = shift % size
         if r == 0:
             continue
-        tail = rewriter.method(anchor, "narrow", x, dim, size - r, r)
-        head = rewriter.method(anchor, "narrow", x, dim, 0, size - r)
+        tail = sliced(rewriter, anchor, x, dim, size - r, r)
+        head = sliced(rewriter, anchor, x, dim, 0, size - r)
         x = fn(anchor, torch.cat, [tail, head], dim)
     if x is roll.inputs[0]:
         return Decline("a roll by whole turns moves nothing (remove it, not rebuild it)")

@@ -149,6 +149,8 @@ def test_a_users_own_file_works_wherever_a_name_does(tmp_path, run_cli):
         (("[ops.relu]", "[cost]\nmac = 1\n[ops.relu]"), "the [cost] table was replaced by [performance]"),
         (("[ops.relu]", "[performance]\nmeasured_by = \"latency\"\n[ops.relu]"),
          "performance.measured_by: expected one of 'estimate', 'host-latency', got 'latency'"),
+        (("[ops.relu]", "[performance]\nhost_cpu = \"cortex-a53\"\n[ops.relu]"),
+         "performance.host_cpu: expected one of 'cortex-m55', got 'cortex-a53'"),
     ],
 )
 def test_invalid_files_name_the_file_the_key_and_what_was_expected(tmp_path, edit, message):

@@ -60,6 +60,9 @@ def test_check_reports_vela_cycles_memory_and_the_ops_left_on_the_cpu_with_the_r
     assert teacher["cycles_total"] >= teacher["cycles_npu"] > 0 and teacher["inference_ms"] > 0
     assert [(op["op"], op["count"]) for op in teacher["cpu_ops"]] == [("topk", 1)]
     assert "TOSA" in teacher["cpu_ops"][0]["reason"]  # the partitioner's own words
+    # the CPU's share, estimated: topk's kernel and the int8 conversions around it and at the boundary
+    assert teacher["cpu_ops"][0]["elements"] > 0 and teacher["cpu_cycles"] > teacher["cpu_ops"][0]["cycles"] > 0
+    assert teacher["program_cycles"] == teacher["cycles_total"] + teacher["cpu_cycles"]
     assert {layer["operator"] for layer in teacher["layers"]} >= {"Conv2D"}
 
 
@@ -72,7 +75,7 @@ def test_lower_writes_the_executorch_program_and_reports_vela_for_teacher_and_lo
     vela = json.loads(report.read_text())["vela"]
     assert set(vela) == {"teacher", "lowered"}
     assert all(v["cpu_ops"] == [] and v["cycles_total"] > 0 and v["delegates"] == 1 for v in vela.values())
-    assert "lowered: " in stdout and "the teacher's cycles)" in stdout
+    assert "lowered: " in stdout and "the teacher's NPU cycles, x" in stdout and "its whole program)" in stdout
     assert program.read_bytes()[4:6] == b"ET"  # an ExecuTorch flatbuffer (file identifier ET12)
 
 

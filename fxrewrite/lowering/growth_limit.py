@@ -28,6 +28,7 @@ from fxrewrite.cost import Cost, node_cycles, node_macs
 from fxrewrite.ir import op_view
 from fxrewrite.rewrite import absorbed_by, origin_of
 from fxrewrite.target import Target
+from fxrewrite.target.host_cpu import host_node_cycles
 
 #: the share of the teacher's cycles or MACs a node's exact rewrites must add before a student is tried instead
 MATERIAL_SHARE = 0.05
@@ -37,14 +38,17 @@ Charges = dict[str, Cost]
 
 
 def charges(gm: fx.GraphModule, target: Target) -> Charges:
-    """Estimated cycles and MACs of `gm`, summed per teacher node they descend from."""
+    """Estimated cycles and MACs of `gm`, summed per teacher node they descend from. On a target whose
+    flow runs what the chip cannot on a host CPU, an illegal node costs that CPU's estimate."""
     charged: Charges = {}
+    perf = target.performance
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr") or (view := op_view(node)).structural:
             continue
+        on_host = perf.host_cpu and not target.verdict(node).legal
+        cycles = host_node_cycles(view) if on_host else node_cycles(view, perf)
         origin = origin_of(node)
-        charged[origin] = charged.get(origin, Cost(0.0, 0)) + Cost(node_cycles(view, target.performance),
-                                                                  node_macs(view))
+        charged[origin] = charged.get(origin, Cost(0.0, 0)) + Cost(cycles, node_macs(view))
     return charged
 
 
@@ -100,13 +104,18 @@ class GrowthLimit:
     target_name: str
     #: teacher nodes that read integer tensors (an embedding's token ids): no student reads integers
     integer_readers: frozenset[str] = frozenset()
+    #: teacher nodes the target's flow runs on its host CPU: their rewrites are judged by cycles alone
+    #: (the CPU's arithmetic is not the NPU's MACs, so a rewrite onto the NPU adds MACs and saves cycles)
+    on_host: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, teacher: fx.GraphModule, target: Target, limit: float | None) -> GrowthLimit:
         readers = frozenset(n.name for n in teacher.graph.nodes if any(
             (meta := a.meta.get("tensor_meta")) is not None and hasattr(meta, "dtype")
             and not meta.dtype.is_floating_point for a in n.all_input_nodes))
-        return cls(charges(teacher, target), limit, target.name, readers)
+        on_host = frozenset(n.name for n in teacher.graph.nodes if target.performance.host_cpu
+                            and n.op not in ("placeholder", "output", "get_attr") and not target.verdict(n).legal)
+        return cls(charges(teacher, target), limit, target.name, readers, on_host)
 
     def growth(self, charged: Charges) -> tuple[float, float]:
         """The lowered graph's estimated cycles and MACs as multiples of the teacher's (MACs 1 without any)."""
@@ -143,7 +152,11 @@ class GrowthLimit:
         macs_excess = lowered_total.macs - self.limit * teacher_total.macs if teacher_total.macs else -1.0
         cycles_growth, macs_growth = all_exact
         suggestion = math.ceil(max(all_exact) * 10) / 10
-        growing = {o: item for o, item in self._added(charged, kept, merged).items() if max(item[2]) > 0}
+        added = self._added(charged, kept, merged)
+        # MACs a rewrite moves from the host CPU onto the NPU do not count against the limit
+        macs_excess -= sum(after.macs - before.macs for o, (before, after, _) in added.items() if o in self.on_host)
+        growing = {o: item for o, item in added.items()
+                   if (item[2][0] if o in self.on_host else max(item[2])) > 0}
         keep: dict[str, str] = {}
         for origin, (before, after, shares) in sorted(growing.items(), key=lambda item: -max(item[1][2])):
             if cycles_excess <= 0 and macs_excess <= 0:
@@ -166,9 +179,12 @@ class GrowthLimit:
         for origin, (before, after, shares) in self._added(charged, kept, merged).items():
             if origin in self.integer_readers:
                 continue
-            growth = max(after.cycles / max(before.cycles, 1e-12),
-                         after.macs / before.macs if before.macs else math.inf if after.macs else 1.0)
-            share = max(shares)
+            cycles_growth = after.cycles / max(before.cycles, 1e-12)
+            if origin in self.on_host:
+                growth, share = cycles_growth, shares[0]
+            else:
+                growth = max(cycles_growth, after.macs / before.macs if before.macs else math.inf if after.macs else 1.0)
+                share = max(shares)
             if growth > student_budget and share >= MATERIAL_SHARE:
                 keep[origin] = (f"distilled instead: its exact rewrites would cost x{growth:.3g} its estimated cycles "
                                 f"or MACs and add {share:.1%} of the teacher's, more than a student may cost "

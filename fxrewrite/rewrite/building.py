@@ -210,3 +210,9 @@ def computed_constant(node: fx.Node) -> torch.Tensor | None:
     with torch.no_grad():
         value = fx.GraphModule(node.graph.owning_module, graph)()
     return value.detach() if isinstance(value, torch.Tensor) else None
+
+
+def sliced(rewriter: Rewriter, anchor: fx.Node, x: fx.Node, dim: int, start: int, length: int) -> fx.Node:
+    """x[start : start + length] along `dim` (start >= 0) as ATen's slice, which ExecuTorch's Arm
+    quantizer annotates and so delegates; it leaves `narrow` unquantized, on the CPU."""
+    return rewriter.function(anchor, torch.ops.aten.slice.Tensor, x, dim, start, start + length)

@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,12 +30,15 @@ from torch import nn
 from fxrewrite.errors import FxrewriteError, VelaError
 from fxrewrite.files import atomic_write_bytes
 from fxrewrite.metrics import is_class_scores, l2_relative_error, no_class_information, top1_agreement
+from fxrewrite.target.host_cpu import HostOp, host_cycles
 from fxrewrite.ship.learned_scales import carry_learned_scales, without_fake_quantizers
 from fxrewrite.ship.vela_layers import VelaLayer, named_after_nodes
 from fxrewrite.ship.ethos_u_toolchain import require_ethos_u
 
 #: ops ExecuTorch leaves outside every delegate by design: the int8 program's input and output conversions
 BOUNDARY_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "getitem", "executorch_call_delegate"})
+#: nodes that run no kernel on the CPU
+_NO_KERNEL = frozenset({"getitem", "executorch_call_delegate"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class CpuOp:
     count: int
     #: the partitioner's reason, for the first node of this op it rejected
     reason: str
+    #: output elements of all its nodes
+    elements: int = 0
+    #: estimated host CPU cycles of all its nodes, compute and transfer (fxrewrite.target.host_cpu)
+    cycles: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,27 @@ class VelaResult:
     learned_scale_layers: int = 0
     #: the same check with every scale estimated by ExecuTorch's quantizer (a quantized student only)
     quantization_estimated: QuantizationCheck | None = None
+    #: estimated host CPU cycles of the program's ops outside the NPU, its int8 input and output
+    #: conversions included (fxrewrite.target.host_cpu)
+    cpu_cycles: int = 0
+    #: seconds ExecuTorch's Arm flow and Vela took to compile it
+    compile_seconds: float = 0.0
+
+    @property
+    def program_cycles(self) -> int:
+        """The whole program: Vela's NPU cycles and the host CPU's estimated cycles, one after the other."""
+        return self.cycles_total + self.cpu_cycles
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"program_cycles": self.program_cycles}
 
     def describe(self) -> str:
         on_cpu = ", ".join(f"{op.op} x{op.count} ({op.reason})" for op in self.cpu_ops) or "none"
         text = (f"{self.cycles_total:,} cycles ({self.cycles_npu:,} on the NPU's MACs), {self.inference_ms:.3f} ms, "
                 f"SRAM {self.sram_kib:,.1f} KiB, flash {self.flash_kib:,.1f} KiB; {self.delegates} "
-                f"delegated subgraphs; on the CPU: {on_cpu}")
+                f"delegated subgraphs; on the CPU: {on_cpu}; whole program with the CPU's ops (estimated "
+                f"{self.cpu_cycles:,} cycles, int8 conversions included): {self.program_cycles:,} cycles; "
+                f"compiled in {self.compile_seconds:.0f} s")
         busiest = sorted(self.layers, key=lambda layer: -layer.cycles)[:3]
         if busiest:
             text += "; most cycles: " + ", ".join(f"{layer.node or layer.name} ({layer.operator}) {layer.cycles:,}"
@@ -188,12 +208,40 @@ def _quantization_check(module: nn.Module, quantized: nn.Module, calibrated: int
     return QuantizationCheck(calibrated, len(held_out), agreement, error, vacuous)
 
 
-def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Counter,
+def _host_ops(program: torch.fx.Graph) -> list[HostOp]:
+    """The op nodes of a lowered program that run on the host CPU, with their sizes."""
+
+    def numel_and_bytes(value: object) -> tuple[int, int]:
+        if isinstance(value, torch.Tensor):
+            return value.numel(), value.numel() * value.element_size()
+        return 0, 0
+
+    ops = []
+    for node in program.nodes:
+        if node.op != "call_function" or _op_name(node) in _NO_KERNEL:
+            continue
+        inputs = [numel_and_bytes(arg.meta.get("val")) for arg in node.all_input_nodes]
+        output = numel_and_bytes(node.meta.get("val"))
+        ops.append(HostOp(_op_name(node), sum(n for n, _ in inputs), output[0], sum(b for _, b in inputs) + output[1]))
+    return ops
+
+
+def _cpu_ops(host: list[HostOp], reasons: dict[str, str]) -> tuple[CpuOp, ...]:
+    """Per op kind the flow left on the CPU (the int8 boundary's conversions aside): count, elements, cycles."""
+    kept = [op for op in host if op.op not in BOUNDARY_OPS]
+    counts = collections.Counter(op.op for op in kept)
+    return tuple(CpuOp(name, count, reasons.get(name, "not partitioned"),
+                       sum(op.output_elements for op in kept if op.op == name),
+                       host_cycles(op for op in kept if op.op == name))
+                 for name, count in counts.most_common())
+
+
+def _result(folder: Path, accelerator: str, delegated: int, host: list[HostOp],
             reasons: dict[str, str]) -> VelaResult:
     summaries = sorted(folder.rglob("*_summary_*.csv"))
     if not summaries:
         raise VelaError(f"Vela compiled nothing for {accelerator}: every op stayed on the CPU "
-                         f"({', '.join(cpu) or 'none'})")
+                         f"({', '.join(sorted({op.op for op in host})) or 'none'})")
     totals = collections.Counter()
     rows = [row for summary in summaries for row in _read_csv(summary)]
     for row in rows:  # one row per delegated subgraph
@@ -209,8 +257,7 @@ def _result(folder: Path, accelerator: str, delegated: int, cpu: collections.Cou
         inference_ms=totals["inference_time"] * 1e3, sram_kib=totals["sram_memory_used"],
         flash_kib=totals["off_chip_flash_memory_used"] + totals["on_chip_flash_memory_used"],
         delegates=delegated,
-        cpu_ops=tuple(CpuOp(op, count, reasons.get(op, "not partitioned")) for op, count in cpu.most_common()),
-        layers=layers)
+        cpu_ops=_cpu_ops(host, reasons), cpu_cycles=host_cycles(host), layers=layers)
 
 
 def compile_for_ethos_u(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accelerator: str,
@@ -241,6 +288,7 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         from executorch.exir import to_edge_transform_and_lower
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    started = time.perf_counter()
     with (tempfile.TemporaryDirectory(prefix="fxrewrite-vela-") as folder, _quiet(), _rejections() as reasons,
           _each_delegate_in_its_folder(Path(folder))):
         spec = EthosUCompileSpec(accelerator, extra_flags=["--verbose-performance"])
@@ -262,15 +310,14 @@ def _compile(module: nn.Module, example_inputs: tuple[torch.Tensor, ...], accele
         check = _quantization_check(module, converted, len(calibration) or 1, held_out)
         quantized = torch.export.export(converted, example_inputs)
         lowered = to_edge_transform_and_lower(quantized, partitioner=[EthosUPartitioner(spec)])
-        ops = collections.Counter(_op_name(n) for n in lowered.exported_program().graph.nodes if n.op == "call_function")
-        delegated = ops["executorch_call_delegate"]
-        cpu = collections.Counter({op: count for op, count in ops.items() if op not in BOUNDARY_OPS})
+        executed = lowered.exported_program().graph
+        delegated = sum(_op_name(n) == "executorch_call_delegate" for n in executed.nodes if n.op == "call_function")
         if program is not None:
             atomic_write_bytes(program, lowered.to_executorch().buffer)
-        result = _result(Path(folder), accelerator, delegated, cpu, reasons)
+        result = _result(Path(folder), accelerator, delegated, _host_ops(executed), reasons)
         layers = named_after_nodes(result.layers, module) if isinstance(module, torch.fx.GraphModule) else result.layers
         return dataclasses.replace(result, layers=layers, quantization=check, learned_scale_layers=carried,
-                                   quantization_estimated=estimated)
+                                   quantization_estimated=estimated, compile_seconds=time.perf_counter() - started)
 
 
 @contextlib.contextmanager

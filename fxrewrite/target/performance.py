@@ -44,6 +44,9 @@ class Performance:
     #: how the restructuring planner costs the target without a vendor compiler: "estimate" (this
     #: model) or "host-latency" (the target is this CPU: latency measured here, fxrewrite.ship.host_latency)
     measured_by: str = "estimate"
+    #: the CPU the chip's flow leaves the ops it cannot run on ("cortex-m55"; empty: none): an illegal
+    #: node kept as it is costs that CPU's estimate (fxrewrite.target.host_cpu), not the NPU's
+    host_cpu: str = ""
 
     def milliseconds(self, cycles: float) -> float:
         return cycles / (self.clock_mhz * 1e3)

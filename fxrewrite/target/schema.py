@@ -8,6 +8,7 @@ from typing import Any
 
 from fxrewrite.errors import TargetError
 from fxrewrite.ir import KINDS, STRUCTURAL_KINDS, UNKNOWN
+from fxrewrite.target.host_cpu import HOST_CPUS
 from fxrewrite.target.compilers import ACCELERATORS
 from fxrewrite.target.constraints import CONSTRAINTS, MAC_KINDS, Invalid, OpRule, choices
 from fxrewrite.target.formats import GRANULARITIES, QuantFormat, QuantSpec
@@ -172,12 +173,16 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
         raise TargetError(f"{origin}: the [cost] table was replaced by [performance] (throughputs per cycle, "
                           "bandwidth, clock, per-op overhead, growth_max); see the README's target file section")
     table = _expect_table(doc.get("performance", {}), "performance", origin)
-    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops", "fused_ops", "free_ops", "measured_by"), "performance.",
-                origin)
+    _check_keys(table, (*PERFORMANCE_NUMBERS, "lut_ops", "fused_ops", "free_ops", "measured_by", "host_cpu"),
+                "performance.", origin)
     measured_by = table.get("measured_by", "estimate")
     if measured_by not in MEASURES:
         raise TargetError(f"{origin}: performance.measured_by: expected one of {', '.join(map(repr, MEASURES))}, "
                           f"got {measured_by!r}")
+    host_cpu = table.get("host_cpu", "")
+    if host_cpu not in ("", *HOST_CPUS):
+        raise TargetError(f"{origin}: performance.host_cpu: expected one of {', '.join(map(repr, HOST_CPUS))}, "
+                          f"got {host_cpu!r}")
     numbers = {}
     for key in PERFORMANCE_NUMBERS:
         if key not in table:
@@ -189,6 +194,6 @@ def _parse_performance(doc: dict, weights: QuantSpec, activations: QuantSpec, or
                               f"{PERFORMANCE_RANGE[1]:g}, got {value!r}")
         numbers[key] = float(value)
     kinds = {key: _op_kinds(table, key, doc, origin) for key in ("lut_ops", "fused_ops", "free_ops")}
-    return Performance(**numbers, **kinds, measured_by=measured_by,
+    return Performance(**numbers, **kinds, measured_by=measured_by, host_cpu=host_cpu,
                        activation_bytes=max(f.bits for f in activations.formats) / 8,
                        weight_bytes=max(f.bits for f in weights.formats) / 8)
