@@ -15,7 +15,8 @@ def _as_expand(match: Match, rewriter: Rewriter):
         return shape
     if up.attrs["mode"] != "bilinear" or tuple(shape[2:]) != (1, 1):
         return Decline("only a bilinear upsampling of a 1x1 map is a constant map")
-    return rewriter.method(up.node, "expand", up.inputs[0], *up.output_shape)
+    # -1 keeps the batch free: a graph captured at batch 1 runs calibration batches
+    return rewriter.method(up.node, "expand", up.inputs[0], -1, *up.output_shape[1:])
 
 
 ONE_PIXEL_RULE = Rule("one-pixel", op("upsample", name="up"), _as_expand, priority=1)
