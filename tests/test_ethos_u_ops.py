@@ -43,6 +43,10 @@ class SelfAttention(nn.Module):
         return self.attention(tokens, tokens, tokens, need_weights=False)[0]
 
 
+#: a fixed mask and fixed channel positions, as models keep them in buffers
+_MASK = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5
+_POSITIONS = torch.tensor([3, 1, 2, 0, 5, 4, 7, 6])
+
 #: op kind -> forms of it (name -> op after the conv); every kind a file declares has at least one
 PROBES: dict[str, dict[str, Op]] = {
     "conv2d": {"depthwise": nn.Conv2d(8, 8, 3, padding=1, groups=8), "grouped": nn.Conv2d(8, 8, 3, padding=1, groups=2),
@@ -77,6 +81,8 @@ PROBES: dict[str, dict[str, Op]] = {
     "transpose": {"": lambda x: torch.relu(x.transpose(1, 2))},
     "expand": {"": lambda x: x.mean(1, keepdim=True).expand(1, 8, 8, 8) + x},
     "pixel_shuffle": {"": nn.PixelShuffle(2)},
+    "where": {"constant mask": lambda x: torch.where(_MASK, x, x * 0.5)},
+    "index_select": {"constant positions": lambda x: torch.index_select(x, 1, _POSITIONS)},
     "upsample": {"nearest 2x": lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
                  "nearest 3x": lambda x: F.interpolate(x, scale_factor=3, mode="nearest"),
                  "bilinear 2x": lambda x: F.interpolate(x, scale_factor=2, mode="bilinear")},
