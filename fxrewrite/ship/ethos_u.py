@@ -214,6 +214,9 @@ def _host_ops(program: torch.fx.Graph) -> list[HostOp]:
     def numel_and_bytes(value: object) -> tuple[int, int]:
         if isinstance(value, torch.Tensor):
             return value.numel(), value.numel() * value.element_size()
+        if isinstance(value, (tuple, list)):  # an op with several results (topk: values and indices)
+            parts = [numel_and_bytes(part) for part in value]
+            return sum(n for n, _ in parts), sum(b for _, b in parts)
         return 0, 0
 
     ops = []
