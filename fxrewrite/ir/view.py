@@ -155,11 +155,11 @@ def _compute_view(node: fx.Node) -> OpView:
         bound = {"input": node.args[0] if node.args else None, **_module_of(op, module)(module)}
         return _finish(op, bound, node, source)
     if node.op == "call_method":
-        op = METHOD_INDEX.get(str(node.target))
+        entry = METHOD_INDEX.get(str(node.target))
         source = f"method Tensor.{node.target}"
-        if op is None:
+        if entry is None:
             return _unknown(node, source, f"tensor method .{node.target}() is not in the vocabulary")
-        signature = op.signature
+        op, signature = entry
     elif getattr(node.target, "__module__", None) in ("_operator", "operator") and not _produces_tensor(node):
         return OpView("shape", {}, tuple(node.all_input_nodes), node, f"function {qualified_name(node.target)}")
     else:

@@ -93,6 +93,8 @@ class OpDef:
     methods: Sequence[str] = ()
     #: functions whose arguments follow another order than `signature`
     special_forms: Mapping[Any, Callable[..., Any]] = field(default_factory=dict)
+    #: tensor methods whose arguments follow another order than `signature` (after the tensor itself)
+    method_forms: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     operands: Sequence[str] = ("input",)
     #: attributes that a target may constrain beyond the shape-based ones
     attr_names: Sequence[str] = ()
@@ -192,6 +194,7 @@ VOCABULARY: tuple[OpDef, ...] = (
     OpDef("split", "a tensor cut into pieces along one dim (chunk, split, unbind); getitem picks one", dim_attrs,
           _sig_split, {}, (torch.chunk, torch.split, aten.chunk, aten.split, aten.split_with_sizes),
           ("chunk", "split"), special_forms={torch.unbind: _sig_unbind, aten.unbind: _sig_unbind},
+          method_forms={"unbind": _sig_unbind},
           attr_names=("dim",)),
     OpDef("einsum", "Einstein summation over activations", einsum_attrs, _sig_einsum, {}, (torch.einsum,),
           special_forms={aten.einsum: _sig_einsum_aten}, operands=("operands",), attr_names=("equation",)),
@@ -273,7 +276,9 @@ def _build_indexes() -> tuple[dict, dict, dict]:
         for fn, sig in op.special_forms.items():
             claim(functions, fn, (op, sig), op.kind)
         for name in op.methods:
-            claim(methods, name, op, op.kind)
+            claim(methods, name, (op, op.signature), op.kind)
+        for name, sig in op.method_forms.items():
+            claim(methods, name, (op, sig), op.kind)
     return modules, functions, methods
 
 
