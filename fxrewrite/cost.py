@@ -58,6 +58,11 @@ POOLING_KINDS = frozenset({"max_pool2d", "avg_pool2d", "adaptive_avg_pool1d", "a
                            "amax"})
 
 
+#: norms whose affine map (weight and bias) is work of its own: a chip without a norm unit runs it as
+#: another elementwise pass, which folding it into the next FC layer saves (fold-affine-into-linear)
+AFFINE_NORM_KINDS = frozenset({"layer_norm", "group_norm"})
+
+
 def work_unit(view: OpView, lut_ops: frozenset[str]) -> tuple[str, float]:
     """The unit that runs a node (the Performance field holding its throughput per cycle) and how much
     work it gives that unit: MACs, window elements or output elements."""
@@ -70,6 +75,8 @@ def work_unit(view: OpView, lut_ops: frozenset[str]) -> tuple[str, float]:
         window = math.prod(view.attrs.get("kernel", (1,)))
         return "pooling_per_cycle", out * window if "kernel" in view.attrs else sum(
             math.prod(s) for s in view.input_shapes[:1])
+    if view.kind in AFFINE_NORM_KINDS and view.attrs.get("affine"):
+        out *= 2  # the affine map (a multiply and an add per element) is a second pass over the output
     return ("lut_per_cycle" if view.kind in lut_ops else "elementwise_per_cycle"), out
 
 
