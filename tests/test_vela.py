@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -177,3 +179,31 @@ def test_vela_block_cycles_compile_each_signature_once():
     first = measure(conv, sample, ("conv", 8))
     assert first > 0 and measure(nn.Conv2d(8, 8, 3, padding=1), sample, ("conv", 8)) == first
     assert len(measure.cache) == 1 and measure.describe() == "Vela on ethos-u55-128 (1 blocks compiled)"
+
+
+def _dies(*_: object, **__: object) -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_vela_that_dies_is_one_clear_error_not_a_crash():
+    """Vela's C++ core segfaults on swin_t's graph at 224x224 (U55-128); the compile runs in a child."""
+    from fxrewrite.errors import VelaError
+    from fxrewrite.ship.ethos_u import _in_a_child_process
+
+    assert _in_a_child_process(max, 3, 7) == 7
+    with pytest.raises(VelaError, match="Vela crashed"):
+        _in_a_child_process(_dies, b"tosa", [])
+
+
+def test_a_graph_the_toolchain_cannot_compile_is_reported_and_the_other_still_compiled():
+    from fxrewrite.cli.vela import VelaRuns
+    from fxrewrite.errors import VelaError
+
+    class Refusing:
+        def compile(self, module, inputs, accelerator, calibration, held_out=()):
+            raise VelaError("Vela crashed")
+
+    runs = VelaRuns(Refusing(), "ethos-u55-128")
+    runs.add("teacher", nn.Identity(), (torch.zeros(1),))
+    assert runs.failed == {"teacher": "Vela crashed"} and runs.numbers() == {"teacher": {"error": "Vela crashed"}}
+    assert "teacher: not compiled: Vela crashed" in runs.text()

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxrewrite.errors import VelaError
 from fxrewrite.quant import CalibrationData
 from fxrewrite.ship.compilers import compiler_of
 from fxrewrite.ship.compilers.base import Compiled, VendorCompiler
@@ -45,6 +46,8 @@ class VelaRuns:
     #: inputs ExecuTorch's quantizer calibrates on, and inputs held out to judge its int8 graph (--calib)
     calibration: tuple[tuple[torch.Tensor, ...], ...] = ()
     held_out: tuple[tuple[torch.Tensor, ...], ...] = ()
+    #: per graph the toolchain could not compile, its one-line reason (the other graph is still compiled)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def calibrate_on(self, data: CalibrationData) -> None:
         """Quantize on `data`'s first training inputs, one at a time (the chip runs a batch of one), and
@@ -55,21 +58,27 @@ class VelaRuns:
     def add(self, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
             compiled: Compiled | None = None) -> None:
         """Compile `module` where a compiler was asked for (`compiled`: what writing its .pte compiled)."""
-        if self.compiler is not None:
+        if self.compiler is None:
+            return
+        try:
             self.results[name] = compiled or self.compiler.compile(module, inputs, self.accelerator, self.calibration,
                                                                    held_out=self.held_out)
+        except VelaError as exc:
+            self.failed[name] = str(exc)
 
     def numbers(self) -> dict[str, Any] | None:
         """For the JSON report: per graph, Vela's numbers."""
-        return {name: result.to_dict() for name, result in self.results.items()} or None
+        numbers = {name: result.to_dict() for name, result in self.results.items()}
+        return numbers | {name: {"error": reason} for name, reason in self.failed.items()} or None
 
     def text(self) -> str:
         """Lines to follow the report's text (empty without `--vela`)."""
-        if not self.results:
+        if not self.results and not self.failed:
             return ""
-        first = next(iter(self.results.values()))
-        lines = [f"Vela on {first.accelerator} ({first.system_config}, {first.memory_mode}), int8 by ExecuTorch's "
-                 "Arm backend:"]
+        first = next(iter(self.results.values()), None)
+        where = f"{first.accelerator} ({first.system_config}, {first.memory_mode})" if first else self.accelerator
+        lines = [f"Vela on {where}, int8 by ExecuTorch's Arm backend:"]
+        lines += [f"  {name}: not compiled: {reason}" for name, reason in self.failed.items()]
         baseline = self.results.get("teacher")
         for name, result in self.results.items():
             ratio = (f" (x{result.cycles_total / baseline.cycles_total:.3f} the teacher's NPU cycles, "

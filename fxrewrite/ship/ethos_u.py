@@ -17,10 +17,13 @@ import csv
 import dataclasses
 import itertools
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,10 +183,22 @@ def _each_delegate_in_its_folder(folder: Path) -> Iterator[None]:
     def into_own_folder(*args: object, intermediate_path: str | None = None, **kwargs: object) -> object:
         own = folder / f"delegate_{next(count)}"
         own.mkdir()
-        return compile_one(*args, intermediate_path=str(own), **kwargs)
+        return _in_a_child_process(compile_one, *args, intermediate_path=str(own), **kwargs)
 
     with _swapped(backend, "vela_compile", into_own_folder):
         yield
+
+
+def _in_a_child_process(compile_one: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """One Vela compile in a forked child: Vela's C++ core (regor) dies of a segmentation fault on some
+    graphs (swin_t's at 224x224 on the U55-128), which would take fxrewrite down with it; a dead
+    child is a VelaError instead."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        try:
+            return pool.submit(compile_one, *args, **kwargs).result()
+        except BrokenProcessPool as exc:
+            raise VelaError("Vela crashed compiling the graph ExecuTorch's Arm flow handed it (its process died, "
+                            "as Vela's C++ core does on some graphs); nothing was compiled") from exc
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
