@@ -41,32 +41,33 @@ SHAPE = (9, 13)  # odd sides: the clamped border rows and columns are compared t
 INTEGER = [dict(scale_factor=s) for s in (2, 3, 4, 8)] + [dict(size=(SHAPE[0] * 4, SHAPE[1] * 4))]
 
 
+def _resized(rule: str, form: str, how: dict):
+    """The teacher resizing by `how`, and its graph with `rule` applied (after one rewrite)."""
+    torch.manual_seed(len(str(how)))
+    teacher = model(form, how).eval()
+    x = torch.randn(2, 3, *SHAPE)
+    gm, rewrites = with_rule(rule, teacher, x, form)
+    assert rewrites == 1
+    assert_same(gm, teacher, x)
+    return kinds(gm), gm
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("how", INTEGER + [dict(scale_factor=2, align_corners=True), dict(scale_factor=(2, 3)),
                                           dict(size=(13, 19)), dict(scale_factor=1.5), dict(size=(5, 7))],
                          ids=str)
 def test_any_bilinear_resize_as_two_fixed_linear_maps(form, how):
-    torch.manual_seed(len(str(how)))
-    teacher = model(form, how).eval()
-    x = torch.randn(2, 3, *SHAPE)
-    gm, rewrites = with_rule("linear-maps", teacher, x, form)
-    found = kinds(gm)
-    assert rewrites == 1 and found["upsample"] == 0 and found["linear"] == 2 and found["transpose"] == 2
-    assert_same(gm, teacher, x)
+    found, _ = _resized("linear-maps", form, how)
+    assert found["upsample"] == 0 and found["linear"] == 2 and found["transpose"] == 2
 
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("how", INTEGER, ids=str)
 def test_integer_factors_as_nearest_upsampling_and_box_filter(form, how):
-    torch.manual_seed(len(str(how)))
-    teacher = model(form, how).eval()
-    x = torch.randn(2, 3, *SHAPE)
-    gm, rewrites = with_rule("nearest-and-box", teacher, x, form)
-    found = kinds(gm)
-    assert rewrites == 1 and found["upsample"] == 1 and found["conv2d"] == 3
+    found, gm = _resized("nearest-and-box", form, how)
+    assert found["upsample"] == 1 and found["conv2d"] == 3
     nearest = next(v for v in map(op_view, gm.graph.nodes) if v.kind == "upsample")
     assert nearest.attrs["mode"] == "nearest"
-    assert_same(gm, teacher, x)
 
 
 @pytest.mark.parametrize("rule", ["linear-maps", "nearest-and-box"])
