@@ -6,7 +6,7 @@ from torch import nn
 
 from fxrewrite.frontend import capture
 from fxrewrite.ir import op_view
-from fxrewrite.lowering.growth_limit import GrowthLimit, charges
+from fxrewrite.lowering.growth_limit import GrowthLimit, charges, runs_on_host
 from fxrewrite.target import Target
 from fxrewrite.target.host_cpu import HostOp, host_cycles, host_node_cycles, host_op_cycles
 
@@ -40,5 +40,5 @@ def test_illegal_nodes_cost_the_host_cpu_on_an_ethos_u_and_the_npu_elsewhere():
     resize = next(n for n in gm.graph.nodes if op_view(n).kind == "upsample")
     assert not u55.verdict(resize).legal and u55.performance.host_cpu == "cortex-m55"
     assert charges(gm, u55)[resize.name].cycles == host_node_cycles(op_view(resize))
-    assert GrowthLimit.of(gm, u55, 2.0).on_host == {resize.name}
+    assert runs_on_host(resize, u55) and GrowthLimit.of(gm, u55, 2.0).on_host == {resize.name}
     assert generic.performance.host_cpu == "" and GrowthLimit.of(gm, generic, 2.0).on_host == frozenset()

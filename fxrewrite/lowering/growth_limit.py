@@ -37,6 +37,11 @@ MATERIAL_SHARE = 0.05
 Charges = dict[str, Cost]
 
 
+def runs_on_host(node: fx.Node, target: Target) -> bool:
+    """Whether the target's flow runs `node` on its host CPU: an op the chip cannot run, where there is one."""
+    return bool(target.performance.host_cpu) and not target.verdict(node).legal
+
+
 def charges(gm: fx.GraphModule, target: Target) -> Charges:
     """Estimated cycles and MACs of `gm`, summed per teacher node they descend from. On a target whose
     flow runs what the chip cannot on a host CPU, an illegal node costs that CPU's estimate."""
@@ -45,8 +50,7 @@ def charges(gm: fx.GraphModule, target: Target) -> Charges:
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr") or (view := op_view(node)).structural:
             continue
-        on_host = perf.host_cpu and not target.verdict(node).legal
-        cycles = host_node_cycles(view) if on_host else node_cycles(view, perf)
+        cycles = host_node_cycles(view) if runs_on_host(node, target) else node_cycles(view, perf)
         origin = origin_of(node)
         charged[origin] = charged.get(origin, Cost(0.0, 0)) + Cost(cycles, node_macs(view))
     return charged
@@ -113,8 +117,8 @@ class GrowthLimit:
         readers = frozenset(n.name for n in teacher.graph.nodes if any(
             (meta := a.meta.get("tensor_meta")) is not None and hasattr(meta, "dtype")
             and not meta.dtype.is_floating_point for a in n.all_input_nodes))
-        on_host = frozenset(n.name for n in teacher.graph.nodes if target.performance.host_cpu
-                            and n.op not in ("placeholder", "output", "get_attr") and not target.verdict(n).legal)
+        on_host = frozenset(n.name for n in teacher.graph.nodes
+                            if n.op not in ("placeholder", "output", "get_attr") and runs_on_host(n, target))
         return cls(charges(teacher, target), limit, target.name, readers, on_host)
 
     def growth(self, charged: Charges) -> tuple[float, float]:
@@ -183,7 +187,8 @@ class GrowthLimit:
             if origin in self.on_host:
                 growth, share = cycles_growth, shares[0]
             else:
-                growth = max(cycles_growth, after.macs / before.macs if before.macs else math.inf if after.macs else 1.0)
+                macs_growth = after.macs / before.macs if before.macs else math.inf if after.macs else 1.0
+                growth = max(cycles_growth, macs_growth)
                 share = max(shares)
             if growth > student_budget and share >= MATERIAL_SHARE:
                 keep[origin] = (f"distilled instead: its exact rewrites would cost x{growth:.3g} its estimated cycles "
