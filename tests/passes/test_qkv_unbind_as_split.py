@@ -55,3 +55,25 @@ def test_the_u55_runs_fused_attention_after_lowering():
     result = lower(teacher, (x,), target="ethos-u55-128")
     assert result.verdicts.illegal == ()
     assert result.report.max_relative_error <= 1e-5
+
+
+class PickedAttention(FusedAttention):
+    """torchvision's Swin: the same split, its items picked one at a time (qkv[0], qkv[1], qkv[2])."""
+
+    def forward(self, x):
+        batch, tokens, width = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        return torch.softmax(q @ k.transpose(-2, -1), -1) @ v
+
+
+@pytest.mark.parametrize("form", ["functional", "aten"])
+def test_items_picked_one_at_a_time_in_rank_4(form):
+    torch.manual_seed(4)
+    teacher = PickedAttention().eval()
+    x = torch.randn(2, 13, 24)
+    gm, rewrites = run_pass(PASS, captured(teacher, x, form), x)
+    ranks = [len(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if hasattr(n.meta.get("tensor_meta"), "shape")]
+    assert rewrites == 3 and max(ranks) == 4
+    with torch.no_grad():
+        assert torch.equal(gm(x), teacher(x))
