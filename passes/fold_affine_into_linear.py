@@ -35,11 +35,13 @@ def _norm_affine(match: Match, rewriter: Rewriter):
     if gamma is None or norm.attrs["normalized_shape"] != (weight.shape[1],):
         return Decline("only a norm over the FC layer's input features, with a constant affine map, folds")
     w = weight.double() * gamma.double()
-    b = (bias.double() if bias is not None else 0.0) + weight.double() @ (beta.double() if beta is not None else 0.0)
+    b = bias.double() if bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    if beta is not None:  # a norm made with bias=False has no shift
+        b = b + weight.double() @ beta.double()
     anchor = fc.node
     plain = rewriter.function(anchor, F.layer_norm, norm.inputs[0], norm.attrs["normalized_shape"], None, None,
                               norm.attrs["eps"])
-    return rewriter.module(anchor, "folded_linear", linear(w.float(), torch.as_tensor(b).float()), plain)
+    return rewriter.module(anchor, "folded_linear", linear(w.float(), b.float()), plain)
 
 
 def _layer_scale(match: Match, rewriter: Rewriter):

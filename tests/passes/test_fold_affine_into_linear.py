@@ -36,6 +36,29 @@ def test_a_norms_affine_map_folds_into_the_next_fc_layer(form):
     assert_same(gm, teacher, x)
 
 
+class ScaleOnlyNorm(nn.Module):
+    """A norm made with bias=False (a scale, no shift) before an FC layer without bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.fc = nn.LayerNorm(12, bias=False), nn.Linear(12, 20, bias=False)
+        with torch.no_grad():
+            self.norm.weight.uniform_(-2, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(x))
+
+
+@pytest.mark.parametrize("form", ["module", "aten"])
+def test_a_norm_without_shift_folds_its_scale(form):
+    """A regression: the fold read the missing shift as the number 0 and failed (exit 3)."""
+    teacher = ScaleOnlyNorm().eval()
+    x = torch.randn(2, 7, 12) * 3 + 1
+    gm, rewrites = run_pass(PASS, captured(teacher, x, "aten" if form == "aten" else "symbolic"), x)
+    assert rewrites == 1
+    assert_same(gm, teacher, x)
+
+
 class ConvNeXtTail(nn.Module):
     """ConvNeXt's block tail: Linear, GELU, Linear, permute to channels, layer scale."""
 
