@@ -30,11 +30,6 @@ QUANTIZER_SAMPLES = 256
 JUDGED_SAMPLES = 500
 
 
-def _whole(result: Compiled) -> int:
-    """A program's cycles with its CPU part, where the compiler estimates one."""
-    return getattr(result, "program_cycles", result.cycles_total)
-
-
 @dataclass
 class VelaRuns:
     """The graphs of one command compiled by `compiler` for `accelerator` (nothing when it is None: no
@@ -82,7 +77,7 @@ class VelaRuns:
         baseline = self.results.get("teacher")
         for name, result in self.results.items():
             ratio = (f" (x{result.cycles_total / baseline.cycles_total:.3f} the teacher's NPU cycles, "
-                     f"x{_whole(result) / _whole(baseline):.3f} its whole program)"
+                     f"x{result.program_cycles / baseline.program_cycles:.3f} its whole program)"
                      if baseline is not None and result is not baseline and baseline.cycles_total else "")
             lines.append(f"  {name}: {result.describe()}{ratio}")
         return "\n" + "\n".join(lines)

@@ -46,8 +46,6 @@ CYCLES_PER_INPUT_ELEMENT: dict[str, float] = {"avg_pool2d": 2.0, "max_pool2d": 2
 DEFAULT_CYCLES_PER_ELEMENT = 8.0
 #: a 32-bit bus moving one word a cycle
 TRANSFER_CYCLES_PER_BYTE = 0.25
-SOURCE = ("Cortex-M55 model (fxrewrite.target.host_cpu): quantize/dequantize 9.1 cycles per element measured "
-          "in pytorch/executorch#17651, other ops estimated from their arithmetic; not measured here")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ depthwise ones.
 """
 
 import torch
-from torch import fx
 
 from fxrewrite.ir import OpView
 from fxrewrite.rewrite import Decline, Match, Rewriter, Rule, op
@@ -21,27 +20,21 @@ from fxrewrite.rewrite.building import linear, nchw_shape
 def _resized(up: OpView, rewriter: Rewriter, probe: torch.Tensor) -> torch.Tensor | Decline:
     """`probe` through the node's own op and arguments."""
     node = up.node
-    rest = node.args[1:]
-    if any(isinstance(a, fx.Node) for a in fx.node.map_aggregate(list(rest) + list(node.kwargs.values()),
-                                                                  lambda a: a)):
+    if any(arg is not up.inputs[0] for arg in node.all_input_nodes):
         if up.attrs["scale"] != tuple(map(int, up.attrs["scale"])):
             return Decline("the output size is computed in the graph and the scale is not an integer")
         return torch.nn.functional.interpolate(probe, size=up.output_shape[2:], mode="bilinear",
                                                align_corners=up.attrs["align_corners"])
     if node.op == "call_module":
         return rewriter.gm.get_submodule(node.target)(probe)
-    return node.target(probe, *rest, **node.kwargs)
+    return node.target(probe, *node.args[1:], **node.kwargs)
 
 
 def interpolation_matrices(up: OpView, rewriter: Rewriter) -> tuple[torch.Tensor, torch.Tensor] | Decline:
     """(A_h, A_w): the (H' x H) and (W' x W) matrices of the node's resizing."""
     _, _, height, width = nchw_shape(up)
-    rows = torch.zeros(height, 1, height, width)
-    columns = torch.zeros(width, 1, height, width)
-    for i in range(height):
-        rows[i, 0, i, :] = 1.0
-    for j in range(width):
-        columns[j, 0, :, j] = 1.0
+    rows = torch.eye(height).view(height, 1, height, 1).expand(-1, -1, -1, width).contiguous()
+    columns = torch.eye(width).view(width, 1, 1, width).expand(-1, -1, height, -1).contiguous()
     with torch.no_grad():
         by_row, by_column = _resized(up, rewriter, rows), _resized(up, rewriter, columns)
     if isinstance(by_row, Decline):

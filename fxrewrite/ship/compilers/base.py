@@ -22,6 +22,8 @@ class Compiled(Protocol):
 
     accelerator: str
     cycles_total: int
+    #: the whole program's cycles: the chip's and what runs beside it (the host CPU's share, estimated)
+    program_cycles: int
 
     def to_dict(self) -> dict[str, Any]: ...
 
