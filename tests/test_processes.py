@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,20 @@ from torch import nn
 
 from fxrewrite.examples import digits_convnext, digits_inputs
 from fxrewrite.distill.training.checkpoints import Checkpoints
-from fxrewrite.distill.training.processes import data_parallel, on_main, rank, shard, world_size
+from fxrewrite.distill.training.processes import (batch_norms_over_processes, data_parallel, on_main, rank, shard,
+                                                   world_size)
 from fxrewrite.errors import DistillError
+
+
+@contextlib.contextmanager
+def two_gloo_processes(process: int, port: int) -> Iterator[None]:
+    """This process joined, as `process`, to a group of two over gloo on `port`, until the block ends."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=process, world_size=2)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -28,9 +42,7 @@ def free_port() -> int:
 
 
 def _worker(process: int, port: int, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=process, world_size=2)
-    try:
+    with two_gloo_processes(process, port):
         batches = list(torch.arange(10.0).reshape(10, 1).split(4))  # batches of 4, 4, 2
         mine = shard(batches)
         torch.manual_seed(process)  # different starts: DDP must hand every process rank 0's weights
@@ -40,8 +52,6 @@ def _worker(process: int, port: int, results) -> None:
         decided = on_main(lambda: f"decided by {rank()}")
         results.put((process, world_size(), [b.flatten().tolist() for b in mine],
                      layer.weight.item(), layer.weight.grad.item(), decided))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_processes_share_each_batch_average_gradients_and_take_rank_0s_decisions():
@@ -60,6 +70,37 @@ def test_two_processes_share_each_batch_average_gradients_and_take_rank_0s_decis
     alone = nn.Linear(1, 1)
     ((alone(torch.tensor([[0.0], [1.0], [2.0], [3.0]])) - 1) ** 2).mean().backward()
     assert abs(grad0 - alone.weight.grad.item()) < 1e-6 and abs(grad1 - grad0) < 1e-7
+
+
+def _norm_worker(process: int, port: int, results) -> None:
+    with two_gloo_processes(process, port):
+        torch.manual_seed(0)
+        layers = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        batch = shard([torch.randn(6, 3, 7, 5) * 3 + 1])[0]  # odd sizes; 3 samples per process
+        loss_of = data_parallel(layers, lambda _, b: layers(b).square().mean())
+        with batch_norms_over_processes(layers):
+            loss_of(0, batch).backward()
+        norm = layers[1]
+        results.put((process, norm.running_mean.tolist(), norm.running_var.tolist(),
+                     [p.grad.flatten().tolist() for p in layers.parameters()], "forward" in vars(norm)))
+
+
+def test_batch_norms_over_two_processes_normalise_the_whole_batch_as_one_process_does():
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(_norm_worker, args=(free_port(), results), nprocs=2, start_method="spawn")
+    by_rank = dict((r[0], r[1:]) for r in (results.get(timeout=60) for _ in range(2)))
+    torch.manual_seed(0)
+    layers = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    whole = torch.randn(6, 3, 7, 5) * 3 + 1
+    layers(whole).square().mean().backward()
+    want = [p.grad.flatten() for p in layers.parameters()]
+    for mean, var, grads, patched in by_rank.values():
+        assert not patched  # the layer is itself again after training
+        assert torch.allclose(torch.tensor(mean), layers[1].running_mean, atol=1e-6)
+        assert torch.allclose(torch.tensor(var), layers[1].running_var, rtol=1e-5)
+        for got, expected in zip(grads, want):
+            assert torch.allclose(torch.tensor(got), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_alone_nothing_is_sharded_or_wrapped():
@@ -108,9 +149,7 @@ def test_two_gloo_processes_distil_the_digits_teacher_as_one_process_does(digits
 
 
 def _resume_worker(process: int, port: int, directory: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=process, world_size=2)
-    try:
+    with two_gloo_processes(process, port):
         outcome = []
         for name in ("alone", "together"):
             try:
@@ -119,8 +158,6 @@ def _resume_worker(process: int, port: int, directory: str, results) -> None:
             except DistillError as exc:
                 outcome.append(str(exc))
         results.put((process, outcome))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_a_checkpoint_is_resumed_only_by_as_many_processes_as_wrote_it(tmp_path):

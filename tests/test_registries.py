@@ -43,7 +43,7 @@ def test_every_file_of_students_defines_one_kind_and_every_registered_kind_is_a_
     registered = [name for name, _ in student_kinds()]
     assert set(registered) <= set(files) and len(registered) == len(set(registered))
     # the kinds that stand in for a whole region are chosen by synthesis, not asked per output
-    assert set(files) - set(registered) == {"constant", "teacher_form"}
+    assert set(files) - set(registered) == {"constant", "reparameterised", "teacher_form"}
 
 
 def test_a_student_kind_registered_twice_is_an_error():

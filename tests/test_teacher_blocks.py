@@ -4,6 +4,7 @@ by construction where their concat would pass the target's channel limit."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +15,7 @@ from fxrewrite.distill.regions.blocks import teacher_blocks
 from fxrewrite.distill.regions.carving import carve, find_regions
 from fxrewrite.distill.sizing import GROWTH_CAP, module_cost
 from fxrewrite.distill.synthesis import synthesize
+from fxrewrite.distill.students.reparameterised import RepStudent
 from fxrewrite.distill.students.teacher_form import MAX_INIT_ERROR, TeacherForm, teacher_forms
 from fxrewrite.distill.students.base import runs_on
 from fxrewrite.lowering.exact import legal_lowering
@@ -104,21 +106,44 @@ def test_the_teacher_form_starts_as_the_teacher_block_and_training_lowers_its_qu
     assert last < 0.7 * first
 
 
-def test_the_teacher_form_is_the_student_where_it_costs_what_a_student_may():
+def test_a_block_whose_form_pays_for_its_skip_is_a_re_parameterised_student_within_the_budget():
     gm = carve(symbolic(randomized(Net()), torch.randn(1, 3, 7, 9)), ARCHNET)
     inputs = (torch.randn(8, 8, 7, 9),)
     output = gm.region_0(*inputs)
     region = module_cost(gm.region_0, inputs, ARCHNET)
-    # the default budget (the region's own cost): the block's form costs x1.5 (the add folded into conv2
-    # as a conv over [h | x]), within what archnet lets exact rewrites cost (x3)
+    # the default budget (the region's own cost): the block's form costs x1.5 (the add folded into conv2 as
+    # a conv over [h | x]); two plain 3x3 convs once deployed cost what the teacher's do
     sized = synthesize("region_0", inputs, [output], region, ARCHNET, region, {"conv2d", "add"}, region=gm.region_0,
                        legalize=legal_lowering)
-    assert isinstance(sized.student, TeacherForm) and sized.size.startswith("teacher form")
-    assert 1.0 < sized.cost_ratio <= GROWTH_CAP
-    # where it would cost more than that, the cheaper generic student is taken
+    assert isinstance(sized.student, RepStudent) and sized.size.startswith("2 x re-parameterised conv3x3 of 8")
+    assert sized.cost_ratio <= 1.0 and runs_on(ARCHNET, sized.student, inputs)
+    # a budget of x1.5 buys the teacher's own form, which starts at the teacher
+    roomy = synthesize("region_0", inputs, [output], region, ARCHNET, region.scaled(GROWTH_CAP), {"conv2d", "add"},
+                       region=gm.region_0, legalize=legal_lowering)
+    assert isinstance(roomy.student, TeacherForm) and 1.0 < roomy.cost_ratio <= GROWTH_CAP
+    # where neither fits, the cheaper generic student is taken
     tighter = synthesize("region_0", inputs, [output], region, ARCHNET, region.scaled(0.4), {"conv2d", "add"},
                          region=gm.region_0, legalize=legal_lowering)
-    assert not isinstance(tighter.student, TeacherForm) and tighter.cost_ratio < sized.cost_ratio
+    assert not isinstance(tighter.student, (TeacherForm, RepStudent)) and tighter.cost_ratio < roomy.cost_ratio
+
+
+@pytest.mark.parametrize("stride, relu_last", [(1, True), (2, False)])
+def test_a_re_parameterised_student_is_one_3x3_conv_per_layer_once_deployed(stride, relu_last):
+    torch.manual_seed(stride)
+    out_ch = 8 if stride == 1 else 12
+    student = RepStudent(8, out_ch, out_ch, stride, relu_last)
+    x = torch.randn(4, 8, 9, 7) * 2 + 1  # odd sizes: the stride-2 layer's border
+    student.train()
+    for _ in range(3):
+        student(x)  # running statistics away from the initial 0 and 1
+    randomized(student)
+    deployed = student.deployed()
+    kinds = [type(m).__name__ for m in deployed]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d"] + (["ReLU"] if relu_last else [])
+    assert all(m.kernel_size == (3, 3) for m in deployed if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        assert relative_error(deployed(x), student(x)) <= 1e-5  # exact in eval mode, up to float rounding
+    assert runs_on(ARCHNET, student, (x,))
 
 
 def test_a_region_without_an_exact_or_nearest_legal_form_has_no_teacher_form():

@@ -27,6 +27,7 @@ from fxrewrite.distill.sizing import Sized, allowance, module_cost
 from fxrewrite.distill.options import TrainingOptions
 from fxrewrite.distill.training.schedules import SCHEDULES, finetune, parallel, progressive
 from fxrewrite.distill.synthesis import synthesize
+from fxrewrite.distill.students.base import deployed
 from fxrewrite.distill.students.teacher_form import Legalize
 from fxrewrite.errors import DistillError
 from fxrewrite.ir import annotate_shapes, op_view
@@ -97,7 +98,7 @@ def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDi
     teacher's own), and with a scheme, every layer fake-quantized and calibrated."""
     stitched = copy.deepcopy(teacher).eval()
     for name in order:
-        setattr(stitched, name, fold_for_quantization(students[name].eval(), cache[0].regions[name][0]))
+        setattr(stitched, name, fold_for_quantization(deployed(students[name].eval()), cache[0].regions[name][0]))
     fold_for_quantization(stitched, (cache[0].batch,))
     stitched.to(device)  # folded layers are built on the CPU
     if quant is not None:

@@ -36,9 +36,11 @@ MIN_WIDTH = 4
 
 
 def module_cost(module: nn.Module, inputs: Sequence[torch.Tensor], target: Target) -> Cost:
-    """Estimated cycles and MACs of `module` on `target` at the shapes of `inputs`, batch norms folded."""
+    """Estimated cycles and MACs of `module` on `target` at the shapes of `inputs`, batch norms folded;
+    a student as it is deployed (Student.deployed)."""
+    module = copy.deepcopy(module).eval()
     with torch.no_grad():
-        folded = fold_for_quantization(copy.deepcopy(module).eval(), tuple(inputs))
+        folded = fold_for_quantization(module.deployed() if hasattr(module, "deployed") else module, tuple(inputs))
     return Cost(Estimate.of(folded, target.performance).cycles, graph_macs(folded))
 
 

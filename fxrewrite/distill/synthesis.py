@@ -4,8 +4,11 @@ reads and writes and sized by cost (fxrewrite.distill.sizing).
 - A region that reads no input computes the same tensors for every sample: its student is them,
   recorded once (students.constant).
 - Where the region has an exact legal form, or an approximate one with the nearest legal ops, that
-  form is the student (students.teacher_form) when it costs at most what the target lets exact
-  rewrites cost times the allowance: it is the teacher's own maths and starts there.
+  form is the student (students.teacher_form) when it costs at most the allowance: it is the
+  teacher's own maths and starts there. Where it costs more (a residual block's skip on a chip
+  without add) and the region is a block of one map in and one map out, a re-parameterised student
+  (students.reparameterised: plain 3x3 convs once deployed) is taken where it fits the allowance;
+  else the form, where it costs at most what the target lets exact rewrites cost times the allowance.
 - Otherwise each output gets a student of the first registered kind that takes it (an image map:
   students.conv; tokens: students.tokens; the rest: students.mlp; students.grid on chips of FC
   layers), the widest that fits the allowance; a region with several outputs gets one per output,
@@ -24,6 +27,7 @@ from fxrewrite.distill.sizing import DEFAULT_STUDENT_BUDGET, GROWTH_CAP, Sized, 
 from fxrewrite.distill.students import student_kinds
 from fxrewrite.distill.students.base import MultiOutputStudent, Request, TensorInputs
 from fxrewrite.distill.students.constant import LABEL as CONSTANT_LABEL, ConstantOutputs
+from fxrewrite.distill.students.reparameterised import reparameterised_student
 from fxrewrite.distill.students.teacher_form import Legalize, teacher_forms
 from fxrewrite.errors import DistillError
 from fxrewrite.target import Target
@@ -83,6 +87,12 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
         and len(every) == len(inputs) else []
     costs = [module_cost(form, every, target) for form in forms]
     for form, cost in zip(forms, costs):  # the exact form first
+        if cost.within(allowed):
+            return Sized(form, form.label, cost.ratio(teacher))
+    plain = reparameterised_student(every, outputs[0]) if forms and len(outputs) == 1 else None
+    if plain is not None and (plain_cost := module_cost(plain[1], every, target)).within(allowed):
+        return Sized(plain[1], plain[0], plain_cost.ratio(teacher))
+    for form, cost in zip(forms, costs):
         if cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
             return Sized(form, form.label, cost.ratio(teacher))
     parts = len(outputs)

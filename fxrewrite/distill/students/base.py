@@ -14,7 +14,8 @@ A kind that builds students for one region output registers its candidates with 
 given the output to stand in for (`Request`), it returns the students it can build, widest first,
 or None where that output is not its kind; kinds are asked in rank order and the first that answers
 builds the student (fxrewrite.distill.synthesis). Kinds that stand in for a whole region (the
-teacher form, constant outputs) are chosen by synthesis before any of these.
+teacher form, constant outputs, the re-parameterised block) are chosen by synthesis before any of
+these. A kind that trains a form it does not deploy says so in `deployed`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Student(nn.Module):
         """Start layers from the teacher `region`'s (module docstring); returns how many started there."""
         return seed_from_teacher(self, region)
 
+    def deployed(self) -> nn.Module:
+        """The module that runs on the chip, computing what this student does in eval mode: itself,
+        unless its kind trains a form it does not deploy (students.reparameterised)."""
+        return self
+
 
 class MultiOutputStudent(Student):
     """One student per output of a region with several, each reading every input."""
@@ -65,6 +71,9 @@ class MultiOutputStudent(Student):
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(head(*inputs) for head in self.heads)
+
+    def deployed(self) -> nn.Module:
+        return MultiOutputStudent([deployed(head) for head in self.heads])
 
 
 class TensorInputs(Student):
@@ -81,6 +90,14 @@ class TensorInputs(Student):
 
     def forward(self, *inputs: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return self.student(*(inputs[i] for i in self.positions))
+
+    def deployed(self) -> nn.Module:
+        return TensorInputs(deployed(self.student), self.positions)
+
+
+def deployed(module: nn.Module) -> nn.Module:
+    """`module` as it runs on the chip: a student's deployed form (Student.deployed), any other module itself."""
+    return module.deployed() if isinstance(module, Student) else module
 
 
 @dataclass(frozen=True)
@@ -132,7 +149,7 @@ def runs_on(target: Target, module: nn.Module, inputs: Sequence[torch.Tensor]) -
     if target.allow_all_ops:
         return True
     with torch.no_grad():
-        gm = fold_for_quantization(copy.deepcopy(module).eval(), tuple(inputs))
+        gm = fold_for_quantization(deployed(copy.deepcopy(module).eval()), tuple(inputs))
     return all(target.verdict(n).legal for n in gm.graph.nodes if not op_view(n).structural)
 
 

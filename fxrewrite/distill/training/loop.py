@@ -18,7 +18,7 @@ import torch
 
 from fxrewrite.distill.training.checkpoints import Checkpoints, Progress, ProgressCallback
 from fxrewrite.distill.training.monitor import DIVERGED_ADVICE, Monitor
-from fxrewrite.distill.training.processes import data_parallel, is_main
+from fxrewrite.distill.training.processes import batch_norms_over_processes, data_parallel, is_main
 from fxrewrite.errors import TrainingDiverged
 
 Batch = TypeVar("Batch")
@@ -58,52 +58,53 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     step = data_parallel(model, batch_loss)  # after the resume: every process starts from rank 0's state
     if monitor is not None and done < epochs:
         monitor.begin(phase, model)
-    timed, said = min(SPEED_BATCHES, len(batches)), False
-    for epoch in range(done, epochs):
-        if monitor is not None and monitor.stopped:
-            break  # resumed after the phase had stopped
-        loss_sum, opened = 0.0, time.perf_counter()
-        for index, batch in enumerate(batches):
-            if monitor is not None and epoch == done and index == timed:
-                per_epoch = (time.perf_counter() - opened) * len(batches) / timed
-                note = monitor.speed(phase, per_epoch, done, epochs, timed)
-                if note and progress is not None and is_main():
-                    progress(Progress(phase, epoch, epochs, loss_sum / timed, time.perf_counter() - start,
-                                      note=note, within_epoch=True))
-                    said = True
-            if cosine_lr:
-                factor = lr_factor(epoch * len(batches) + index, total)
+    with batch_norms_over_processes(model):
+        timed, said = min(SPEED_BATCHES, len(batches)), False
+        for epoch in range(done, epochs):
+            if monitor is not None and monitor.stopped:
+                break  # resumed after the phase had stopped
+            loss_sum, opened = 0.0, time.perf_counter()
+            for index, batch in enumerate(batches):
+                if monitor is not None and epoch == done and index == timed:
+                    per_epoch = (time.perf_counter() - opened) * len(batches) / timed
+                    note = monitor.speed(phase, per_epoch, done, epochs, timed)
+                    if note and progress is not None and is_main():
+                        progress(Progress(phase, epoch, epochs, loss_sum / timed, time.perf_counter() - start,
+                                          note=note, within_epoch=True))
+                        said = True
+                if cosine_lr:
+                    factor = lr_factor(epoch * len(batches) + index, total)
+                    for group, base in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base * factor
+                optimizer.zero_grad()
+                loss = step(epoch, batch)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"{phase}: the training loss became {value} in epoch {epoch + 1}, batch "
+                                           f"{index + 1}; {DIVERGED_ADVICE}")
+                loss.backward()
+                optimizer.step()
+                loss_sum += value
+            if monitor is not None and epoch == done and timed == len(batches):  # an epoch of fewer batches
+                monitor.speed(phase, time.perf_counter() - opened, done, epochs, timed)
+            stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
+                if monitor is not None else False
+            if monitor is not None and monitor.retry:  # rolled back: continue from the best state at a lower rate
+                monitor.retry = False
+                monitor.finish(model)
+                optimizer.state.clear()
+                base_lrs = [base * RETRY_FACTOR for base in base_lrs]
                 for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
-            optimizer.zero_grad()
-            loss = step(epoch, batch)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"{phase}: the training loss became {value} in epoch {epoch + 1}, batch "
-                                       f"{index + 1}; {DIVERGED_ADVICE}")
-            loss.backward()
-            optimizer.step()
-            loss_sum += value
-        if monitor is not None and epoch == done and timed == len(batches):  # an epoch of fewer batches
-            monitor.speed(phase, time.perf_counter() - opened, done, epochs, timed)
-        stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
-            if monitor is not None else False
-        if monitor is not None and monitor.retry:  # rolled back: continue from the best state at a lower rate
-            monitor.retry = False
-            monitor.finish(model)
-            optimizer.state.clear()
-            base_lrs = [base * RETRY_FACTOR for base in base_lrs]
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base
-        if monitor is not None:
-            checkpoints.extra[monitor_key] = monitor.state()
-        checkpoints.save(phase, epoch + 1, model, optimizer)
-        if progress is not None and is_main():
-            point = monitor.history[-1] if monitor is not None else None
-            note = monitor.note if monitor is not None and epoch == done and not said else ""
-            progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
-                              point.agreement if point else None, point.cosine if point else None, note))
-        if stop:
-            break
+                    group["lr"] = base
+            if monitor is not None:
+                checkpoints.extra[monitor_key] = monitor.state()
+            checkpoints.save(phase, epoch + 1, model, optimizer)
+            if progress is not None and is_main():
+                point = monitor.history[-1] if monitor is not None else None
+                note = monitor.note if monitor is not None and epoch == done and not said else ""
+                progress(Progress(phase, epoch + 1, epochs, loss_sum / len(batches), time.perf_counter() - start,
+                                  point.agreement if point else None, point.cosine if point else None, note))
+            if stop:
+                break
     if monitor is not None:
         monitor.finish(model)

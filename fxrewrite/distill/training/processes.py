@@ -5,8 +5,9 @@ process runs the same lowering. The training set is sharded with a DistributedSa
 training uses a fixed batch order) and each process takes 1/N of every batch, so the global batch
 and the number of steps are those of one process; each phase trains through
 DistributedDataParallel, which starts every process from rank 0's state (parameters and buffers,
-quantizer scales included) and averages the gradients. Batch norms inside students normalise over
-their process's share of the batch, as DDP without SyncBatchNorm does. What decides the run's
+quantizer scales included) and averages the gradients. Batch norms in training mode normalise over
+the whole batch, every process's share together (`batch_norms_over_processes`), so each step is one
+process's step. What decides the run's
 course (the held-out scores that stop a phase or pick its best epoch, the time budget, which
 students grow) is computed on rank 0 and broadcast, so no process can take another branch and
 leave the others waiting. Only rank 0 writes checkpoints and outputs.
@@ -14,12 +15,15 @@ leave the others waiting. Only rank 0 writes checkpoints and outputs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as collective
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
@@ -111,3 +115,42 @@ def data_parallel(model: nn.Module, batch_loss: Callable[[int, Any], torch.Tenso
         return batch_loss
     # a phase may leave some of `model` unused (progressive periods, students not growing)
     return DistributedDataParallel(_Loss(model, batch_loss), find_unused_parameters=True)
+
+
+@contextlib.contextmanager
+def batch_norms_over_processes(model: nn.Module) -> Iterator[None]:
+    """While it lasts, `model`'s batch norms in training mode normalise over every process's share
+    of the batch together, as one process normalises over the whole batch: with n_p samples in
+    process p, mean = sum_p sum x / sum_p n_p and var = sum_p sum (x - mean)^2 / sum_p n_p, each sum
+    an all-reduce whose backward all-reduces the gradients, so the averaged gradient is the whole
+    batch's. By hand because torch's SyncBatchNorm runs on GPUs alone and fxrewrite trains on CPUs
+    over gloo too. Alone, nothing changes."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] \
+        if world_size() > 1 else []
+    for norm in norms:
+        norm.forward = functools.partial(_over_processes, norm)  # an instance attribute, removed below
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
+
+
+def _over_processes(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not norm.training:
+        return type(norm).forward(norm, x)
+    dims = [d for d in range(x.dim()) if d != 1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    count = torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype, device=x.device)
+    dist.all_reduce(count)
+    mean = collective.all_reduce(x.sum(dims)) / count
+    centred = x - mean.view(shape)
+    var = collective.all_reduce((centred * centred).sum(dims)) / count
+    if norm.track_running_stats and norm.running_mean is not None:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            momentum = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+            norm.running_mean.lerp_(mean.detach(), momentum)
+            norm.running_var.lerp_(var.detach() * count / max(float(count) - 1, 1.0), momentum)
+    y = centred * torch.rsqrt(var + norm.eps).view(shape)
+    return y * norm.weight.view(shape) + norm.bias.view(shape) if norm.affine else y
