@@ -60,9 +60,11 @@ def _images(raw: torch.Tensor) -> torch.Tensor:
     return F.interpolate(raw, size=32, mode="bilinear", align_corners=False).repeat(1, 3, 1, 1).contiguous()
 
 
-def _teacher(family: str, images: torch.Tensor, labels: torch.Tensor) -> tuple[Path, torch.nn.Module, float]:
-    """The family's trained teacher (cached): its batch-1 .pt2, the module and its test top-1."""
-    folder = CACHE / family
+def _teacher(family: str, images: torch.Tensor, labels: torch.Tensor,
+             cache: str | None = None) -> tuple[Path, torch.nn.Module, float]:
+    """The family's trained teacher (cached in CACHE / `cache`, default the family's name): its batch-1
+    .pt2, the module and its test top-1."""
+    folder = CACHE / (cache or family)
     folder.mkdir(parents=True, exist_ok=True)
     model = FAMILIES[family]()
     weights, program = folder / "teacher.pth", folder / "teacher.pt2"

@@ -127,6 +127,8 @@ class DistillationReport:
     rollbacks: dict[str, list[str]] = field(default_factory=dict)
     #: the options it ran with (fxrewrite.distill.options.TrainingOptions.report_echo)
     options: dict[str, Any] = field(default_factory=dict)
+    #: per phase, samples trained on per second of the phase
+    samples_per_second: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
@@ -135,7 +137,8 @@ class DistillationReport:
                 "calibration": self.calibration,
                 "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
                 "history": [asdict(p) for p in self.history], "stops": self.stops, "rollbacks": self.rollbacks,
-                "device": self.device, "processes": self.processes, "options": self.options}
+                "device": self.device, "processes": self.processes, "options": self.options,
+                "samples_per_second": self.samples_per_second}
 
     def to_text(self) -> str:
         train, held = self.samples
@@ -158,6 +161,9 @@ class DistillationReport:
             lines.append(f"best held-out epoch: {best.phase} {best.epoch} at {best.seconds:.0f} s"
                          + (f", agreement {best.agreement:.2%}" if best.agreement is not None else "")
                          + f", cosine {best.cosine:.4f}")
+        if self.samples_per_second:
+            lines.append("training speed: " + ", ".join(f"{k} {v:,.0f} samples/s" for k, v in
+                                                         self.samples_per_second.items()))
         lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
                      + f" (on {self.device}" + (f", {self.processes} processes)" if self.processes > 1 else ")"))
         return "\n".join(lines)
@@ -230,7 +236,8 @@ class LoweringReport:
                                                  trained.agreement, trained.before, trained.after, trained.seconds,
                                                  history, stops, data.dropped, outcome.device, outcome.processes,
                                                  trained.rollbacks if isinstance(trained, Distilled) else {},
-                                                 outcome.options.report_echo() if outcome.options else {})
+                                                 outcome.options.report_echo() if outcome.options else {},
+                                                 trained.samples_per_second if isinstance(trained, Distilled) else {})
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

@@ -3,6 +3,8 @@ plateau or the time budget and keep their best epoch, and the held-out score rec
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,7 +38,7 @@ class Marked(nn.Module):
 
 def _run(scores: list[float | Score], patience: int | None, deadline: float | None = None, epochs: int = 10,
          added_loss: list[float] | None = None, batches: int = 1, progress=None, ask_loss: bool = False,
-         retries: int = 0, rates: list[float] | None = None):
+         retries: int = 0, rates: list[float] | None = None, stretch: bool = False):
     """train_phase over a model whose step sets its mark to the epoch number, scored from `scores` (the
     first is the state before training), its loss raised by `added_loss[epoch]`."""
     model = Marked()
@@ -51,7 +53,7 @@ def _run(scores: list[float | Score], patience: int | None, deadline: float | No
 
     monitor = Monitor(lambda: next(epoch_scores), 0.0, [], patience, deadline, ask_loss, retries)
     train_phase("phase", epochs, model, optimizer, [None] * batches, loss, Checkpoints(None, "", False), progress,
-                monitor)
+                monitor, stretch=stretch)
     return model.mark.item(), monitor
 
 
@@ -118,6 +120,18 @@ def test_a_deadline_too_near_is_said_after_the_first_batches_not_after_an_epoch(
     assert not events[1].within_epoch and events[1].note == ""  # said once
 
 
+def test_a_stretched_phase_runs_to_the_cap_its_deadline_leaves_room_for_and_ends_in_its_best_state():
+    rising = [0.1 * k for k in range(20)]
+    mark, monitor = _run(rising, patience=3, deadline=time.perf_counter() + 600, epochs=4, stretch=True)
+    assert len(monitor.history) == 13 and mark == 12.0  # 3 x the cap of 4, every epoch a gain
+    # no plateau stops it: the epochs after a stale run of 3 still train, and the best (epoch 6) is kept
+    mark, monitor = _run([0.4, 0.5, 0.6, 0.55, 0.58, 0.57, 0.9] + [0.5] * 6, patience=3,
+                         deadline=time.perf_counter() + 600, epochs=4, stretch=True)
+    assert not monitor.stopped and len(monitor.history) == 13 and mark == 6.0
+    mark, monitor = _run(rising, patience=3, epochs=4, stretch=True)  # no deadline: the cap holds
+    assert len(monitor.history) == 5 and mark == 4.0
+
+
 def test_a_passed_deadline_stops_after_the_epoch_that_passed_it():
     mark, monitor = _run([0.4, 0.5, 0.6, 0.7], patience=None, deadline=0.0)
     assert len(monitor.history) == 2 and mark == 1.0
@@ -162,6 +176,19 @@ def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning
     assert distillation.samples == (256, 64)  # every input given, no cap
     document = lowered.report.to_dict()["distillation"]
     assert len(document["history"]) == 14 and document["stops"] == {}
+    # each phase trained on its 256 inputs 6 times, at some positive number of samples a second
+    assert set(document["samples_per_second"]) == {"blockwise", "finetune"}
+    assert all(rate > 0 for rate in document["samples_per_second"].values())
+    assert "training speed: blockwise" in distillation.to_text()
+
+
+def test_a_phase_counts_the_samples_it_trained_on():
+    model = Marked()
+    monitor = Monitor(lambda: Score(None, 0.5), 0.0, [], None)
+    batches = [torch.zeros(5), torch.zeros(5), torch.zeros(3)]
+    train_phase("phase", 2, model, torch.optim.SGD(model.parameters(), lr=0.1), batches,
+                lambda _, batch: (model.mark - batch.sum()) ** 2, Checkpoints(None, "", False), None, monitor)
+    assert monitor.samples == 26 and monitor.samples_per_second > 0
 
 
 def test_a_cap_that_drops_calibration_inputs_is_said_by_the_cli(tmp_path, run_cli):

@@ -40,6 +40,8 @@ from fxrewrite.target import Target
 
 #: the share of the time budget the blockwise phases may use before fine-tuning starts
 BLOCKWISE_SHARE = 0.6
+#: fine-tuning's epoch cap where none is given (then stretched to the time budget, monitor.STRETCH times at most)
+FINETUNE_EPOCHS = 20
 #: times fine-tuning meets a growing loss or a fall to chance by rolling back at half the learning rate
 #: (MobileNetV2 on the families benchmark: its loss grew at epoch 5 of 20 and the phase stopped at 5 minutes of 10)
 FINETUNE_RETRIES = 2
@@ -79,6 +81,8 @@ class Distilled:
     stops: dict[str, str] = field(default_factory=dict)
     #: per phase, each rollback to its best epoch at half the learning rate, in a sentence
     rollbacks: dict[str, list[str]] = field(default_factory=dict)
+    #: per phase, the samples trained on per second of the phase (scoring and checkpoints included)
+    samples_per_second: dict[str, float] = field(default_factory=dict)
 
 
 def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
@@ -188,8 +192,11 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0),
                      ask_loss=True, retries=FINETUNE_RETRIES)
     relabel = Relabel(teacher, order, reference) if config.augment else None
-    finetune(stitched, order, cache, config.finetune_epochs, config.lr, checkpoints, config.progress, tuning,
-             config.cosine_lr, config.temperature, relabel, config.seed)
+    # by default fine-tuning, where agreement rises most per second (the blockwise phases match features,
+    # not the outputs judged), takes what the budget has left
+    finetune(stitched, order, cache, config.finetune_epochs or FINETUNE_EPOCHS, config.lr, checkpoints,
+             config.progress, tuning, config.cosine_lr, config.temperature, relabel, config.seed,
+             stretch=config.finetune_epochs is None)
     stitched.eval()
     times["finetune"] = time.perf_counter() - start
 
@@ -204,7 +211,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
                        agreement(flat, judged_against, held_out), measure_per_input(gm, sample),
                        Size.of(flat, count_nodes=False), history=history,
                        stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped},
-                       rollbacks={"finetune": tuning.rollbacks} if tuning.rollbacks else {})
+                       rollbacks={"finetune": tuning.rollbacks} if tuning.rollbacks else {},
+                       samples_per_second={p: round(m.samples_per_second, 1) for p, m in
+                                           (("blockwise", blockwise), ("finetune", tuning)) if m.samples_per_second})
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result

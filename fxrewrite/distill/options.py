@@ -83,8 +83,9 @@ class TrainingOptions:
     epochs: int = _option(
         40, "training", "at most N blockwise epochs (default %(default)s); a phase stops earlier on a plateau or the "
                         "time budget, and keeps its best epoch", int, "N")
-    finetune_epochs: int = _option(20, "training", "at most N end-to-end fine-tuning epochs (default %(default)s)",
-                                   int, "N")
+    finetune_epochs: int | None = _option(
+        None, "training", "at most N end-to-end fine-tuning epochs (default: 20, stretched to at most 60 where the "
+                          "time budget has room left: fine-tuning raises agreement most per second)", int, "N")
     patience: int | None = _option(
         3, "training", "stop a phase after N epochs without a gain in held-out agreement or cosine (fine-tuning: its "
                        "training loss also falling by under 5%% over them; default %(default)s)", int, "N")

@@ -9,6 +9,7 @@ the cap; it is a function of the step alone, so a resumed phase continues the sa
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ import torch
 
 from fxrewrite.distill.training.checkpoints import Checkpoints, Progress, ProgressCallback
 from fxrewrite.distill.training.monitor import DIVERGED_ADVICE, Monitor
-from fxrewrite.distill.training.processes import batch_norms_over_processes, data_parallel, is_main
+from fxrewrite.distill.training.processes import batch_norms_over_processes, data_parallel, is_main, world_size
 from fxrewrite.errors import TrainingDiverged
 
 Batch = TypeVar("Batch")
@@ -41,13 +42,18 @@ def lr_factor(step: int, total: int) -> float:
 
 def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 batches: Sequence[Batch], batch_loss: Callable[[int, Batch], torch.Tensor], checkpoints: Checkpoints,
-                progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False) -> None:
+                progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False,
+                stretch: bool = False) -> None:
     """Train `model` for `epochs` epochs of `phase` (or what is left after a resume, or until the
     monitor stops it): for every batch, minimise `batch_loss(epoch, batch)`; `model` holds everything
-    trained, for the checkpoint."""
+    trained, for the checkpoint. With `stretch` and a monitor with a deadline, the epoch cap grows, once
+    the first batches are timed, to the epochs the deadline leaves room for (Monitor.stretched_cap): the
+    time budget is spent while the held-out score still rises, and the plateau stop still ends the phase."""
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     done, saved = checkpoints.resume_point(phase)
-    monitor_key = f"monitor:{phase}"
+    monitor_key, cap_key = f"monitor:{phase}", f"cap:{phase}"
+    if cap_key in checkpoints.extra and monitor is not None:  # a resumed phase keeps the cap it stretched to
+        epochs, monitor.stretched = checkpoints.extra[cap_key], checkpoints.extra[cap_key] > epochs
     if saved is not None:
         checkpoints.restore(saved, model, optimizer)
         if monitor is not None and monitor_key in checkpoints.extra:
@@ -58,15 +64,20 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     step = data_parallel(model, batch_loss)  # after the resume: every process starts from rank 0's state
     if monitor is not None and done < epochs:
         monitor.begin(phase, model)
+    scoring = time.perf_counter() - start  # what scoring the held-out split adds to every epoch
+    trained = 0
     with batch_norms_over_processes(model):
         timed, said = min(SPEED_BATCHES, len(batches)), False
-        for epoch in range(done, epochs):
-            if monitor is not None and monitor.stopped:
+        for epoch in itertools.count(done):
+            if epoch >= epochs or (monitor is not None and monitor.stopped):
                 break  # resumed after the phase had stopped
             loss_sum, opened = 0.0, time.perf_counter()
             for index, batch in enumerate(batches):
                 if monitor is not None and epoch == done and index == timed:
                     per_epoch = (time.perf_counter() - opened) * len(batches) / timed
+                    if stretch and cap_key not in checkpoints.extra:
+                        epochs = checkpoints.extra[cap_key] = monitor.stretched_cap(epochs, epoch, per_epoch + scoring)
+                        total = epochs * len(batches)
                     note = monitor.speed(phase, per_epoch, done, epochs, timed)
                     if note and progress is not None and is_main():
                         progress(Progress(phase, epoch, epochs, loss_sum / timed, time.perf_counter() - start,
@@ -85,8 +96,13 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
                 loss.backward()
                 optimizer.step()
                 loss_sum += value
+                trained += _samples(batch)
             if monitor is not None and epoch == done and timed == len(batches):  # an epoch of fewer batches
-                monitor.speed(phase, time.perf_counter() - opened, done, epochs, timed)
+                per_epoch = time.perf_counter() - opened
+                if stretch and cap_key not in checkpoints.extra:
+                    epochs = checkpoints.extra[cap_key] = monitor.stretched_cap(epochs, epoch, per_epoch + scoring)
+                    total = epochs * len(batches)
+                monitor.speed(phase, per_epoch, done, epochs, timed)
             stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
                 if monitor is not None else False
             if monitor is not None and monitor.retry:  # rolled back: continue from the best state at a lower rate
@@ -108,3 +124,10 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
                 break
     if monitor is not None:
         monitor.finish(model)
+        monitor.count(trained * world_size(), time.perf_counter() - start)
+
+
+def _samples(batch: object) -> int:
+    """The samples in one batch: a recorded batch's inputs, or the batch itself."""
+    inputs = getattr(batch, "batch", batch)
+    return len(inputs) if isinstance(inputs, torch.Tensor) else 1

@@ -102,9 +102,10 @@ def soft_target_loss(got: torch.Tensor, want: torch.Tensor, temperature: float) 
 def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded], epochs: int, lr: float,
              checkpoints: Checkpoints, progress: ProgressCallback | None, monitor: Monitor | None = None,
              cosine_lr: bool = False, temperature: float | None = None,
-             relabel: Callable[[torch.Tensor], Recorded] | None = None, seed: int = 0) -> None:
+             relabel: Callable[[torch.Tensor], Recorded] | None = None, seed: int = 0, stretch: bool = False) -> None:
     """With `relabel`, every batch is augmented (fxrewrite.distill.training.augment) and its targets are the
-    teacher's outputs on the augmented inputs."""
+    teacher's outputs on the augmented inputs; with `stretch`, the epoch cap grows to what the monitor's
+    deadline leaves room for (fxrewrite.distill.training.loop.train_phase)."""
     optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
     positions = {id(entry): index for index, entry in enumerate(cache)}
 
@@ -122,4 +123,5 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
         blocks = sum(normalized_mse(g, w) for n in order for g, w in zip(hooks.values[n], entry.regions[n][1]))
         return final + BLOCK_WEIGHT * blocks
 
-    train_phase(FINETUNE, epochs, stitched, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr)
+    train_phase(FINETUNE, epochs, stitched, optimizer, cache, loss, checkpoints, progress, monitor, cosine_lr,
+                stretch=stretch)
