@@ -127,12 +127,16 @@ def lower_digits(teacher: Path, output: Path, processes: int, *extra: str) -> su
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-#: the held-out top-1 agreement both runs must reach on the digits teacher (chance is 10%). Measured over
-#: seeds 0-4 (one process also at OMP_NUM_THREADS 1 and 2): one process 0.772-0.872, two processes
-#: 0.700-0.806 (standard deviation 0.05; 0.700 and 0.817 at seed 0 on two x86 machines, 0.87 and 0.83 on a
-#: third). Two processes land about 7 points lower (each process's batch norms see half the batch), so each
-#: run is held to a bound five standard deviations below the lowest figure, not to the other run's
-AGREEMENT_BOUND = 0.45
+#: the held-out top-1 agreement each run must reach on the digits teacher (chance is 10%), and how far the
+#: two runs may differ. Measured over seeds 0-2 on this 2-core machine (OMP_NUM_THREADS 2 for one process, 1
+#: for each of two): one process 0.789 / 0.850 / 0.861 (0.794 at seed 0 with 1 thread), two processes
+#: 0.806 / 0.811 / 0.833; two minus one +0.017 / -0.039 / -0.028 (standard deviation 0.03; 180 held-out
+#: inputs, so one input is 0.0056). Earlier, one process measured 0.772-0.872 over seeds 0-4 and on two other
+#: x86 machines. The bound sits five spreads below the lowest figure, the margin five spreads wide: before
+#: the two runs built the same students and normalised over the whole batch, two processes ended 0.22
+#: below one at seed 0 (0.567 against 0.789)
+AGREEMENT_BOUND = 0.60
+AGREEMENT_MARGIN = 0.15
 
 
 def test_two_gloo_processes_distil_the_digits_teacher_as_one_process_does(digits_teacher, tmp_path):
@@ -144,6 +148,7 @@ def test_two_gloo_processes_distil_the_digits_teacher_as_one_process_does(digits
     reports = [json.loads((tmp_path / f"{n}.json").read_text())["distillation"] for n in ("one", "two")]
     assert [r["processes"] for r in reports] == [1, 2] and all(r["device"] == "cpu" for r in reports)
     assert all(r["top1_agreement"] >= AGREEMENT_BOUND for r in reports), [r["top1_agreement"] for r in reports]
+    assert abs(reports[0]["top1_agreement"] - reports[1]["top1_agreement"]) <= AGREEMENT_MARGIN, reports
     # finished runs leave no checkpoint behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.pt2", "two.json", "two.pt2"]
 

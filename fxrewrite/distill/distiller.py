@@ -97,7 +97,7 @@ def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Ten
 
 
 def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDict, cache: Sequence[Recorded],
-            quant: QuantScheme | None, device: torch.device) -> fx.GraphModule:
+            quant: QuantScheme | None, device: torch.device, batches: Sequence[torch.Tensor]) -> fx.GraphModule:
     """The teacher with its regions swapped for students, batch norms folded (students' and the
     teacher's own), and with a scheme, every layer fake-quantized and calibrated."""
     stitched = copy.deepcopy(teacher).eval()
@@ -108,7 +108,8 @@ def _stitch(teacher: fx.GraphModule, order: Sequence[str], students: nn.ModuleDi
     if quant is not None:
         quantize_modules(stitched, quant)
         stitched.to(device)
-        calibrate(stitched, lambda: [stitched(entry.batch) for entry in cache[:CALIBRATION_BATCHES]])
+        # on whole batches, as one process sees them: every process then starts from one process's scales
+        calibrate(stitched, lambda: [stitched(b.to(device)) for b in batches[:CALIBRATION_BATCHES]])
     for quantizer in quantizers(stitched):  # the rest stays in eval mode: frozen statistics, no dropout
         quantizer.train()
     return stitched
@@ -148,7 +149,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     # students are built from the first whole batch, the same in every process: fits from data (a teacher
     # form's layer norm) must give every process the same student
     first = cache[0].regions if world_size() == 1 else record(teacher, [batches[0].to(device)])[0].regions
-    model = module_cost(gm, (cache[0].batch.cpu(),), target)
+    model = module_cost(gm, (batches[0].cpu(),), target)  # at the batch the regions are costed at, in every process
     # where `gm` holds approximate rewrites its regions are approximations already: students start fresh
     legalize = legalize if reference is None else None
     region_costs = {n: module_cost(getattr(teacher, n), first[n][0], target) for n in order}
@@ -188,7 +189,7 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    stitched = _stitch(teacher, order, students, cache, scheme, device)
+    stitched = _stitch(teacher, order, students, cache, scheme, device, batches)
     tuning = Monitor(lambda: held_out_score(stitched, held), began, history, config.patience, deadline(1.0),
                      ask_loss=True, retries=FINETUNE_RETRIES)
     relabel = Relabel(teacher, order, reference) if config.augment else None

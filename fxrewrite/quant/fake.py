@@ -6,6 +6,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from fxrewrite.quant.scheme import Method, format_range
@@ -60,7 +61,10 @@ class FakeQuant(nn.Module):
             return self._dorefa_weights(x)
         scale = self.scale.abs().clamp_min(1e-8)
         if self.method == "lsq" and self.training:
-            per_element = x.numel() // self.scale.numel()
+            # LSQ's gradient scale counts the elements one step size quantizes in a step: for activations under
+            # data parallel training, every process's share of the batch (else N processes step it sqrt(N) faster)
+            shares = dist.get_world_size() if self.role == "activations" and dist.is_initialized() else 1
+            per_element = x.numel() * shares // self.scale.numel()
             scale = _grad_scale(scale, 1.0 / math.sqrt(per_element * max(self.qmax, 1)))
         return self._quantize(x, scale, self.zero_point)
 
