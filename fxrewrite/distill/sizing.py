@@ -39,6 +39,7 @@ def module_cost(module: nn.Module, inputs: Sequence[torch.Tensor], target: Targe
     """Estimated cycles and MACs of `module` on `target` at the shapes of `inputs`, batch norms folded;
     a student as it is deployed (Student.deployed)."""
     module = copy.deepcopy(module).eval()
+    # by attribute, not fxrewrite.distill.students.base.deployed: the students package imports this module
     with torch.no_grad():
         folded = fold_for_quantization(module.deployed() if hasattr(module, "deployed") else module, tuple(inputs))
     return Cost(Estimate.of(folded, target.performance).cycles, graph_macs(folded))

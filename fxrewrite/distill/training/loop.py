@@ -47,8 +47,8 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     """Train `model` for `epochs` epochs of `phase` (or what is left after a resume, or until the
     monitor stops it): for every batch, minimise `batch_loss(epoch, batch)`; `model` holds everything
     trained, for the checkpoint. With `stretch` and a monitor with a deadline, the epoch cap grows, once
-    the first batches are timed, to the epochs the deadline leaves room for (Monitor.stretched_cap): the
-    time budget is spent while the held-out score still rises, and the plateau stop still ends the phase."""
+    the first batches are timed, to the epochs the deadline leaves room for (Monitor.stretched_cap), and
+    the phase runs to that cap or the deadline rather than to a plateau, ending in its best state."""
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     done, saved = checkpoints.resume_point(phase)
     monitor_key, cap_key = f"monitor:{phase}", f"cap:{phase}"
@@ -65,6 +65,12 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
     if monitor is not None and done < epochs:
         monitor.begin(phase, model)
     scoring = time.perf_counter() - start  # what scoring the held-out split adds to every epoch
+
+    def stretched(epoch: int, per_epoch: float) -> int:
+        """The epoch cap once the phase's speed is known: stretched once where asked, else as it is."""
+        if stretch and monitor is not None and cap_key not in checkpoints.extra:
+            checkpoints.extra[cap_key] = monitor.stretched_cap(epochs, epoch, per_epoch + scoring)
+        return checkpoints.extra.get(cap_key, epochs)
     trained = 0
     with batch_norms_over_processes(model):
         timed, said = min(SPEED_BATCHES, len(batches)), False
@@ -75,9 +81,8 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
             for index, batch in enumerate(batches):
                 if monitor is not None and epoch == done and index == timed:
                     per_epoch = (time.perf_counter() - opened) * len(batches) / timed
-                    if stretch and cap_key not in checkpoints.extra:
-                        epochs = checkpoints.extra[cap_key] = monitor.stretched_cap(epochs, epoch, per_epoch + scoring)
-                        total = epochs * len(batches)
+                    epochs = stretched(epoch, per_epoch)
+                    total = epochs * len(batches)
                     note = monitor.speed(phase, per_epoch, done, epochs, timed)
                     if note and progress is not None and is_main():
                         progress(Progress(phase, epoch, epochs, loss_sum / timed, time.perf_counter() - start,
@@ -99,9 +104,8 @@ def train_phase(phase: str, epochs: int, model: torch.nn.Module, optimizer: torc
                 trained += _samples(batch)
             if monitor is not None and epoch == done and timed == len(batches):  # an epoch of fewer batches
                 per_epoch = time.perf_counter() - opened
-                if stretch and cap_key not in checkpoints.extra:
-                    epochs = checkpoints.extra[cap_key] = monitor.stretched_cap(epochs, epoch, per_epoch + scoring)
-                    total = epochs * len(batches)
+                epochs = stretched(epoch, per_epoch)
+                total = epochs * len(batches)
                 monitor.speed(phase, per_epoch, done, epochs, timed)
             stop = monitor.after_epoch(phase, epoch + 1, model, epochs, loss_sum / len(batches)) \
                 if monitor is not None else False
