@@ -151,7 +151,8 @@ class Monitor:
         deadline leaves room for, at most STRETCH times `cap` and never below it; decided on rank 0. A
         phase so stretched runs to that cap (its learning rate's cosine to its end) or its deadline, not to
         a plateau: its best state is kept either way, and a plateau at a high learning rate ended
-        fine-tuning 14 epochs into 60 on the held-out shapes benchmark, 0.8 points of agreement short."""
+        fine-tuning 14 epochs into 60 on the held-out shapes benchmark, 1.15 points of agreement below
+        the same run taken to its cap (90.45% against 91.60%)."""
         if self.deadline is None:
             return cap
         deadline = self.deadline
