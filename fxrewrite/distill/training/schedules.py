@@ -26,7 +26,7 @@ from torch import fx, nn
 from fxrewrite.distill.training.augment import augment
 from fxrewrite.distill.training.losses import block_loss, normalized_mse
 from fxrewrite.distill.training.checkpoints import FINETUNE, PARALLEL, PROGRESSIVE, Checkpoints, ProgressCallback
-from fxrewrite.distill.training.loop import train_phase
+from fxrewrite.distill.training.loop import adam, train_phase
 from fxrewrite.distill.training.monitor import Monitor
 from fxrewrite.distill.training.recording import OutputHooks, Recorded, as_tuple
 from fxrewrite.ir import tensor_leaves
@@ -59,7 +59,7 @@ def parallel(students: nn.ModuleDict, adapters: nn.ModuleDict, cache: Sequence[R
     parameters = [p for n in names if n not in starts_exact for p in students[n].parameters()]
     parameters += [p for key, adapter in adapters.items() if key.rsplit("_", 1)[0] in names
                    for p in adapter.parameters()]
-    optimizer = torch.optim.Adam([{"params": parameters}, {"params": exact, "lr": lr * TEACHER_FORM_LR}], lr=lr)
+    optimizer = adam([{"params": parameters}, {"params": exact, "lr": lr * TEACHER_FORM_LR}], lr)
 
     def loss(_: int, entry: Recorded) -> torch.Tensor:
         return sum(_blockwise_loss(adapters, n, as_tuple(students[n](*entry.regions[n][0])), entry.regions[n][1])
@@ -72,7 +72,7 @@ def progressive(teacher: fx.GraphModule, order: Sequence[str], students: nn.Modu
                 cache: Sequence[Recorded], epochs: int, lr: float, checkpoints: Checkpoints,
                 progress: ProgressCallback | None, monitor: Monitor | None = None, cosine_lr: bool = False) -> None:
     trained = nn.ModuleDict({"students": students, "adapters": adapters})
-    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    optimizer = adam(trained.parameters(), lr)
     model = copy.deepcopy(teacher).requires_grad_(False)
     teacher_regions = {n: getattr(model, n) for n in order}
     per_period = max(1, -(-epochs // len(order)))
@@ -106,7 +106,7 @@ def finetune(stitched: nn.Module, order: Sequence[str], cache: Sequence[Recorded
     """With `relabel`, every batch is augmented (fxrewrite.distill.training.augment) and its targets are the
     teacher's outputs on the augmented inputs; with `stretch`, the epoch cap grows to what the monitor's
     deadline leaves room for (fxrewrite.distill.training.loop.train_phase)."""
-    optimizer = torch.optim.Adam(stitched.parameters(), lr=lr / 3)
+    optimizer = adam(stitched.parameters(), lr / 3)
     positions = {id(entry): index for index, entry in enumerate(cache)}
 
     def loss(epoch: int, entry: Recorded) -> torch.Tensor:
