@@ -84,7 +84,11 @@ def test_convnext_on_held_out_shapes_with_default_flags(benchmark, shapes, tmp_p
         distillation = report.get("distillation") or {}
         row |= {"teacher_cycles": report["before"]["cycles"], "student_cycles": report["after"]["cycles"],
                 "phase_seconds": distillation.get("seconds"), "stops": distillation.get("stops"),
-                "samples_per_second": distillation.get("samples_per_second")}
+                "samples_per_second": distillation.get("samples_per_second"),
+                "grown": [r["growth"] for r in distillation.get("regions", []) if r["growth"]],
+                "outlook": (distillation.get("outlook") or {}).get("text"),
+                # the held-out agreement after every epoch: checks the outlook against a longer run
+                "history": [(p["phase"], p["epoch"], p["seconds"], p["agreement"]) for p in distillation.get("history", [])]}
     if out.is_file():
         student = torch.export.load(out).module()
         with torch.no_grad():

@@ -22,6 +22,7 @@ from typing import Any
 from fxrewrite.cost import Size
 from fxrewrite.distill import Distilled, Point, Region, StudentResult
 from fxrewrite.distill.regions.carving import MANY_BLOCKS
+from fxrewrite.distill.training.outlook import Outlook
 from fxrewrite.ir import tensor_shape
 from fxrewrite.lowering import LoweringOutcome
 from fxrewrite.lowering.restructure import Restructured
@@ -129,6 +130,8 @@ class DistillationReport:
     options: dict[str, Any] = field(default_factory=dict)
     #: per phase, samples trained on per second of the phase
     samples_per_second: dict[str, float] = field(default_factory=dict)
+    #: what a longer time budget would likely give fine-tuning (fxrewrite.distill.training.outlook)
+    outlook: Outlook | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "quantization": self.quantization,
@@ -138,7 +141,8 @@ class DistillationReport:
                 "samples": dict(zip(("train", "held_out", "dropped"), (*self.samples, self.dropped))),
                 "history": [asdict(p) for p in self.history], "stops": self.stops, "rollbacks": self.rollbacks,
                 "device": self.device, "processes": self.processes, "options": self.options,
-                "samples_per_second": self.samples_per_second}
+                "samples_per_second": self.samples_per_second,
+                "outlook": self.outlook.as_dict() if self.outlook else None}
 
     def to_text(self) -> str:
         train, held = self.samples
@@ -164,6 +168,8 @@ class DistillationReport:
         if self.samples_per_second:
             lines.append("training speed: " + ", ".join(f"{k} {v:,.0f} samples/s" for k, v in
                                                          self.samples_per_second.items()))
+        if self.outlook is not None:
+            lines.append(f"longer budget: {self.outlook.text}")
         lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
                      + f" (on {self.device}" + (f", {self.processes} processes)" if self.processes > 1 else ")"))
         return "\n".join(lines)
@@ -237,7 +243,8 @@ class LoweringReport:
                                                  history, stops, data.dropped, outcome.device, outcome.processes,
                                                  trained.rollbacks if isinstance(trained, Distilled) else {},
                                                  outcome.options.report_echo() if outcome.options else {},
-                                                 trained.samples_per_second if isinstance(trained, Distilled) else {})
+                                                 trained.samples_per_second if isinstance(trained, Distilled) else {},
+                                                 trained.outlook if isinstance(trained, Distilled) else None)
         report.exact_after, report.after = exact.after, Size.of(outcome.gm, performance=outcome.target.performance)
         report.seconds |= {f"distill_{k}": v for k, v in trained.seconds.items()}
         return report

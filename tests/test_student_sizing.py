@@ -3,13 +3,15 @@ width; exact rewrites dearer than students go to distillation when there is cali
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from conftest import symbolic
 from fxrewrite.distill import synthesize
 from fxrewrite.cost import Cost
-from fxrewrite.distill.sizing import FLOOR_SHARE, allowance, module_cost, widths
+from fxrewrite.distill.sizing import FLOOR_SHARE, GROWTH_CAP, allowance, module_cost, spare, widths
 from fxrewrite.distill.students.conv import ConvStudent
 from fxrewrite.examples import tiny_convnext
 from fxrewrite.lowering.exact import lower_exact
@@ -78,3 +80,23 @@ def test_with_calibration_data_a_material_exact_rewrite_dearer_than_a_student_is
     assert all("distilled instead" in planned.kept[name] and "--student-budget 1.5" in planned.kept[name]
                and ", a student of at most " in planned.kept[name] for name in residual_adds)
     assert planned.after.macs < exact.after.macs
+
+
+def test_the_spare_is_the_networks_cycle_budget_less_the_model_with_its_students_in_place():
+    model, regions = Cost(1000.0, 10_000), [Cost(300.0, 4_000), Cost(200.0, 1_000)]
+    assert spare(model, regions, [Cost(100.0, 9_000), Cost(100.0, 1_000)], 1.0) == 300.0
+    assert spare(model, regions, [Cost(600.0, 5_000), Cost(0.0, 0)], 1.2) == 100.0
+
+
+def test_a_student_grows_past_its_growth_cap_only_into_the_cycles_the_network_has_spare():
+    teacher = cost_of(ConvStudent({0: 16}, {0: ()}, 16, 16, 1, (), None))
+    allowed = Cost(10 * teacher.cycles, teacher.macs // 8)
+    small = synthesize("r", [X], [torch.randn(2, 16, 9, 9)], teacher, ARCHNET, allowed)
+    assert small.size == "1 x conv3x3 of 4" and small.cost == cost_of(small.student)
+    # the next step up costs more than GROWTH_CAP x the allowance: no step without spare
+    step = small.larger(math.inf)
+    assert step.size == "2 x conv3x3 of 4" and not step.cost.within(allowed.scaled(GROWTH_CAP))
+    assert small.larger(0.0) is None
+    added = step.cost.cycles - small.cost.cycles
+    assert small.larger(added).size == "2 x conv3x3 of 4"
+    assert small.larger(added - 1) is None  # one cycle short

@@ -180,6 +180,9 @@ def test_the_report_records_agreement_over_time_and_ends_at_the_best_fine_tuning
     assert set(document["samples_per_second"]) == {"blockwise", "finetune"}
     assert all(rate > 0 for rate in document["samples_per_second"].values())
     assert "training speed: blockwise" in distillation.to_text()
+    # six fine-tuning epochs: enough for the outlook's fit, which the report says and keeps
+    assert document["outlook"]["phase"] == "finetune" and document["outlook"]["epochs"] == 6
+    assert f"longer budget: {distillation.outlook.text}" in distillation.to_text()
 
 
 def test_a_phase_counts_the_samples_it_trained_on():

@@ -20,10 +20,11 @@ from fxrewrite.distill.training.checkpoints import FINETUNE, GROW, Checkpoints
 from fxrewrite.distill.training.recording import OutputHooks, Recorded, record, region_order
 from fxrewrite.distill.growth import grow_missing
 from fxrewrite.distill.training.monitor import Monitor, Point, held_out_score, swapped_score
+from fxrewrite.distill.training.outlook import Outlook, longer_budget
 from fxrewrite.distill.training.processes import shard, world_size
 from fxrewrite.distill.regions.carving import carve
 from fxrewrite.distill.regions.sharing import size_only_inputs
-from fxrewrite.distill.sizing import Sized, allowance, module_cost
+from fxrewrite.distill.sizing import Sized, allowance, module_cost, spare
 from fxrewrite.distill.options import TrainingOptions
 from fxrewrite.distill.training.schedules import SCHEDULES, finetune, parallel, progressive
 from fxrewrite.distill.synthesis import synthesize
@@ -83,6 +84,8 @@ class Distilled:
     rollbacks: dict[str, list[str]] = field(default_factory=dict)
     #: per phase, the samples trained on per second of the phase (scoring and checkpoints included)
     samples_per_second: dict[str, float] = field(default_factory=dict)
+    #: what a longer time budget would likely give fine-tuning (fxrewrite.distill.training.outlook)
+    outlook: Outlook | None = None
 
 
 def _fingerprint(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
@@ -184,8 +187,9 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
         for name in order:
             dequantize_modules(students[name])
     ran = checkpoints.extra.get("blockwise_epochs", config.epochs)
+    network = spare(model, list(region_costs.values()), [s.cost for s in sized.values()], config.student_budget)
     growth = grow_missing(students, sized, teacher, adapters, cache, held, ran, config.lr, checkpoints,
-                          config.progress, device)
+                          config.progress, device, network)
     times["blockwise"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -214,7 +218,8 @@ def distill(gm: fx.GraphModule, target: Target, batches: Sequence[torch.Tensor],
                        stops={p: m.stopped for p, m in (("blockwise", blockwise), ("finetune", tuning)) if m.stopped},
                        rollbacks={"finetune": tuning.rollbacks} if tuning.rollbacks else {},
                        samples_per_second={p: round(m.samples_per_second, 1) for p, m in
-                                           (("blockwise", blockwise), ("finetune", tuning)) if m.samples_per_second})
+                                           (("blockwise", blockwise), ("finetune", tuning)) if m.samples_per_second},
+                       outlook=longer_budget(history, FINETUNE, tuning.stopped))
     times["report"] = time.perf_counter() - start
     result.seconds = {k: round(v, 3) for k, v in times.items()}
     return result

@@ -3,14 +3,16 @@
 After the blockwise phase each student runs on its region's held-out inputs; one whose output's
 mean cosine with the teacher region's stays below GROW_BELOW_COSINE is rebuilt one step larger (the
 next candidate of its sizing: a layer more, or the next width up), if that costs at most
-sizing.GROWTH_CAP times its allowance, started from the teacher's layers again and trained alone for
-as many epochs as the blockwise phase ran. The report says which grew and why. The grown names
+sizing.GROWTH_CAP times its allowance or the whole network stays within its budget (the spare cycles,
+sizing.spare, taken by the students in graph order as they grow), started from the teacher's layers
+again and trained alone for as many epochs as the blockwise phase ran. The report says which grew and why. The grown names
 travel in every later checkpoint, so a resumed run rebuilds the same students before loading their
 weights.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -48,12 +50,14 @@ def _replace(name: str, bigger: Sized, students: nn.ModuleDict, sized: dict[str,
 
 def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.GraphModule, adapters: nn.ModuleDict,
                  cache: Sequence[Recorded], held_out: Sequence[Recorded], epochs: int, lr: float,
-                 checkpoints: Checkpoints, progress: ProgressCallback | None, device: torch.device) -> dict[str, str]:
-    """Grow the students that miss GROW_BELOW_COSINE (see the module docstring); what happened, per region."""
+                 checkpoints: Checkpoints, progress: ProgressCallback | None, device: torch.device,
+                 spare: float) -> dict[str, str]:
+    """Grow the students that miss GROW_BELOW_COSINE (see the module docstring), `spare` the estimated
+    cycles the whole network may still spend; what happened, per region."""
     if "grown" in checkpoints.extra:  # resumed after the decision: rebuild the same students
         grown = list(checkpoints.extra["grown"])
         for name in grown:
-            bigger = sized[name].larger() if sized[name].larger else None
+            bigger = sized[name].larger(math.inf)  # the step it took, whatever the spare if sized[name].larger else None
             if bigger is None:
                 raise RuntimeError(f"{name}: the checkpoint says it grew, but no larger student exists")
             _replace(name, bigger, students, sized, teacher, device)
@@ -64,12 +68,12 @@ def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.G
         for name, cosine in cosines.items():
             if cosine >= GROW_BELOW_COSINE:
                 continue
-            bigger = sized[name].larger() if sized[name].larger else None
+            bigger = sized[name].larger(spare) if sized[name].larger else None
             if bigger is None:
                 notes[name] = (f"held-out cosine {cosine:.3f} < {GROW_BELOW_COSINE} after the blockwise phase; no "
-                               "larger student within the growth cap")
+                               "larger student within the growth cap or the network's budget")
                 continue
-            before = sized[name].size
+            before, spare = sized[name].size, spare - bigger.cost.cycles + sized[name].cost.cycles
             _replace(name, bigger, students, sized, teacher, device)
             grown.append(name)
             notes[name] = (f"held-out cosine {cosine:.3f} < {GROW_BELOW_COSINE} after the blockwise phase: grew from "

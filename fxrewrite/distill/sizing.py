@@ -9,7 +9,9 @@ before narrowing (widths x1, x3/4, x1/2, x3/8, x1/4 of the region's channels, at
 and the first that fits the budget is taken. When none fits, the smallest is taken and the report
 says by how much it misses. A region too cheap for any student to match (a head of a few hundred
 MACs) may still spend FLOOR_SHARE of the whole teacher's cost: its student is then immaterial to
-the model's cost, and a starved one would be what the model's accuracy hangs on.
+the model's cost, and a starved one would be what the model's accuracy hangs on. A student that
+misses its accuracy may grow one step (fxrewrite.distill.growth) to GROWTH_CAP times its allowance,
+or further where the whole network stays within `budget` times the teacher's cycles (`spare`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -52,10 +54,13 @@ class Sized:
     student: nn.Module
     size: str
     cost_ratio: float
-    #: builds the student one step larger (None when there is none within GROWTH_CAP x the allowance)
-    larger: Callable[[], Sized | None] | None = None
+    #: builds the student one step larger, given the cycles the whole network may still spend (None when
+    #: the step costs more than GROWTH_CAP x the allowance and adds more than that spare, or there is none)
+    larger: Callable[[float], Sized | None] | None = None
     #: whether it costs at most what it was allowed
     fits: bool = True
+    #: its estimated cost as deployed
+    cost: Cost = field(kw_only=True)
 
 
 def widths(full: int) -> list[int]:
@@ -69,6 +74,14 @@ def allowance(region: Cost, model: Cost, budget: float) -> Cost:
     return Cost(max(by_region.cycles, floor.cycles), max(by_region.macs, floor.macs))
 
 
+def spare(model: Cost, regions: Sequence[Cost], students: Sequence[Cost], budget: float) -> float:
+    """The estimated cycles the whole network may still spend: `budget` times the teacher `model`'s, less
+    the model's with its `regions` replaced by `students` (negative where it is over). Cycles alone: they
+    are what the chip runs; MACs bound each student's allowance, so that no student is wide where the
+    estimate charges per op, not the network."""
+    return model.cycles * budget - (model.cycles - sum(r.cycles for r in regions) + sum(s.cycles for s in students))
+
+
 def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]], inputs: Sequence[torch.Tensor],
                         teacher: Cost, allowed: Cost, target: Target) -> Sized:
     """The first of the (size label, builder) candidates costing at most `allowed`; else the last. The
@@ -77,15 +90,15 @@ def first_within_budget(candidates: Sequence[tuple[str, Callable[[], nn.Module]]
         label, build = candidates[index]
         student = build()
         cost = module_cost(student, inputs, target)
-        return Sized(student, label, cost.ratio(teacher)), cost
+        return Sized(student, label, cost.ratio(teacher), cost=cost), cost
 
-    def step_up(index: int) -> Sized | None:
+    def step_up(index: int, current: Cost, spare: float) -> Sized | None:
         sized, cost = built(index)
-        return sized if cost.within(allowed.scaled(GROWTH_CAP)) else None
+        return sized if cost.within(allowed.scaled(GROWTH_CAP)) or cost.cycles - current.cycles <= spare else None
 
     for index in range(len(candidates)):
         sized, cost = built(index)
         if cost.within(allowed) or index == len(candidates) - 1:
-            return dataclasses.replace(sized, larger=(lambda: step_up(index - 1)) if index > 0 else None,
-                                       fits=cost.within(allowed))
+            return dataclasses.replace(sized, fits=cost.within(allowed),
+                                       larger=(lambda spare: step_up(index - 1, cost, spare)) if index > 0 else None)
     raise ValueError("a student needs at least one candidate")

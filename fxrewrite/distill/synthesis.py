@@ -68,7 +68,7 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
                            "student of legal ops writes real floating-point tensors; keep such ops (complex "
                            "numbers, sort indices, sizes) outside what the target must run, or rewrite them")
     if not inputs:
-        return Sized(ConstantOutputs(outputs), CONSTANT_LABEL, 0.0)
+        return Sized(ConstantOutputs(outputs), CONSTANT_LABEL, 0.0, cost=Cost(0.0, 0))
     # a tensor without the batch (a position table made from parameters) is the same for every sample:
     # a student learns its effect as a constant, so it reads only the per-sample tensors
     batch = outputs[0].shape[0] if outputs[0].dim() else None
@@ -88,13 +88,13 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
     costs = [module_cost(form, every, target) for form in forms]
     for form, cost in zip(forms, costs):  # the exact form first
         if cost.within(allowed):
-            return Sized(form, form.label, cost.ratio(teacher))
+            return Sized(form, form.label, cost.ratio(teacher), cost=cost)
     plain = reparameterised_student(every, outputs[0]) if forms and len(outputs) == 1 else None
     if plain is not None and (plain_cost := module_cost(plain[1], every, target)).within(allowed):
-        return Sized(plain[1], plain[0], plain_cost.ratio(teacher))
+        return Sized(plain[1], plain[0], plain_cost.ratio(teacher), cost=plain_cost)
     for form, cost in zip(forms, costs):
         if cost.within(allowed.scaled(max(GROWTH_CAP, target.performance.growth_max or 0))):
-            return Sized(form, form.label, cost.ratio(teacher))
+            return Sized(form, form.label, cost.ratio(teacher), cost=cost)
     parts = len(outputs)
     sized = [_one_student(Request(name, tensors, out, frozenset(region_kinds or ()), target), teacher.divided(parts),
                           allowed.divided(parts)) for out in outputs]
@@ -103,9 +103,10 @@ def synthesize(name: str, inputs: Sequence[object], outputs: Sequence[torch.Tens
         student = TensorInputs(student, positions)
     simple = len(sized) == 1 and len(positions) == len(inputs)  # only a plain student is regrown as it is
     generic = Sized(student, "; ".join(s.size for s in sized), sum(s.cost_ratio for s in sized) / len(sized),
-                    sized[0].larger if simple else None, all(s.fits for s in sized))
+                    sized[0].larger if simple else None, all(s.fits for s in sized),
+                    cost=sum((s.cost for s in sized), Cost(0.0, 0)))
     # where no generic student fits either, a form that starts as the teacher is taken if it is cheaper
     cheapest = min(zip(costs, forms), key=lambda pair: pair[0].ratio(teacher), default=None)
     if cheapest is not None and not generic.fits and cheapest[0].ratio(teacher) < generic.cost_ratio:
-        return Sized(cheapest[1], cheapest[1].label, cheapest[0].ratio(teacher))
+        return Sized(cheapest[1], cheapest[1].label, cheapest[0].ratio(teacher), cost=cheapest[0])
     return generic
