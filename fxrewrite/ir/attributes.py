@@ -98,6 +98,10 @@ def linear_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"in_features": in_features, "out_features": out_features, "bias": b["bias"] is not None}
 
 
+def addmm_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    return {"alpha": float(b.get("alpha", 1)), "beta": float(b.get("beta", 1))}
+
+
 def norm_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     attrs = {key: b[key] for key in ("num_groups", "normalized_shape") if key in b}
     if "normalized_shape" in attrs:

@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from fxrewrite.ir.attributes import (
-    adaptive_pool1d_attrs, adaptive_pool_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs,
+    adaptive_pool1d_attrs, adaptive_pool_attrs, addmm_attrs, binary_attrs, cat_attrs, conv_attrs, conv_module, conv_transpose_attrs,
     conv_transpose_module,
     dim_attrs, dropout_attrs, einsum_attrs, embedding_attrs, fake_quant_attrs, flatten_attrs, gelu_attrs,
     hardtanh_attrs, linear_attrs, mean_attrs, mha_attrs, mha_module, no_attrs, no_fields, norm_attrs, norm_module, pad_attrs,
@@ -64,6 +64,7 @@ def _sig_pad(input, pad, mode="constant", value=None): ...
 def _sig_gelu(input, approximate="none"): ...
 def _sig_hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False): ...
 def _sig_matmul(input, other): ...
+def _sig_addmm(input, mat1, mat2, *, beta=1, alpha=1): ...
 def _sig_split(input, sections, dim=0): ...
 def _sig_unbind(input, dim=0): ...
 def _sig_einsum(equation, *operands): ...
@@ -118,6 +119,9 @@ VOCABULARY: tuple[OpDef, ...] = (
     OpDef("matmul", "matrix product of two activations (matmul, mm, bmm)", no_attrs, _sig_matmul, {},
           (torch.matmul, operator.matmul, torch.bmm, torch.mm, aten.matmul, aten.bmm, aten.mm),
           ("matmul", "bmm", "mm"), operands=("input", "other")),
+    OpDef("addmm", "beta input + alpha (mat1 @ mat2): an FC layer as GPT-2's Conv1D writes it", addmm_attrs,
+          _sig_addmm, {}, (torch.addmm, aten.addmm), ("addmm",), operands=("input", "mat1", "mat2"),
+          attr_names=("alpha", "beta")),
     OpDef("batch_norm", "batch normalization (inference statistics)", norm_attrs, _sig_batch_norm_f,
           {nn.BatchNorm1d: norm_module, nn.BatchNorm2d: norm_module}, (F.batch_norm,),
           special_forms={aten.batch_norm: _sig_batch_norm_aten}, attr_names=("eps", "affine")),
