@@ -197,3 +197,17 @@ def test_adaptive_avg_pool1d_is_known_in_every_form():
 class FunctionalPool1d(nn.Module):
     def forward(self, x):
         return F.adaptive_avg_pool1d(x, 3)
+
+
+class Powers(nn.Module):
+    """T5's RMS norm squares, GPT-2's tanh GELU cubes; a tensor exponent has no number to constrain."""
+
+    def forward(self, x):
+        return x.pow(2) + x ** 3 + torch.pow(x, x)
+
+
+def test_powers_in_every_form_carry_their_exponent():
+    x = torch.rand(2, 3)
+    for gm in (symbolic(Powers(), x), exported(Powers(), x)):
+        views = [v for v in compute_views(gm) if v.kind == "pow"]
+        assert [v.attrs["exponent"] for v in views] == [2.0, 3.0, None]

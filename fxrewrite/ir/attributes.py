@@ -98,6 +98,12 @@ def linear_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"in_features": in_features, "out_features": out_features, "bias": b["bias"] is not None}
 
 
+def pow_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
+    """The exponent where it is a number (None where it is a tensor)."""
+    exponent = b.get("exponent")
+    return {"exponent": float(exponent) if isinstance(exponent, (int, float)) else None}
+
+
 def addmm_attrs(b: Mapping[str, Any]) -> dict[str, Any]:
     return {"alpha": float(b.get("alpha", 1)), "beta": float(b.get("beta", 1))}
 
