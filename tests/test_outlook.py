@@ -46,3 +46,9 @@ def test_without_top1_the_outlook_is_in_held_out_cosine():
 def test_too_few_epochs_give_no_outlook():
     assert longer_budget(_history([0.5, 0.6, 0.7]), "finetune") is None
     assert longer_budget(_history([0.5, 0.6, 0.7, 0.8]), "another phase") is None
+
+
+def test_the_outlook_never_passes_a_perfect_score():
+    scores = [0.5] + [0.9 + 0.05 * math.log(epoch) for epoch in range(1, 9)]  # ends at 0.994, rising fast
+    outlook = longer_budget(_history(scores), "finetune")
+    assert outlook.doubling_gain == pytest.approx(1.0 - scores[-1], abs=1e-5)

@@ -4,10 +4,10 @@ A phase keeps its best state, so its curve is the running best of the held-out s
 agreement, else the cosine) after each epoch, against t, the seconds since the phase began.
 Learning curves flatten roughly as the logarithm of training time, so s(t) ~ a + b ln t is fitted by
 least squares over the second half of the phase's epochs (at least FIT_EPOCHS), and a budget twice as
-long would add about b ln 2. The first epochs' steep rise does not continue: on the held-out shapes
-benchmark (ConvNeXt, 4w4a, 60 epochs), fits over the first 15, 20 and 30 epochs predicted +4.3, +3.6 and
-+2.8 points for the next doubling of time where the run then gave +0.8, +0.9 and +1.1; fits over their
-second halves predicted +0.8, +1.0 and +0.9. That is an estimate from one run, not a promise: a phase
+long would add about b ln 2, at most what a perfect score leaves. The first epochs' steep rise does
+not continue: on the held-out shapes benchmark (ConvNeXt, 4w4a, 60 epochs), fits over the first 15,
+20 and 30 epochs predicted +4.3, +3.6 and +2.8 points for the next doubling of time where the run then
+gave +0.8, +0.9 and +1.1; fits over their second halves predicted +0.8, +1.0 and +0.9. That is an estimate from one run, not a promise: a phase
 whose best score stopped rising (b ln 2 below FLAT) says more time would likely not help.
 """
 
@@ -62,7 +62,9 @@ def longer_budget(history: Sequence[Point], phase: str, stopped: str = "") -> Ou
         best = max(best, point.agreement if score == "agreement" else point.cosine)
         if point.epoch > 0:
             points.append((max(point.seconds - start, 1e-3), best))
-    gain, seconds = doubling_gain(points[min(len(points) // 2, len(points) - FIT_EPOCHS):]), points[-1][0]
+    # never past a perfect score: agreement and cosine end at 1
+    gain = min(doubling_gain(points[min(len(points) // 2, len(points) - FIT_EPOCHS):]), 1.0 - best)
+    seconds = points[-1][0]
     said = f"{100 * gain:+.1f} points of agreement" if score == "agreement" else f"{gain:+.4f} held-out cosine"
     if gain < FLAT[score]:
         text = (f"{phase}: its best held-out {score} stopped rising over its {len(points)} epochs ({seconds:.0f} s); "
