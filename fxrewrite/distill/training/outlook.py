@@ -7,8 +7,9 @@ least squares over the second half of the phase's epochs (at least FIT_EPOCHS), 
 long would add about b ln 2, at most what a perfect score leaves. The first epochs' steep rise does
 not continue: on the held-out shapes benchmark (ConvNeXt, 4w4a, 60 epochs), fits over the first 15,
 20 and 30 epochs predicted +4.3, +3.6 and +2.8 points for the next doubling of time where the run then
-gave +0.8, +0.9 and +1.1; fits over their second halves predicted +0.8, +1.0 and +0.9. That is an estimate from one run, not a promise: a phase
-whose best score stopped rising (b ln 2 below FLAT) says more time would likely not help.
+gave +0.8, +0.9 and +1.1; fits over their second halves predicted +0.8, +1.0 and +0.9. That is an
+estimate from one run, not a promise: a phase whose best score stopped rising (b ln 2 below FLAT)
+says more time would likely not help.
 """
 
 from __future__ import annotations
