@@ -34,7 +34,7 @@ LAYERS = (
     ("fxrewrite.lowering",),
     ("fxrewrite.report", "fxrewrite.export", "fxrewrite.ship", "fxrewrite.viz"),
     ("fxrewrite.writers",),
-    ("fxrewrite.api",),
+    ("fxrewrite.api", "fxrewrite.generate"),
     ("fxrewrite.cli", "fxrewrite.docs",
      "fxrewrite.entry", "fxrewrite.__main__", "fxrewrite"),
 )
