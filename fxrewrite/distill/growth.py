@@ -5,9 +5,9 @@ mean cosine with the teacher region's stays below GROW_BELOW_COSINE is rebuilt o
 next candidate of its sizing: a layer more, or the next width up), if that costs at most
 sizing.GROWTH_CAP times its allowance or the whole network stays within its budget (the spare cycles,
 sizing.spare, taken by the students in graph order as they grow), started from the teacher's layers
-again and trained alone for as many epochs as the blockwise phase ran. The report says which grew and why. The grown names
-travel in every later checkpoint, so a resumed run rebuilds the same students before loading their
-weights.
+again and trained alone for as many epochs as the blockwise phase ran. The report says which grew and
+why. The grown names travel in every later checkpoint, so a resumed run rebuilds the same students
+before loading their weights.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def grow_missing(students: nn.ModuleDict, sized: dict[str, Sized], teacher: fx.G
     if "grown" in checkpoints.extra:  # resumed after the decision: rebuild the same students
         grown = list(checkpoints.extra["grown"])
         for name in grown:
-            bigger = sized[name].larger(math.inf)  # the step it took, whatever the spare if sized[name].larger else None
+            # the step it took, whatever the spare
+            bigger = sized[name].larger(math.inf) if sized[name].larger else None
             if bigger is None:
                 raise RuntimeError(f"{name}: the checkpoint says it grew, but no larger student exists")
             _replace(name, bigger, students, sized, teacher, device)
